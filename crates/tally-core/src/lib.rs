@@ -1,0 +1,43 @@
+//! tally's application core: the ports that storage and messaging adapters implement, and the parts
+//! built on them alone — the processor, the projector, the read-model folds, waits for outcomes and
+//! positions, and the W1 workload.
+//!
+//! This crate knows no database, broker or HTTP framework. Adapters depend on it, never the reverse.
+//!
+//! Layout:
+//! - [`ports`]: the traits and their contracts ([`EventStore`], [`Intake`], [`CommandQueue`],
+//!   [`CommandLog`], [`ReadStore`], [`KeyStore`]);
+//! - [`model`]: the records that cross them;
+//! - [`processor`], [`projector`], [`readmodel`]: the write path and the read path;
+//! - [`wait`]: long polls for command outcomes and read-your-writes;
+//! - [`workload`]: W1, the standard benchmark workload, and its independent expected books;
+//! - `conformance` (feature `test-util`): one test suite per port, run against every adapter.
+
+use std::sync::Arc;
+
+pub mod model;
+pub mod ports;
+pub mod processor;
+pub mod projector;
+pub mod readmodel;
+pub mod signals;
+pub mod wait;
+pub mod workload;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
+
+pub use ports::{CommandLog, CommandQueue, Error, EventStore, Intake, KeyStore, ReadStore};
+pub use signals::Signals;
+
+/// Every port, as one backend provides them. The binary builds one from configuration and hands its
+/// parts to the gateway, processor, projector and queries.
+#[derive(Clone)]
+pub struct Backend {
+    pub events: Arc<dyn EventStore>,
+    pub commands: Arc<dyn CommandLog>,
+    pub intake: Arc<dyn Intake>,
+    pub queue: Arc<dyn CommandQueue>,
+    pub read: Arc<dyn ReadStore>,
+    pub keys: Arc<dyn KeyStore>,
+}

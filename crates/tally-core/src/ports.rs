@@ -1,0 +1,163 @@
+//! The ports: what the processor, projectors, queries and the gateway need from storage and messaging.
+//! Each adapter (SQLite, PostgreSQL, a broker) implements them with exactly the behaviour documented
+//! here, which the conformance suites in [`crate::conformance`] check.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use jiff::civil::Date;
+use tally_domain::StreamId;
+use uuid::Uuid;
+
+use crate::model::{
+    ApiKey, CommandEnvelope, CommandRecord, CommitBatch, DeadLetter, Delivery, QueueMessage,
+    RecordedEvent,
+};
+use crate::readmodel::{DayFigures, ProjectionUpdate, SupplierDay};
+
+/// A storage failure, translated into what it means for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// An expected stream version was stale: someone appended to `stream` first. Nothing was written.
+    #[error("version conflict on stream {stream}")]
+    Conflict { stream: String },
+    /// A command of the batch already has an outcome. Nothing was written.
+    #[error("command {command_id} already has an outcome")]
+    AlreadyDecided { command_id: Uuid },
+    /// A projection's checkpoint was not where the update expected it. Nothing was written.
+    #[error("checkpoint of {projection} is not at {expected}")]
+    CheckpointMoved { projection: String, expected: u64 },
+    /// The backend cannot be reached or is busy; the same call may succeed later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The append-only event log with per-stream versions and one global order.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends the batch's events and records its outcomes atomically, returning the global position of
+    /// each event in order. Positions grow strictly with commit order and are never reused.
+    ///
+    /// Fails with [`Error::Conflict`] when any `(stream, version)` is already taken (a stale expected
+    /// version), and with [`Error::AlreadyDecided`] when a command already has an outcome; either way
+    /// nothing of the batch is written.
+    async fn commit(&self, batch: CommitBatch) -> Result<Vec<u64>>;
+
+    /// Up to `limit` events with position > `after`, in global order, without gaps in what is committed.
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// Every event of the given streams: for each, `(stream, version in that stream, event)`, in version
+    /// order per stream. Streams that do not exist are simply absent.
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<Vec<(StreamId, u64, RecordedEvent)>>;
+
+    /// The events of one stream in version order, each with its version in that stream.
+    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>>;
+
+    /// The position of the last committed event (0 when the log is empty).
+    async fn head(&self) -> Result<u64>;
+
+    /// Which of these commands already have an outcome.
+    async fn decided(&self, command_ids: &[Uuid]) -> Result<Vec<Uuid>>;
+}
+
+/// What the gateway asks of the intake: make the command durable and record it as accepted.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub envelope: CommandEnvelope,
+    pub partition_key: String,
+    /// `(idempotency key, SHA-256 of the request)`, scoped to the envelope's key id.
+    pub idempotency: Option<(String, [u8; 32])>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Durable and queued.
+    Accepted { command_id: Uuid },
+    /// The same idempotency key with the same request was seen: its first command id.
+    Replayed { command_id: Uuid },
+    /// The same idempotency key came with a different request.
+    KeyReused,
+}
+
+/// The gateway's single durable step: when [`Intake::submit`] returns `Accepted`, the command is on the
+/// queue and its `accepted` record exists, both durably (fsynced); otherwise neither is.
+#[async_trait]
+pub trait Intake: Send + Sync + 'static {
+    async fn submit(&self, submission: Submission) -> Result<Submitted>;
+    /// Several submissions in one durable step (each one's result in order).
+    async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>>;
+}
+
+/// Commands' statuses, written by the intake (accepted) and by [`EventStore::commit`] (outcomes).
+#[async_trait]
+pub trait CommandLog: Send + Sync + 'static {
+    async fn status(&self, command_id: Uuid) -> Result<Option<CommandRecord>>;
+}
+
+/// A durable, at-least-once command queue with per-partition order.
+///
+/// - A message enqueued is durable when `enqueue` returns.
+/// - `receive` hands out messages of one partition in enqueue order, never a later message of a
+///   partition while an earlier one is delivered and not yet acked.
+/// - A message delivered and neither acked nor nacked (its consumer died) is delivered again.
+/// - `nack` puts it back for redelivery after `retry_after`, or dead-letters it once it was delivered
+///   `max_deliveries` times.
+#[async_trait]
+pub trait CommandQueue: Send + Sync + 'static {
+    async fn enqueue(&self, messages: Vec<QueueMessage>) -> Result<()>;
+    /// Waits up to `wait` for at least one message, then returns up to `max` of them.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
+    async fn ack(&self, tags: &[u64]) -> Result<()>;
+    async fn nack(&self, tag: u64, reason: &str, retry_after: Duration) -> Result<()>;
+    /// Messages waiting or in flight.
+    async fn depth(&self) -> Result<u64>;
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
+    /// Puts a dead letter back on the queue; false if there is none with that id.
+    async fn replay_dead_letter(&self, message_id: Uuid) -> Result<bool>;
+}
+
+/// The read models and their checkpoints.
+#[async_trait]
+pub trait ReadStore: Send + Sync + 'static {
+    /// The position each projection has reached.
+    async fn checkpoints(&self) -> Result<HashMap<String, u64>>;
+    /// Applies the updates and moves their checkpoints in one transaction. Fails with
+    /// [`Error::CheckpointMoved`] (writing nothing) when a checkpoint is not at the update's `from`.
+    async fn apply(&self, updates: Vec<ProjectionUpdate>) -> Result<()>;
+    /// Empties a projection's rows and sets its checkpoint to 0, for a rebuild.
+    async fn reset(&self, projection: &str) -> Result<()>;
+
+    async fn inventory(&self, store_id: &str) -> Result<(u64, Vec<(String, i64)>)>;
+    async fn inventory_item(&self, store_id: &str, item_id: &str) -> Result<(u64, i64)>;
+    async fn store_daily(
+        &self,
+        store_id: &str,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<(u64, Vec<(Date, DayFigures)>)>;
+    async fn daily_sales(&self, date: Date) -> Result<(u64, Vec<(String, DayFigures)>)>;
+    async fn supplier_daily(
+        &self,
+        supplier_id: &str,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<(u64, Vec<(Date, SupplierDay)>)>;
+}
+
+/// API keys, stored by the SHA-256 of their secret.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    async fn create(&self, key: ApiKey, secret_hash: [u8; 32]) -> Result<()>;
+    /// The live (not revoked) key with this hash.
+    async fn find(&self, secret_hash: [u8; 32]) -> Result<Option<ApiKey>>;
+    async fn list(&self) -> Result<Vec<ApiKey>>;
+    /// Revokes a key at once; false if there is no live key with that id.
+    async fn revoke(&self, key_id: &str, at: Timestamp) -> Result<bool>;
+}

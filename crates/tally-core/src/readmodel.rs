@@ -1,0 +1,227 @@
+//! Read models as folds of the log. A projection turns a batch of events into a delta (additive changes
+//! keyed by row); the read store applies the delta and moves the checkpoint in one transaction. Deltas
+//! are additive, so a batch of thousands of events becomes one upsert per touched row.
+
+use std::collections::HashMap;
+
+use jiff::civil::Date;
+use serde::Serialize;
+use tally_domain::Event;
+
+/// The projections tally maintains, by name.
+pub const INVENTORY: &str = "inventory";
+pub const STORE_DAILY: &str = "store_daily_sales";
+pub const SUPPLIER_DAILY: &str = "supplier_daily";
+pub const PROJECTIONS: [&str; 3] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY];
+
+/// A store's figures for one business date.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DayFigures {
+    pub transactions: i64,
+    pub units_sold: i64,
+    pub gross_cents: i64,
+    pub returned_units: i64,
+    pub returned_cents: i64,
+}
+
+impl DayFigures {
+    pub fn net_cents(&self) -> i64 {
+        self.gross_cents - self.returned_cents
+    }
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+    pub fn add(&mut self, o: &DayFigures) {
+        self.transactions += o.transactions;
+        self.units_sold += o.units_sold;
+        self.gross_cents += o.gross_cents;
+        self.returned_units += o.returned_units;
+        self.returned_cents += o.returned_cents;
+    }
+}
+
+/// A supplier's figures for one business date.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SupplierDay {
+    pub deliveries: i64,
+    pub units_supplied: i64,
+    pub supply_cost_cents: i64,
+    pub units_sold: i64,
+    pub sales_cents: i64,
+}
+
+impl SupplierDay {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+    pub fn add(&mut self, o: &SupplierDay) {
+        self.deliveries += o.deliveries;
+        self.units_supplied += o.units_supplied;
+        self.supply_cost_cents += o.supply_cost_cents;
+        self.units_sold += o.units_sold;
+        self.sales_cents += o.sales_cents;
+    }
+}
+
+/// Additive changes to one projection's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    /// `(store, item) → on-hand change`
+    Inventory(HashMap<(String, String), i64>),
+    /// `(store, date) → figures to add`
+    StoreDaily(HashMap<(String, Date), DayFigures>),
+    /// `(supplier, date) → figures to add`
+    SupplierDaily(HashMap<(String, Date), SupplierDay>),
+}
+
+impl Delta {
+    pub fn empty_for(projection: &str) -> Option<Self> {
+        match projection {
+            INVENTORY => Some(Delta::Inventory(HashMap::new())),
+            STORE_DAILY => Some(Delta::StoreDaily(HashMap::new())),
+            SUPPLIER_DAILY => Some(Delta::SupplierDaily(HashMap::new())),
+            _ => None,
+        }
+    }
+
+    /// Folds one event into the delta.
+    pub fn fold(&mut self, event: &Event) {
+        match self {
+            Delta::Inventory(rows) => fold_inventory(rows, event),
+            Delta::StoreDaily(rows) => fold_store_daily(rows, event),
+            Delta::SupplierDaily(rows) => fold_supplier_daily(rows, event),
+        }
+    }
+}
+
+/// One projection's delta between two checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionUpdate {
+    pub projection: String,
+    pub from: u64,
+    pub to: u64,
+    pub delta: Delta,
+}
+
+fn fold_inventory(rows: &mut HashMap<(String, String), i64>, event: &Event) {
+    let mut add = |store: &str, item: &str, d: i64| {
+        *rows
+            .entry((store.to_owned(), item.to_owned()))
+            .or_insert(0) += d;
+    };
+    match event {
+        Event::GoodsDelivered(e) => {
+            for l in &e.lines {
+                add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get());
+            }
+        }
+        Event::SaleRecorded(e) => {
+            for l in &e.lines {
+                add(e.store_id.as_str(), l.item_id.as_str(), -l.quantity.get());
+            }
+        }
+        Event::SaleVoided(e) => {
+            for l in &e.lines {
+                add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get());
+            }
+        }
+        Event::ReturnRecorded(e) => {
+            for l in &e.lines {
+                add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get());
+            }
+        }
+        Event::StockAdjusted(e) => add(e.store_id.as_str(), e.item_id.as_str(), e.delta.get()),
+        Event::SupplierRegistered(_) | Event::StoreRegistered(_) | Event::ItemRegistered(_) => {}
+    }
+}
+
+fn fold_store_daily(rows: &mut HashMap<(String, Date), DayFigures>, event: &Event) {
+    let (store, date, change) = match event {
+        Event::SaleRecorded(e) => (
+            &e.store_id,
+            e.business_date,
+            DayFigures {
+                transactions: 1,
+                units_sold: e.lines.iter().map(|l| l.quantity.get()).sum(),
+                gross_cents: e.lines.iter().map(|l| l.amount_cents()).sum(),
+                ..DayFigures::default()
+            },
+        ),
+        // A void takes the sale out of its own date, as if it never happened.
+        Event::SaleVoided(e) => (
+            &e.store_id,
+            e.sale_business_date,
+            DayFigures {
+                transactions: -1,
+                units_sold: -e.lines.iter().map(|l| l.quantity.get()).sum::<i64>(),
+                gross_cents: -e.lines.iter().map(|l| l.amount_cents()).sum::<i64>(),
+                ..DayFigures::default()
+            },
+        ),
+        Event::ReturnRecorded(e) => (
+            &e.store_id,
+            e.business_date,
+            DayFigures {
+                returned_units: e.lines.iter().map(|l| l.quantity.get()).sum(),
+                returned_cents: e.lines.iter().map(|l| l.amount_cents()).sum(),
+                ..DayFigures::default()
+            },
+        ),
+        _ => return,
+    };
+    rows.entry((store.as_str().to_owned(), date))
+        .or_default()
+        .add(&change);
+}
+
+fn fold_supplier_daily(rows: &mut HashMap<(String, Date), SupplierDay>, event: &Event) {
+    let mut add = |supplier: &str, date: Date, change: SupplierDay| {
+        rows.entry((supplier.to_owned(), date))
+            .or_default()
+            .add(&change);
+    };
+    match event {
+        Event::GoodsDelivered(e) => add(
+            e.supplier_id.as_str(),
+            e.business_date,
+            SupplierDay {
+                deliveries: 1,
+                units_supplied: e.lines.iter().map(|l| l.quantity.get()).sum(),
+                supply_cost_cents: e
+                    .lines
+                    .iter()
+                    .map(|l| l.quantity.get() * l.unit_cost_cents.get())
+                    .sum(),
+                ..SupplierDay::default()
+            },
+        ),
+        Event::SaleRecorded(e) => {
+            for l in &e.lines {
+                add(
+                    l.supplier_id.as_str(),
+                    e.business_date,
+                    SupplierDay {
+                        units_sold: l.quantity.get(),
+                        sales_cents: l.amount_cents(),
+                        ..SupplierDay::default()
+                    },
+                );
+            }
+        }
+        Event::SaleVoided(e) => {
+            for l in &e.lines {
+                add(
+                    l.supplier_id.as_str(),
+                    e.sale_business_date,
+                    SupplierDay {
+                        units_sold: -l.quantity.get(),
+                        sales_cents: -l.amount_cents(),
+                        ..SupplierDay::default()
+                    },
+                );
+            }
+        }
+        // Supplier figures are before returns, like a store's units_sold and gross.
+        _ => {}
+    }
+}

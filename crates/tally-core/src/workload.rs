@@ -1,0 +1,208 @@
+//! W1, the standard retail workload (`shared/design/WORKLOAD.md`), and the books it must produce,
+//! computed here directly from the commands — independently of the processor and the projections — so
+//! a benchmark run can be verified against them.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use tally_domain::values::{Cents, DeliveryId, ItemId, Quantity, SaleId, StoreId, SupplierId, Text, TimeZoneName};
+use tally_domain::{Command, DeliveryLine, SaleLine};
+
+use crate::readmodel::{DayFigures, SupplierDay};
+
+/// A small, fast, seeded generator (SplitMix64): the same seed gives the same W1 on every machine and
+/// every version, which a general-purpose RNG crate does not promise.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+pub const ZONES: [&str; 5] = [
+    "America/Los_Angeles",
+    "America/New_York",
+    "Europe/Berlin",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct W1Size {
+    pub suppliers: usize,
+    pub stores: usize,
+    pub items: usize,
+    pub sales: usize,
+}
+
+impl W1Size {
+    /// W1 as WORKLOAD.md defines it.
+    pub const FULL: W1Size = W1Size {
+        suppliers: 10,
+        stores: 20,
+        items: 1000,
+        sales: 100_000,
+    };
+}
+
+/// The books W1 must produce: what the accepted commands imply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Books {
+    pub submitted: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub stock: HashMap<(String, String), i64>,
+    pub store_days: HashMap<(String, Date), DayFigures>,
+    pub supplier_days: HashMap<(String, Date), SupplierDay>,
+}
+
+pub struct W1 {
+    /// In the order they must be submitted: reference data, then deliveries, then sales.
+    pub commands: Vec<Command>,
+    /// How many leading commands are reference data (to be processed before the rest is sent).
+    pub reference_count: usize,
+    pub expected: Books,
+}
+
+/// Generates W1 with the given seed (42 by default in WORKLOAD.md).
+pub fn w1(seed: u64, size: W1Size) -> W1 {
+    let mut rng = SplitMix64::new(seed);
+    let mut commands = Vec::with_capacity(size.suppliers + size.stores + size.items * (size.stores + 1) + size.sales);
+    let id = |raw: String| raw;
+    let suppliers: Vec<SupplierId> = (0..size.suppliers)
+        .map(|s| SupplierId::parse(id(format!("sup-{s:02}"))).unwrap_or_else(|e| unreachable!("{e}")))
+        .collect();
+    let stores: Vec<(StoreId, TimeZoneName)> = (0..size.stores)
+        .map(|s| {
+            let store = StoreId::parse(format!("store-{s:02}")).unwrap_or_else(|e| unreachable!("{e}"));
+            let tz = TimeZoneName::parse(ZONES[s % ZONES.len()]).unwrap_or_else(|e| unreachable!("{e}"));
+            (store, tz)
+        })
+        .collect();
+    let items: Vec<(ItemId, usize, i64)> = (0..size.items)
+        .map(|i| {
+            let item = ItemId::parse(format!("item-{i:04}")).unwrap_or_else(|e| unreachable!("{e}"));
+            (item, i % size.suppliers, 100 + rng.below(9901) as i64)
+        })
+        .collect();
+    let name = |s: &str| Text::parse(s).unwrap_or_else(|e| unreachable!("{e}"));
+    let cents = |c: i64| Cents::new(c).unwrap_or_else(|e| unreachable!("{e}"));
+    let qty = |q: i64| Quantity::new(q).unwrap_or_else(|e| unreachable!("{e}"));
+    for s in &suppliers {
+        commands.push(Command::RegisterSupplier { supplier_id: s.clone(), name: name("supplier") });
+    }
+    for (s, tz) in &stores {
+        commands.push(Command::RegisterStore { store_id: s.clone(), name: name("store"), timezone: tz.clone() });
+    }
+    for (i, sup, price) in &items {
+        commands.push(Command::RegisterItem {
+            item_id: i.clone(),
+            name: name("item"),
+            supplier_id: suppliers[*sup].clone(),
+            unit_price_cents: cents(*price),
+        });
+    }
+    let reference_count = commands.len();
+    let mut books = Books::default();
+
+    // Business times: 7 days from 2026-11-02 in each store's zone.
+    let first_day: Date = jiff::civil::date(2026, 11, 2);
+    let when = |rng: &mut SplitMix64, tz: &TimeZoneName| -> Timestamp {
+        let day = first_day.checked_add(jiff::Span::new().days(rng.below(7) as i64)).unwrap_or(first_day);
+        let secs = rng.below(86_400) as i64;
+        let local = day.to_datetime(jiff::civil::Time::midnight());
+        let ts = jiff::tz::db()
+            .get(tz.as_str())
+            .ok()
+            .and_then(|zone| zone.to_timestamp(local).ok())
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        ts.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(ts)
+    };
+
+    let mut pairs: Vec<(usize, usize)> = (0..size.stores).flat_map(|s| (0..size.items).map(move |i| (s, i))).collect();
+    for k in (1..pairs.len()).rev() {
+        let j = rng.below(k as u64 + 1) as usize;
+        pairs.swap(k, j);
+    }
+    for (n, (s, i)) in pairs.into_iter().enumerate() {
+        let (store, tz) = &stores[s];
+        let (item, sup, price) = &items[i];
+        let quantity = if i % 50 == 0 { 5 } else { 500 };
+        let cost = price * 60 / 100;
+        let at = when(&mut rng, tz);
+        commands.push(Command::RecordDelivery {
+            delivery_id: DeliveryId::parse(format!("d-{n:06}")).unwrap_or_else(|e| unreachable!("{e}")),
+            supplier_id: suppliers[*sup].clone(),
+            store_id: store.clone(),
+            occurred_at: at,
+            lines: vec![DeliveryLine { item_id: item.clone(), quantity: qty(quantity), unit_cost_cents: cents(cost) }],
+        });
+        books.accepted += 1;
+        *books.stock.entry((store.to_string(), item.to_string())).or_insert(0) += quantity;
+        let day = books.supplier_days.entry((suppliers[*sup].to_string(), tz.business_date(at))).or_default();
+        day.deliveries += 1;
+        day.units_supplied += quantity;
+        day.supply_cost_cents += quantity * cost;
+    }
+
+    for n in 0..size.sales {
+        let s = rng.below(size.stores as u64) as usize;
+        let (store, tz) = &stores[s];
+        let line_count = 1 + rng.below(5) as usize;
+        let mut picked: Vec<usize> = Vec::with_capacity(line_count);
+        while picked.len() < line_count.min(size.items) {
+            let i = rng.below(size.items as u64) as usize;
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        let lines: Vec<(usize, i64)> = picked.iter().map(|&i| (i, 1 + rng.below(3) as i64)).collect();
+        let at = when(&mut rng, tz);
+        let fits = lines
+            .iter()
+            .all(|(i, q)| books.stock.get(&(store.to_string(), items[*i].0.to_string())).copied().unwrap_or(0) >= *q);
+        if fits {
+            books.accepted += 1;
+            let date = tz.business_date(at);
+            let day = books.store_days.entry((store.to_string(), date)).or_default();
+            day.transactions += 1;
+            for (i, q) in &lines {
+                let (item, sup, price) = &items[*i];
+                *books.stock.entry((store.to_string(), item.to_string())).or_insert(0) -= q;
+                day.units_sold += q;
+                day.gross_cents += q * price;
+                let sd = books.supplier_days.entry((suppliers[*sup].to_string(), date)).or_default();
+                sd.units_sold += q;
+                sd.sales_cents += q * price;
+            }
+        } else {
+            books.rejected += 1;
+        }
+        commands.push(Command::RecordSale {
+            sale_id: SaleId::parse(format!("s-{n:07}")).unwrap_or_else(|e| unreachable!("{e}")),
+            store_id: store.clone(),
+            occurred_at: at,
+            lines: lines
+                .iter()
+                .map(|(i, q)| SaleLine { item_id: items[*i].0.clone(), quantity: qty(*q), unit_price_cents: cents(items[*i].2) })
+                .collect(),
+        });
+    }
+    books.accepted += reference_count as u64;
+    books.submitted = commands.len() as u64;
+    W1 { commands, reference_count, expected: books }
+}

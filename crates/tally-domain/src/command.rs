@@ -1,0 +1,184 @@
+//! Commands: what a client asks the ledger to do, in the imperative. A command is already well formed
+//! (its values are validated types); whether it may happen is decided by [`crate::decide`].
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::values::{
+    AdjustmentId, AdjustmentReason, Cents, DeliveryId, ItemId, Quantity, ReturnId, SaleId,
+    StockDelta, StoreId, SupplierId, Text, TimeZoneName,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryLine {
+    pub item_id: ItemId,
+    pub quantity: Quantity,
+    pub unit_cost_cents: Cents,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleLine {
+    pub item_id: ItemId,
+    pub quantity: Quantity,
+    pub unit_price_cents: Cents,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnLine {
+    pub item_id: ItemId,
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    RegisterSupplier {
+        supplier_id: SupplierId,
+        name: Text,
+    },
+    RegisterStore {
+        store_id: StoreId,
+        name: Text,
+        timezone: TimeZoneName,
+    },
+    RegisterItem {
+        item_id: ItemId,
+        name: Text,
+        supplier_id: SupplierId,
+        unit_price_cents: Cents,
+    },
+    RecordDelivery {
+        delivery_id: DeliveryId,
+        supplier_id: SupplierId,
+        store_id: StoreId,
+        occurred_at: Timestamp,
+        lines: Vec<DeliveryLine>,
+    },
+    RecordSale {
+        sale_id: SaleId,
+        store_id: StoreId,
+        occurred_at: Timestamp,
+        lines: Vec<SaleLine>,
+    },
+    /// A void names only the sale; `only_store` carries the scope of a store key, which may void only
+    /// its own store's sales (any other sale is `unknown_sale` to it).
+    VoidSale {
+        sale_id: SaleId,
+        reason: Text,
+        occurred_at: Timestamp,
+        only_store: Option<StoreId>,
+    },
+    RecordReturn {
+        return_id: ReturnId,
+        sale_id: SaleId,
+        store_id: StoreId,
+        occurred_at: Timestamp,
+        lines: Vec<ReturnLine>,
+    },
+    AdjustStock {
+        adjustment_id: AdjustmentId,
+        store_id: StoreId,
+        item_id: ItemId,
+        delta: StockDelta,
+        reason: AdjustmentReason,
+        occurred_at: Timestamp,
+    },
+}
+
+impl Command {
+    /// The command's name as clients and metrics see it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::RegisterSupplier { .. } => "register_supplier",
+            Command::RegisterStore { .. } => "register_store",
+            Command::RegisterItem { .. } => "register_item",
+            Command::RecordDelivery { .. } => "record_delivery",
+            Command::RecordSale { .. } => "record_sale",
+            Command::VoidSale { .. } => "void_sale",
+            Command::RecordReturn { .. } => "record_return",
+            Command::AdjustStock { .. } => "adjust_stock",
+        }
+    }
+
+    /// The key that orders commands: commands with the same key are applied in arrival order. It is the
+    /// store for everything that happens in a store; reference data and voids (which name no store) use
+    /// a key of their own.
+    pub fn partition_key(&self) -> String {
+        match self {
+            Command::RegisterSupplier { .. }
+            | Command::RegisterStore { .. }
+            | Command::RegisterItem { .. } => "reference".to_owned(),
+            Command::RecordDelivery { store_id, .. }
+            | Command::RecordSale { store_id, .. }
+            | Command::RecordReturn { store_id, .. }
+            | Command::AdjustStock { store_id, .. } => format!("store:{store_id}"),
+            Command::VoidSale {
+                only_store: Some(store_id),
+                ..
+            } => format!("store:{store_id}"),
+            Command::VoidSale { sale_id, .. } => format!("sale:{sale_id}"),
+        }
+    }
+
+    /// Every stream whose state [`crate::decide`] reads for this command. The processor makes sure each
+    /// is loaded (or known not to exist) before it decides.
+    pub fn streams_read(&self) -> Vec<crate::StreamId> {
+        use crate::StreamId as S;
+        match self {
+            Command::RegisterSupplier { supplier_id, .. } => vec![S::supplier(supplier_id)],
+            Command::RegisterStore { store_id, .. } => vec![S::store(store_id)],
+            Command::RegisterItem {
+                item_id,
+                supplier_id,
+                ..
+            } => vec![S::item(item_id), S::supplier(supplier_id)],
+            Command::RecordDelivery {
+                delivery_id,
+                supplier_id,
+                store_id,
+                lines,
+                ..
+            } => {
+                let mut s = vec![
+                    S::delivery(delivery_id),
+                    S::supplier(supplier_id),
+                    S::store(store_id),
+                ];
+                s.extend(lines.iter().map(|l| S::item(&l.item_id)));
+                s
+            }
+            Command::RecordSale {
+                sale_id,
+                store_id,
+                lines,
+                ..
+            } => {
+                let mut s = vec![S::sale(sale_id), S::store(store_id)];
+                s.extend(lines.iter().map(|l| S::item(&l.item_id)));
+                s
+            }
+            Command::VoidSale { sale_id, .. } => vec![S::sale(sale_id)],
+            Command::RecordReturn {
+                return_id,
+                sale_id,
+                store_id,
+                lines,
+                ..
+            } => {
+                let mut s = vec![S::return_(return_id), S::sale(sale_id), S::store(store_id)];
+                s.extend(lines.iter().map(|l| S::item(&l.item_id)));
+                s
+            }
+            Command::AdjustStock {
+                adjustment_id,
+                store_id,
+                item_id,
+                ..
+            } => vec![
+                S::adjustment(adjustment_id),
+                S::store(store_id),
+                S::item(item_id),
+            ],
+        }
+    }
+}

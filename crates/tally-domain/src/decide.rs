@@ -1,0 +1,375 @@
+//! The rules: given the state of the aggregates a command reads, decide which events it causes or why
+//! it is rejected. Pure: no clock, no I/O; the business time comes with the command.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Command;
+use crate::event::{
+    DeliveredLine, Event, GoodsDelivered, ItemRegistered, ReturnRecorded, SaleRecorded, SaleVoided,
+    SoldLine, StockAdjusted, StoreRegistered, StreamId, SupplierRegistered,
+};
+use crate::state::State;
+use crate::values::Quantity;
+
+/// What the processor does with a sale that would take stock below zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StockPolicy {
+    /// Reject it with `insufficient_stock` (the default).
+    #[default]
+    Reject,
+    /// Accept it; stock may go negative (an alert for the store to count).
+    AllowNegative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    UnknownStore,
+    UnknownItem,
+    UnknownSupplier,
+    ItemNotFromSupplier,
+    DuplicateId,
+    InsufficientStock,
+    UnknownSale,
+    ReturnExceedsSale,
+    SaleVoided,
+    SaleHasReturns,
+}
+
+impl RejectionCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionCode::UnknownStore => "unknown_store",
+            RejectionCode::UnknownItem => "unknown_item",
+            RejectionCode::UnknownSupplier => "unknown_supplier",
+            RejectionCode::ItemNotFromSupplier => "item_not_from_supplier",
+            RejectionCode::DuplicateId => "duplicate_id",
+            RejectionCode::InsufficientStock => "insufficient_stock",
+            RejectionCode::UnknownSale => "unknown_sale",
+            RejectionCode::ReturnExceedsSale => "return_exceeds_sale",
+            RejectionCode::SaleVoided => "sale_voided",
+            RejectionCode::SaleHasReturns => "sale_has_returns",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == raw)
+    }
+    pub const ALL: [RejectionCode; 10] = [
+        RejectionCode::UnknownStore,
+        RejectionCode::UnknownItem,
+        RejectionCode::UnknownSupplier,
+        RejectionCode::ItemNotFromSupplier,
+        RejectionCode::DuplicateId,
+        RejectionCode::InsufficientStock,
+        RejectionCode::UnknownSale,
+        RejectionCode::ReturnExceedsSale,
+        RejectionCode::SaleVoided,
+        RejectionCode::SaleHasReturns,
+    ];
+}
+
+/// A business rule said no. The message is for people; the code is for programs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Rejection {
+    pub code: RejectionCode,
+    pub message: String,
+}
+
+fn reject<T>(code: RejectionCode, message: impl Into<String>) -> Result<T, Rejection> {
+    Err(Rejection {
+        code,
+        message: message.into(),
+    })
+}
+
+fn unused(state: &State, stream: StreamId, what: &str) -> Result<(), Rejection> {
+    if state.exists(&stream) {
+        return reject(
+            RejectionCode::DuplicateId,
+            format!("{what} is already used"),
+        );
+    }
+    Ok(())
+}
+
+/// Decides a command against the current state. The caller must have loaded every stream of
+/// [`Command::streams_read`] and [`Command::dependent_streams`] into `state`.
+pub fn decide(state: &State, command: &Command, policy: StockPolicy) -> Result<Vec<Event>, Rejection> {
+    use RejectionCode as C;
+    match command {
+        Command::RegisterSupplier { supplier_id, name } => {
+            unused(state, StreamId::supplier(supplier_id), &format!("supplier {supplier_id}"))?;
+            Ok(vec![Event::SupplierRegistered(SupplierRegistered {
+                supplier_id: supplier_id.clone(),
+                name: name.clone(),
+            })])
+        }
+        Command::RegisterStore {
+            store_id,
+            name,
+            timezone,
+        } => {
+            unused(state, StreamId::store(store_id), &format!("store {store_id}"))?;
+            Ok(vec![Event::StoreRegistered(StoreRegistered {
+                store_id: store_id.clone(),
+                name: name.clone(),
+                timezone: timezone.clone(),
+            })])
+        }
+        Command::RegisterItem {
+            item_id,
+            name,
+            supplier_id,
+            unit_price_cents,
+        } => {
+            unused(state, StreamId::item(item_id), &format!("item {item_id}"))?;
+            if !state.has_supplier(supplier_id) {
+                return reject(C::UnknownSupplier, format!("no supplier {supplier_id}"));
+            }
+            Ok(vec![Event::ItemRegistered(ItemRegistered {
+                item_id: item_id.clone(),
+                name: name.clone(),
+                supplier_id: supplier_id.clone(),
+                unit_price_cents: *unit_price_cents,
+            })])
+        }
+        Command::RecordDelivery {
+            delivery_id,
+            supplier_id,
+            store_id,
+            occurred_at,
+            lines,
+        } => {
+            unused(state, StreamId::delivery(delivery_id), &format!("delivery {delivery_id}"))?;
+            if !state.has_supplier(supplier_id) {
+                return reject(C::UnknownSupplier, format!("no supplier {supplier_id}"));
+            }
+            let Some(store) = state.store(store_id) else {
+                return reject(C::UnknownStore, format!("no store {store_id}"));
+            };
+            for line in lines {
+                let Some(item) = state.item(&line.item_id) else {
+                    return reject(C::UnknownItem, format!("no item {}", line.item_id));
+                };
+                if &item.supplier_id != supplier_id {
+                    return reject(
+                        C::ItemNotFromSupplier,
+                        format!("item {} is supplied by {}, not {supplier_id}", line.item_id, item.supplier_id),
+                    );
+                }
+            }
+            Ok(vec![Event::GoodsDelivered(GoodsDelivered {
+                delivery_id: delivery_id.clone(),
+                supplier_id: supplier_id.clone(),
+                store_id: store_id.clone(),
+                business_date: store.timezone.business_date(*occurred_at),
+                lines: lines
+                    .iter()
+                    .map(|l| DeliveredLine {
+                        item_id: l.item_id.clone(),
+                        quantity: l.quantity,
+                        unit_cost_cents: l.unit_cost_cents,
+                    })
+                    .collect(),
+            })])
+        }
+        Command::RecordSale {
+            sale_id,
+            store_id,
+            occurred_at,
+            lines,
+        } => {
+            unused(state, StreamId::sale(sale_id), &format!("sale {sale_id}"))?;
+            let Some(store) = state.store(store_id) else {
+                return reject(C::UnknownStore, format!("no store {store_id}"));
+            };
+            let mut sold = Vec::with_capacity(lines.len());
+            for line in lines {
+                let Some(item) = state.item(&line.item_id) else {
+                    return reject(C::UnknownItem, format!("no item {}", line.item_id));
+                };
+                let on_hand = store.on_hand(&line.item_id);
+                if policy == StockPolicy::Reject && on_hand < line.quantity.get() {
+                    return reject(
+                        C::InsufficientStock,
+                        format!(
+                            "item {} has {on_hand} on hand, the sale needs {}",
+                            line.item_id,
+                            line.quantity.get()
+                        ),
+                    );
+                }
+                sold.push(SoldLine {
+                    item_id: line.item_id.clone(),
+                    supplier_id: item.supplier_id.clone(),
+                    quantity: line.quantity,
+                    unit_price_cents: line.unit_price_cents,
+                });
+            }
+            Ok(vec![Event::SaleRecorded(SaleRecorded {
+                sale_id: sale_id.clone(),
+                store_id: store_id.clone(),
+                business_date: store.timezone.business_date(*occurred_at),
+                lines: sold,
+            })])
+        }
+        Command::VoidSale {
+            sale_id,
+            reason,
+            only_store,
+            ..
+        } => {
+            let sale = match state.sale(sale_id) {
+                Some(sale) if only_store.as_ref().is_none_or(|s| s == &sale.store_id) => sale,
+                _ => return reject(C::UnknownSale, format!("no sale {sale_id}")),
+            };
+            if sale.voided {
+                return reject(C::SaleVoided, format!("sale {sale_id} is already voided"));
+            }
+            if !sale.returned.is_empty() {
+                return reject(
+                    C::SaleHasReturns,
+                    format!("sale {sale_id} has returns and cannot be voided"),
+                );
+            }
+            Ok(vec![Event::SaleVoided(SaleVoided {
+                sale_id: sale_id.clone(),
+                store_id: sale.store_id.clone(),
+                reason: reason.clone(),
+                sale_business_date: sale.business_date,
+                lines: sale.lines.clone(),
+            })])
+        }
+        Command::RecordReturn {
+            return_id,
+            sale_id,
+            store_id,
+            occurred_at,
+            lines,
+        } => {
+            unused(state, StreamId::return_(return_id), &format!("return {return_id}"))?;
+            let Some(store) = state.store(store_id) else {
+                return reject(C::UnknownStore, format!("no store {store_id}"));
+            };
+            let sale = match state.sale(sale_id) {
+                Some(sale) if &sale.store_id == store_id => sale,
+                _ => {
+                    return reject(C::UnknownSale, format!("no sale {sale_id} at store {store_id}"));
+                }
+            };
+            if sale.voided {
+                return reject(C::SaleVoided, format!("sale {sale_id} is voided"));
+            }
+            let mut returned = Vec::with_capacity(lines.len());
+            for line in lines {
+                if state.item(&line.item_id).is_none() {
+                    return reject(C::UnknownItem, format!("no item {}", line.item_id));
+                }
+                let Some(sold) = sale.line(&line.item_id) else {
+                    return reject(
+                        C::ReturnExceedsSale,
+                        format!("sale {sale_id} did not sell item {}", line.item_id),
+                    );
+                };
+                let left = sold.quantity.get() - sale.returned_of(&line.item_id);
+                if line.quantity.get() > left {
+                    return reject(
+                        C::ReturnExceedsSale,
+                        format!(
+                            "only {left} of item {} from sale {sale_id} can still be returned",
+                            line.item_id
+                        ),
+                    );
+                }
+                returned.push(SoldLine {
+                    item_id: line.item_id.clone(),
+                    supplier_id: sold.supplier_id.clone(),
+                    quantity: line.quantity,
+                    unit_price_cents: sold.unit_price_cents,
+                });
+            }
+            Ok(vec![Event::ReturnRecorded(ReturnRecorded {
+                return_id: return_id.clone(),
+                sale_id: sale_id.clone(),
+                store_id: store_id.clone(),
+                business_date: store.timezone.business_date(*occurred_at),
+                lines: returned,
+            })])
+        }
+        Command::AdjustStock {
+            adjustment_id,
+            store_id,
+            item_id,
+            delta,
+            reason,
+            occurred_at,
+        } => {
+            unused(state, StreamId::adjustment(adjustment_id), &format!("adjustment {adjustment_id}"))?;
+            let Some(store) = state.store(store_id) else {
+                return reject(C::UnknownStore, format!("no store {store_id}"));
+            };
+            if state.item(item_id).is_none() {
+                return reject(C::UnknownItem, format!("no item {item_id}"));
+            }
+            let on_hand = store.on_hand(item_id);
+            if on_hand + delta.get() < 0 {
+                return reject(
+                    C::InsufficientStock,
+                    format!("item {item_id} has {on_hand} on hand; {} would take it below zero", delta.get()),
+                );
+            }
+            Ok(vec![Event::StockAdjusted(StockAdjusted {
+                adjustment_id: adjustment_id.clone(),
+                store_id: store_id.clone(),
+                item_id: item_id.clone(),
+                delta: *delta,
+                reason: *reason,
+                business_date: store.timezone.business_date(*occurred_at),
+            })])
+        }
+    }
+}
+
+impl Command {
+    /// Streams read by [`decide`] that can only be named once [`Command::streams_read`] is loaded: a void
+    /// names the sale, and the sale names its store.
+    pub fn dependent_streams(&self, state: &State) -> Vec<StreamId> {
+        match self {
+            Command::VoidSale { sale_id, .. } => state
+                .sale(sale_id)
+                .map(|s| vec![StreamId::store(&s.store_id)])
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The business time of the command, when it has one (registrations happen when received).
+    pub fn occurred_at(&self) -> Option<jiff::Timestamp> {
+        match self {
+            Command::RegisterSupplier { .. }
+            | Command::RegisterStore { .. }
+            | Command::RegisterItem { .. } => None,
+            Command::RecordDelivery { occurred_at, .. }
+            | Command::RecordSale { occurred_at, .. }
+            | Command::VoidSale { occurred_at, .. }
+            | Command::RecordReturn { occurred_at, .. }
+            | Command::AdjustStock { occurred_at, .. } => Some(*occurred_at),
+        }
+    }
+}
+
+/// Lines must name distinct items; the gateway refuses repeats before a command exists. Exposed so
+/// every entry point applies the same rule.
+pub fn first_repeated_item<'a>(items: impl IntoIterator<Item = &'a crate::values::ItemId>) -> Option<usize> {
+    let mut seen = HashSet::new();
+    items.into_iter().position(|i| !seen.insert(i))
+}
+
+/// Quantities of all lines, for checks and tests.
+pub fn total_quantity<'a>(q: impl IntoIterator<Item = &'a Quantity>) -> i64 {
+    q.into_iter().map(|q| q.get()).sum()
+}

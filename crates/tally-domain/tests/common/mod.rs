@@ -1,0 +1,261 @@
+//! Fixtures shared by the test binaries: values from text, event and command builders over a small
+//! retail world, and the given/when/then helpers. Each binary uses only part of it.
+#![allow(dead_code)]
+
+use std::fmt::Debug;
+
+use jiff::Timestamp;
+use jiff::civil::{Date, date};
+use tally_domain::event::{
+    DeliveredLine, GoodsDelivered, ItemRegistered, ReturnRecorded, SaleRecorded, SaleVoided,
+    SoldLine, StockAdjusted, StoreRegistered, SupplierRegistered,
+};
+use tally_domain::values::{AdjustmentReason, Cents, Quantity, StockDelta};
+use tally_domain::{
+    Command, DeliveryLine, Event, Rejection, RejectionCode, ReturnLine, SaleLine, State,
+    StockPolicy, decide,
+};
+
+// ---- values -------------------------------------------------------------------------------------
+
+/// Any id, name or time zone from its raw text.
+pub fn v<T: TryFrom<String, Error: Debug>>(raw: &str) -> T {
+    T::try_from(raw.to_owned()).expect("test values are valid")
+}
+pub fn q(n: i64) -> Quantity {
+    Quantity::new(n).expect("test quantities are valid")
+}
+pub fn cents(n: i64) -> Cents {
+    Cents::new(n).expect("test amounts are valid")
+}
+pub fn at(raw: &str) -> Timestamp {
+    raw.parse().expect("test timestamps are valid")
+}
+/// Noon in Los Angeles on 2026-03-01, the default business time.
+pub const T0: &str = "2026-03-01T12:00:00-08:00";
+pub const D0: Date = date(2026, 3, 1);
+pub const PRICE: i64 = 250;
+
+pub fn supplier_of(item: &str) -> &'static str {
+    if item == "bolt" { "sup-b" } else { "sup-a" }
+}
+
+// ---- events -------------------------------------------------------------------------------------
+
+pub fn supplier_registered(id: &str) -> Event {
+    Event::SupplierRegistered(SupplierRegistered {
+        supplier_id: v(id),
+        name: v("A supplier"),
+    })
+}
+pub fn store_registered(id: &str, tz: &str) -> Event {
+    Event::StoreRegistered(StoreRegistered {
+        store_id: v(id),
+        name: v("A store"),
+        timezone: v(tz),
+    })
+}
+pub fn item_registered(id: &str) -> Event {
+    Event::ItemRegistered(ItemRegistered {
+        item_id: v(id),
+        name: v("An item"),
+        supplier_id: v(supplier_of(id)),
+        unit_price_cents: cents(PRICE),
+    })
+}
+pub fn delivered(id: &str, store: &str, lines: &[(&str, i64)]) -> Event {
+    Event::GoodsDelivered(GoodsDelivered {
+        delivery_id: v(id),
+        supplier_id: v(supplier_of(lines[0].0)),
+        store_id: v(store),
+        business_date: D0,
+        lines: lines
+            .iter()
+            .map(|&(item, n)| DeliveredLine {
+                item_id: v(item),
+                quantity: q(n),
+                unit_cost_cents: cents(90),
+            })
+            .collect(),
+    })
+}
+pub fn sold_lines(lines: &[(&str, i64)]) -> Vec<SoldLine> {
+    lines
+        .iter()
+        .map(|&(item, n)| SoldLine {
+            item_id: v(item),
+            supplier_id: v(supplier_of(item)),
+            quantity: q(n),
+            unit_price_cents: cents(PRICE),
+        })
+        .collect()
+}
+pub fn sold(id: &str, store: &str, lines: &[(&str, i64)]) -> Event {
+    Event::SaleRecorded(SaleRecorded {
+        sale_id: v(id),
+        store_id: v(store),
+        business_date: D0,
+        lines: sold_lines(lines),
+    })
+}
+pub fn voided(id: &str, store: &str, lines: &[(&str, i64)]) -> Event {
+    Event::SaleVoided(SaleVoided {
+        sale_id: v(id),
+        store_id: v(store),
+        reason: v("mistake"),
+        sale_business_date: D0,
+        lines: sold_lines(lines),
+    })
+}
+pub fn returned(id: &str, sale: &str, store: &str, lines: &[(&str, i64)]) -> Event {
+    Event::ReturnRecorded(ReturnRecorded {
+        return_id: v(id),
+        sale_id: v(sale),
+        store_id: v(store),
+        business_date: D0,
+        lines: sold_lines(lines),
+    })
+}
+pub fn adjusted(id: &str, store: &str, item: &str, delta: i64) -> Event {
+    Event::StockAdjusted(StockAdjusted {
+        adjustment_id: v(id),
+        store_id: v(store),
+        item_id: v(item),
+        delta: StockDelta::new(delta).expect("valid delta"),
+        reason: AdjustmentReason::CountCorrection,
+        business_date: D0,
+    })
+}
+
+/// Two suppliers, three stores in three zones, three items (apple and pear from sup-a, bolt from sup-b).
+pub fn world() -> Vec<Event> {
+    vec![
+        supplier_registered("sup-a"),
+        supplier_registered("sup-b"),
+        store_registered("la", "America/Los_Angeles"),
+        store_registered("tokyo", "Asia/Tokyo"),
+        store_registered("berlin", "Europe/Berlin"),
+        item_registered("apple"),
+        item_registered("pear"),
+        item_registered("bolt"),
+    ]
+}
+/// The world, with 10 apples and 5 pears delivered to la.
+pub fn stocked() -> Vec<Event> {
+    let mut e = world();
+    e.push(delivered("d-1", "la", &[("apple", 10), ("pear", 5)]));
+    e
+}
+/// Stocked, and sale s-1 of 3 apples and 2 pears at la.
+pub fn with_sale() -> Vec<Event> {
+    let mut e = stocked();
+    e.push(sold("s-1", "la", &[("apple", 3), ("pear", 2)]));
+    e
+}
+pub fn plus(mut events: Vec<Event>, more: &[Event]) -> Vec<Event> {
+    events.extend_from_slice(more);
+    events
+}
+
+// ---- commands -----------------------------------------------------------------------------------
+
+pub fn deliver(id: &str, supplier: &str, store: &str, lines: &[(&str, i64)]) -> Command {
+    Command::RecordDelivery {
+        delivery_id: v(id),
+        supplier_id: v(supplier),
+        store_id: v(store),
+        occurred_at: at(T0),
+        lines: lines
+            .iter()
+            .map(|&(item, n)| DeliveryLine {
+                item_id: v(item),
+                quantity: q(n),
+                unit_cost_cents: cents(90),
+            })
+            .collect(),
+    }
+}
+pub fn sell_at(id: &str, store: &str, when: &str, lines: &[(&str, i64)]) -> Command {
+    Command::RecordSale {
+        sale_id: v(id),
+        store_id: v(store),
+        occurred_at: at(when),
+        lines: lines
+            .iter()
+            .map(|&(item, n)| SaleLine {
+                item_id: v(item),
+                quantity: q(n),
+                unit_price_cents: cents(PRICE),
+            })
+            .collect(),
+    }
+}
+pub fn sell(id: &str, store: &str, lines: &[(&str, i64)]) -> Command {
+    sell_at(id, store, T0, lines)
+}
+pub fn void(sale: &str, only_store: Option<&str>) -> Command {
+    Command::VoidSale {
+        sale_id: v(sale),
+        reason: v("mistake"),
+        occurred_at: at(T0),
+        only_store: only_store.map(v),
+    }
+}
+pub fn give_back(id: &str, sale: &str, store: &str, lines: &[(&str, i64)]) -> Command {
+    Command::RecordReturn {
+        return_id: v(id),
+        sale_id: v(sale),
+        store_id: v(store),
+        occurred_at: at(T0),
+        lines: lines
+            .iter()
+            .map(|&(item, n)| ReturnLine {
+                item_id: v(item),
+                quantity: q(n),
+            })
+            .collect(),
+    }
+}
+pub fn adjust(id: &str, store: &str, item: &str, delta: i64) -> Command {
+    Command::AdjustStock {
+        adjustment_id: v(id),
+        store_id: v(store),
+        item_id: v(item),
+        delta: StockDelta::new(delta).expect("valid delta"),
+        reason: AdjustmentReason::CountCorrection,
+        occurred_at: at(T0),
+    }
+}
+
+// ---- given / when / then ------------------------------------------------------------------------
+
+pub fn given(events: &[Event]) -> State {
+    let mut state = State::default();
+    events.iter().for_each(|e| state.apply(e));
+    state
+}
+pub fn when(state: &State, cmd: &Command) -> Result<Vec<Event>, Rejection> {
+    decide(state, cmd, StockPolicy::Reject)
+}
+pub fn then_events(result: Result<Vec<Event>, Rejection>, expected: &[Event]) {
+    assert_eq!(result.expect("the command is accepted"), expected);
+}
+pub fn then_rejected(result: Result<Vec<Event>, Rejection>, code: RejectionCode) {
+    match result {
+        Err(r) => assert_eq!(r.code, code, "rejected for the wrong reason: {}", r.message),
+        Ok(events) => panic!("expected {}, got {events:?}", code.as_str()),
+    }
+}
+pub fn on_hand(state: &State, store: &str, item: &str) -> i64 {
+    state
+        .store(&v(store))
+        .expect("store exists")
+        .on_hand(&v(item))
+}
+/// Decides under `Reject` and applies what was decided.
+pub fn run(state: &mut State, cmd: &Command) {
+    for e in when(state, cmd).expect("the command is accepted") {
+        state.apply(&e);
+    }
+}
+
