@@ -118,7 +118,9 @@ impl RecordedEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Decision {
     /// Its events were appended; `last_event` indexes the batch's events (the store turns it into a position).
-    Processed { last_event: usize },
+    Processed {
+        last_event: usize,
+    },
     Rejected(Rejection),
 }
 

@@ -55,7 +55,10 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Every event of the given streams: for each, `(stream, version in that stream, event)`, in version
     /// order per stream. Streams that do not exist are simply absent.
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<Vec<(StreamId, u64, RecordedEvent)>>;
+    async fn read_streams(
+        &self,
+        streams: &[StreamId],
+    ) -> Result<Vec<(StreamId, u64, RecordedEvent)>>;
 
     /// The events of one stream in version order, each with its version in that stream.
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>>;

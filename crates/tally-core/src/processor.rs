@@ -120,7 +120,11 @@ impl Processor {
                     report.poison += 1;
                     tracing::warn!(message_id = %d.message_id, error = %e, "undecodable command message");
                     self.queue
-                        .nack(d.tag, &format!("undecodable command: {e}"), self.config.retry_after)
+                        .nack(
+                            d.tag,
+                            &format!("undecodable command: {e}"),
+                            self.config.retry_after,
+                        )
                         .await?;
                 }
             }
@@ -175,7 +179,10 @@ impl Processor {
         for envelope in &todo {
             let decision = match decide(&self.state, &envelope.command, self.config.policy) {
                 Ok(events) => {
-                    let occurred_at = envelope.command.occurred_at().unwrap_or(envelope.received_at);
+                    let occurred_at = envelope
+                        .command
+                        .occurred_at()
+                        .unwrap_or(envelope.received_at);
                     for event in events {
                         let streams: Vec<(StreamId, u64)> = event
                             .streams()
@@ -267,4 +274,3 @@ impl Processor {
         &self.state
     }
 }
-

@@ -105,9 +105,7 @@ pub struct ProjectionUpdate {
 
 fn fold_inventory(rows: &mut HashMap<(String, String), i64>, event: &Event) {
     let mut add = |store: &str, item: &str, d: i64| {
-        *rows
-            .entry((store.to_owned(), item.to_owned()))
-            .or_insert(0) += d;
+        *rows.entry((store.to_owned(), item.to_owned())).or_insert(0) += d;
     };
     match event {
         Event::GoodsDelivered(e) => {

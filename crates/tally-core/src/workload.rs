@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
-use tally_domain::values::{Cents, DeliveryId, ItemId, Quantity, SaleId, StoreId, SupplierId, Text, TimeZoneName};
+use tally_domain::values::{
+    Cents, DeliveryId, ItemId, Quantity, SaleId, StoreId, SupplierId, Text, TimeZoneName,
+};
 use tally_domain::{Command, DeliveryLine, SaleLine};
 
 use crate::readmodel::{DayFigures, SupplierDay};
@@ -81,21 +83,28 @@ pub struct W1 {
 /// Generates W1 with the given seed (42 by default in WORKLOAD.md).
 pub fn w1(seed: u64, size: W1Size) -> W1 {
     let mut rng = SplitMix64::new(seed);
-    let mut commands = Vec::with_capacity(size.suppliers + size.stores + size.items * (size.stores + 1) + size.sales);
+    let mut commands = Vec::with_capacity(
+        size.suppliers + size.stores + size.items * (size.stores + 1) + size.sales,
+    );
     let id = |raw: String| raw;
     let suppliers: Vec<SupplierId> = (0..size.suppliers)
-        .map(|s| SupplierId::parse(id(format!("sup-{s:02}"))).unwrap_or_else(|e| unreachable!("{e}")))
+        .map(|s| {
+            SupplierId::parse(id(format!("sup-{s:02}"))).unwrap_or_else(|e| unreachable!("{e}"))
+        })
         .collect();
     let stores: Vec<(StoreId, TimeZoneName)> = (0..size.stores)
         .map(|s| {
-            let store = StoreId::parse(format!("store-{s:02}")).unwrap_or_else(|e| unreachable!("{e}"));
-            let tz = TimeZoneName::parse(ZONES[s % ZONES.len()]).unwrap_or_else(|e| unreachable!("{e}"));
+            let store =
+                StoreId::parse(format!("store-{s:02}")).unwrap_or_else(|e| unreachable!("{e}"));
+            let tz =
+                TimeZoneName::parse(ZONES[s % ZONES.len()]).unwrap_or_else(|e| unreachable!("{e}"));
             (store, tz)
         })
         .collect();
     let items: Vec<(ItemId, usize, i64)> = (0..size.items)
         .map(|i| {
-            let item = ItemId::parse(format!("item-{i:04}")).unwrap_or_else(|e| unreachable!("{e}"));
+            let item =
+                ItemId::parse(format!("item-{i:04}")).unwrap_or_else(|e| unreachable!("{e}"));
             (item, i % size.suppliers, 100 + rng.below(9901) as i64)
         })
         .collect();
@@ -103,10 +112,17 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
     let cents = |c: i64| Cents::new(c).unwrap_or_else(|e| unreachable!("{e}"));
     let qty = |q: i64| Quantity::new(q).unwrap_or_else(|e| unreachable!("{e}"));
     for s in &suppliers {
-        commands.push(Command::RegisterSupplier { supplier_id: s.clone(), name: name("supplier") });
+        commands.push(Command::RegisterSupplier {
+            supplier_id: s.clone(),
+            name: name("supplier"),
+        });
     }
     for (s, tz) in &stores {
-        commands.push(Command::RegisterStore { store_id: s.clone(), name: name("store"), timezone: tz.clone() });
+        commands.push(Command::RegisterStore {
+            store_id: s.clone(),
+            name: name("store"),
+            timezone: tz.clone(),
+        });
     }
     for (i, sup, price) in &items {
         commands.push(Command::RegisterItem {
@@ -122,7 +138,9 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
     // Business times: 7 days from 2026-11-02 in each store's zone.
     let first_day: Date = jiff::civil::date(2026, 11, 2);
     let when = |rng: &mut SplitMix64, tz: &TimeZoneName| -> Timestamp {
-        let day = first_day.checked_add(jiff::Span::new().days(rng.below(7) as i64)).unwrap_or(first_day);
+        let day = first_day
+            .checked_add(jiff::Span::new().days(rng.below(7) as i64))
+            .unwrap_or(first_day);
         let secs = rng.below(86_400) as i64;
         let local = day.to_datetime(jiff::civil::Time::midnight());
         let ts = jiff::tz::db()
@@ -130,10 +148,13 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
             .ok()
             .and_then(|zone| zone.to_timestamp(local).ok())
             .unwrap_or(Timestamp::UNIX_EPOCH);
-        ts.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(ts)
+        ts.checked_add(jiff::SignedDuration::from_secs(secs))
+            .unwrap_or(ts)
     };
 
-    let mut pairs: Vec<(usize, usize)> = (0..size.stores).flat_map(|s| (0..size.items).map(move |i| (s, i))).collect();
+    let mut pairs: Vec<(usize, usize)> = (0..size.stores)
+        .flat_map(|s| (0..size.items).map(move |i| (s, i)))
+        .collect();
     for k in (1..pairs.len()).rev() {
         let j = rng.below(k as u64 + 1) as usize;
         pairs.swap(k, j);
@@ -145,15 +166,26 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
         let cost = price * 60 / 100;
         let at = when(&mut rng, tz);
         commands.push(Command::RecordDelivery {
-            delivery_id: DeliveryId::parse(format!("d-{n:06}")).unwrap_or_else(|e| unreachable!("{e}")),
+            delivery_id: DeliveryId::parse(format!("d-{n:06}"))
+                .unwrap_or_else(|e| unreachable!("{e}")),
             supplier_id: suppliers[*sup].clone(),
             store_id: store.clone(),
             occurred_at: at,
-            lines: vec![DeliveryLine { item_id: item.clone(), quantity: qty(quantity), unit_cost_cents: cents(cost) }],
+            lines: vec![DeliveryLine {
+                item_id: item.clone(),
+                quantity: qty(quantity),
+                unit_cost_cents: cents(cost),
+            }],
         });
         books.accepted += 1;
-        *books.stock.entry((store.to_string(), item.to_string())).or_insert(0) += quantity;
-        let day = books.supplier_days.entry((suppliers[*sup].to_string(), tz.business_date(at))).or_default();
+        *books
+            .stock
+            .entry((store.to_string(), item.to_string()))
+            .or_insert(0) += quantity;
+        let day = books
+            .supplier_days
+            .entry((suppliers[*sup].to_string(), tz.business_date(at)))
+            .or_default();
         day.deliveries += 1;
         day.units_supplied += quantity;
         day.supply_cost_cents += quantity * cost;
@@ -170,22 +202,39 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
                 picked.push(i);
             }
         }
-        let lines: Vec<(usize, i64)> = picked.iter().map(|&i| (i, 1 + rng.below(3) as i64)).collect();
-        let at = when(&mut rng, tz);
-        let fits = lines
+        let lines: Vec<(usize, i64)> = picked
             .iter()
-            .all(|(i, q)| books.stock.get(&(store.to_string(), items[*i].0.to_string())).copied().unwrap_or(0) >= *q);
+            .map(|&i| (i, 1 + rng.below(3) as i64))
+            .collect();
+        let at = when(&mut rng, tz);
+        let fits = lines.iter().all(|(i, q)| {
+            books
+                .stock
+                .get(&(store.to_string(), items[*i].0.to_string()))
+                .copied()
+                .unwrap_or(0)
+                >= *q
+        });
         if fits {
             books.accepted += 1;
             let date = tz.business_date(at);
-            let day = books.store_days.entry((store.to_string(), date)).or_default();
+            let day = books
+                .store_days
+                .entry((store.to_string(), date))
+                .or_default();
             day.transactions += 1;
             for (i, q) in &lines {
                 let (item, sup, price) = &items[*i];
-                *books.stock.entry((store.to_string(), item.to_string())).or_insert(0) -= q;
+                *books
+                    .stock
+                    .entry((store.to_string(), item.to_string()))
+                    .or_insert(0) -= q;
                 day.units_sold += q;
                 day.gross_cents += q * price;
-                let sd = books.supplier_days.entry((suppliers[*sup].to_string(), date)).or_default();
+                let sd = books
+                    .supplier_days
+                    .entry((suppliers[*sup].to_string(), date))
+                    .or_default();
                 sd.units_sold += q;
                 sd.sales_cents += q * price;
             }
@@ -198,11 +247,19 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
             occurred_at: at,
             lines: lines
                 .iter()
-                .map(|(i, q)| SaleLine { item_id: items[*i].0.clone(), quantity: qty(*q), unit_price_cents: cents(items[*i].2) })
+                .map(|(i, q)| SaleLine {
+                    item_id: items[*i].0.clone(),
+                    quantity: qty(*q),
+                    unit_price_cents: cents(items[*i].2),
+                })
                 .collect(),
         });
     }
     books.accepted += reference_count as u64;
     books.submitted = commands.len() as u64;
-    W1 { commands, reference_count, expected: books }
+    W1 {
+        commands,
+        reference_count,
+        expected: books,
+    }
 }

@@ -1,1 +1,155 @@
-//! Conformance suites (being written).
+//! Conformance suites: one per port, written once against the traits in [`crate::ports`] and run by
+//! every adapter — SQLite, PostgreSQL, each broker — the way quickwit runs one metastore suite against
+//! each metastore. They are what keeps backends interchangeable.
+//!
+//! An adapter provides a [`Factory`] that opens a fresh, empty [`Backend`] and, in one test file,
+//!
+//! ```ignore
+//! struct SqliteFactory;
+//! impl tally_core::conformance::Factory for SqliteFactory { /* ... */ }
+//! tally_core::conformance_tests!(SqliteFactory);
+//! ```
+//!
+//! which expands to one `#[tokio::test]` per check, named after it (`event_store_conflict_writes_nothing`
+//! and so on), each on its own fresh backend, so checks run in parallel and fail by name. The calling
+//! crate needs `tokio` (features `macros`, `rt-multi-thread`) as a dev-dependency.
+//!
+//! The checks follow the contracts written on the ports and assume nothing beyond them, with two
+//! stated exceptions: timestamps are round-tripped at microsecond precision (what PostgreSQL keeps),
+//! and a queue dead-letters a message within [`queue::MAX_NACKS`] deliveries. No check asserts speed:
+//! waits are bounded only so that a hang becomes a failure.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::Backend;
+
+pub mod event_store;
+pub mod intake;
+pub mod keys;
+pub mod queue;
+pub mod read_store;
+mod support;
+
+/// A fresh, empty backend, and whatever must live as long as it (a temporary directory, a scratch
+/// database to drop).
+pub struct Fresh {
+    pub backend: Backend,
+    pub guard: Box<dyn Any + Send + Sync>,
+}
+
+impl Fresh {
+    /// A backend that needs nothing kept alive.
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            guard: Box::new(()),
+        }
+    }
+}
+
+/// Opens a fresh, empty backend for each check. Nothing may be shared between two backends it makes:
+/// checks run in parallel and each expects an empty log, queue, read store and key store.
+pub trait Factory: Send + Sync + 'static {
+    fn make(&self) -> Pin<Box<dyn Future<Output = Fresh> + Send + '_>>;
+}
+
+/// Runs one check on a fresh backend from `factory`; what [`conformance_tests!`] expands to.
+pub async fn run<F, C>(factory: &F, check: C)
+where
+    F: Factory,
+    C: AsyncFnOnce(&Backend),
+{
+    let fresh = factory.make().await;
+    check(&fresh.backend).await;
+    drop(fresh);
+}
+
+/// One `#[tokio::test]` per conformance check, on backends from the given [`Factory`] expression:
+/// `tally_core::conformance_tests!(SqliteFactory);`
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::__conformance_tests! {
+            factory: $factory;
+            plain: [
+                event_store_starts_empty => event_store::starts_empty,
+                event_store_appends_and_reads_in_global_order =>
+                    event_store::appends_and_reads_in_global_order,
+                event_store_round_trips_every_field => event_store::round_trips_every_field,
+                event_store_stores_a_multi_stream_event_once =>
+                    event_store::stores_a_multi_stream_event_once,
+                event_store_reads_several_streams => event_store::reads_several_streams,
+                event_store_conflict_writes_nothing => event_store::conflict_writes_nothing,
+                event_store_already_decided_writes_nothing =>
+                    event_store::already_decided_writes_nothing,
+                event_store_records_outcomes_as_statuses =>
+                    event_store::records_outcomes_as_statuses,
+                event_store_reports_decided_commands => event_store::reports_decided_commands,
+                queue_delivers_messages_intact => queue::delivers_messages_intact,
+                queue_keeps_partition_order => queue::keeps_partition_order,
+                queue_holds_a_partition_while_a_message_is_in_flight =>
+                    queue::holds_a_partition_while_a_message_is_in_flight,
+                queue_ack_removes_messages => queue::ack_removes_messages,
+                queue_nack_redelivers_in_partition_order =>
+                    queue::nack_redelivers_in_partition_order,
+                queue_nack_delays_redelivery => queue::nack_delays_redelivery,
+                queue_dead_letters_after_max_deliveries =>
+                    queue::dead_letters_after_max_deliveries,
+                queue_receive_on_empty_queue_returns_empty =>
+                    queue::receive_on_empty_queue_returns_empty,
+                queue_receive_waits_for_a_message => queue::receive_waits_for_a_message,
+                intake_accepts_and_records_the_command => intake::accepts_and_records_the_command,
+                intake_replays_the_same_key_and_request => intake::replays_the_same_key_and_request,
+                intake_refuses_a_reused_key => intake::refuses_a_reused_key,
+                intake_scopes_idempotency_keys_per_api_key =>
+                    intake::scopes_idempotency_keys_per_api_key,
+                intake_submit_many_returns_each_result => intake::submit_many_returns_each_result,
+                read_store_starts_empty => read_store::starts_empty,
+                read_store_apply_moves_checkpoint_and_adds_deltas =>
+                    read_store::apply_moves_checkpoint_and_adds_deltas,
+                read_store_apply_moves_several_projections_at_once =>
+                    read_store::apply_moves_several_projections_at_once,
+                read_store_stale_from_writes_nothing => read_store::stale_from_writes_nothing,
+                read_store_reset_empties_one_projection => read_store::reset_empties_one_projection,
+                read_store_store_daily_filters_dates_and_skips_empty_days =>
+                    read_store::store_daily_filters_dates_and_skips_empty_days,
+                read_store_supplier_daily_filters_dates_and_skips_empty_days =>
+                    read_store::supplier_daily_filters_dates_and_skips_empty_days,
+                keys_create_find_and_list => keys::create_find_and_list,
+                keys_revoke_hides_a_key_once => keys::revoke_hides_a_key_once,
+            ];
+            concurrent: [
+                event_store_concurrent_commits_to_distinct_streams =>
+                    event_store::concurrent_commits_to_distinct_streams,
+                event_store_racing_writers_one_wins => event_store::racing_writers_one_wins,
+            ];
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    (
+        factory: $factory:expr;
+        plain: [$($name:ident => $module:ident::$check:ident),* $(,)?];
+        concurrent: [$($cname:ident => $cmodule:ident::$ccheck:ident),* $(,)?];
+    ) => {
+        $(
+            #[::tokio::test]
+            async fn $name() {
+                $crate::conformance::run(&$factory, $crate::conformance::$module::$check).await;
+            }
+        )*
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 8)]
+            async fn $cname() {
+                $crate::conformance::run(&$factory, $crate::conformance::$cmodule::$ccheck).await;
+            }
+        )*
+    };
+}

@@ -127,7 +127,7 @@ pub fn adjusted(id: &str, store: &str, item: &str, delta: i64) -> Event {
     })
 }
 
-/// Two suppliers, three stores in three zones, three items (apple and pear from sup-a, bolt from sup-b).
+/// Two suppliers, three stores in three zones, three items: apple and pear of sup-a, bolt of sup-b.
 pub fn world() -> Vec<Event> {
     vec![
         supplier_registered("sup-a"),
@@ -201,7 +201,7 @@ pub fn void(sale: &str, only_store: Option<&str>) -> Command {
         only_store: only_store.map(v),
     }
 }
-pub fn give_back(id: &str, sale: &str, store: &str, lines: &[(&str, i64)]) -> Command {
+pub fn ret(id: &str, sale: &str, store: &str, lines: &[(&str, i64)]) -> Command {
     Command::RecordReturn {
         return_id: v(id),
         sale_id: v(sale),
@@ -240,17 +240,23 @@ pub fn when(state: &State, cmd: &Command) -> Result<Vec<Event>, Rejection> {
 pub fn then_events(result: Result<Vec<Event>, Rejection>, expected: &[Event]) {
     assert_eq!(result.expect("the command is accepted"), expected);
 }
-pub fn then_rejected(result: Result<Vec<Event>, Rejection>, code: RejectionCode) {
-    match result {
-        Err(r) => assert_eq!(r.code, code, "rejected for the wrong reason: {}", r.message),
-        Ok(events) => panic!("expected {}, got {events:?}", code.as_str()),
+/// Each command is rejected with its code.
+pub fn then_rejects(state: &State, cases: &[(Command, RejectionCode)]) {
+    for (cmd, code) in cases {
+        match when(state, cmd) {
+            Err(r) => assert_eq!(r.code, *code, "{cmd:?} was rejected with: {}", r.message),
+            Ok(events) => panic!("{cmd:?} should be {}, got {events:?}", code.as_str()),
+        }
     }
 }
-pub fn on_hand(state: &State, store: &str, item: &str) -> i64 {
-    state
-        .store(&v(store))
-        .expect("store exists")
-        .on_hand(&v(item))
+/// A store's on-hand quantity of each item.
+pub fn stock(state: &State, store: &str, items: &[&str]) -> Vec<i64> {
+    let store = state.store(&v(store)).expect("store exists");
+    items.iter().map(|i| store.on_hand(&v(i))).collect()
+}
+/// The state after `with_sale` and then `more`.
+pub fn after_sale(more: &[Event]) -> State {
+    given(&plus(with_sale(), more))
 }
 /// Decides under `Reject` and applies what was decided.
 pub fn run(state: &mut State, cmd: &Command) {
@@ -258,4 +264,3 @@ pub fn run(state: &mut State, cmd: &Command) {
         state.apply(&e);
     }
 }
-

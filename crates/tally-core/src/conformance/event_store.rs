@@ -1,0 +1,489 @@
+//! [`EventStore`](crate::EventStore) checks, with [`CommandLog`](crate::CommandLog) where outcomes meet
+//! command statuses. Positions are compared with what `commit` returned, never assumed to be dense:
+//! PostgreSQL sequences leave gaps.
+
+use std::sync::Arc;
+
+use tally_domain::{Rejection, RejectionCode};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+use super::support::{accept, event, sorted, stream, ts};
+use crate::model::{CommandStatus, CommitBatch, Decision, NewEvent, OutcomeRecord, RecordedEvent};
+use crate::{Backend, Error};
+
+fn batch(events: Vec<NewEvent>) -> CommitBatch {
+    CommitBatch {
+        events,
+        outcomes: Vec::new(),
+    }
+}
+
+fn processed(command_id: Uuid, last_event: usize) -> OutcomeRecord {
+    OutcomeRecord {
+        command_id,
+        decision: Decision::Processed { last_event },
+    }
+}
+
+/// Checks that `got` is `new` stored at `position` and read as (`stream_id`, `version`).
+fn assert_stored(
+    got: &RecordedEvent,
+    new: &NewEvent,
+    position: u64,
+    stream_id: &str,
+    version: u64,
+) {
+    let want = RecordedEvent {
+        position,
+        stream_id: stream(stream_id),
+        version,
+        event_type: new.event_type.clone(),
+        schema_version: new.schema_version,
+        occurred_at: new.occurred_at,
+        recorded_at: new.recorded_at,
+        data: new.data.clone(),
+        metadata: new.metadata.clone(),
+    };
+    assert_eq!(got, &want);
+}
+
+async fn read_everything(b: &Backend, page: usize) -> Vec<RecordedEvent> {
+    let mut all: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e.position);
+        let got = b.events.read_all(after, page).await.expect("read_all");
+        assert!(got.len() <= page, "read_all returned more than its limit");
+        if got.is_empty() {
+            return all;
+        }
+        all.extend(got);
+    }
+}
+
+pub async fn starts_empty(b: &Backend) {
+    assert_eq!(b.events.head().await, Ok(0));
+    assert_eq!(b.events.read_all(0, 100).await, Ok(Vec::new()));
+    assert_eq!(
+        b.events.read_stream(&stream("store-s")).await,
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        b.events.read_streams(&[stream("store-s")]).await,
+        Ok(Vec::new())
+    );
+    assert_eq!(b.events.decided(&[Uuid::now_v7()]).await, Ok(Vec::new()));
+}
+
+pub async fn appends_and_reads_in_global_order(b: &Backend) {
+    let batches = vec![
+        vec![event("s-a", 1, "e1"), event("s-b", 1, "e2")],
+        vec![event("s-a", 2, "e3")],
+        vec![event("s-c", 1, "e4"), event("s-a", 3, "e5")],
+    ];
+    let mut written: Vec<(u64, NewEvent)> = Vec::new();
+    for events in batches {
+        let positions = b
+            .events
+            .commit(batch(events.clone()))
+            .await
+            .expect("commit");
+        assert_eq!(positions.len(), events.len(), "one position per event");
+        written.extend(positions.into_iter().zip(events));
+    }
+    for pair in written.windows(2) {
+        assert!(
+            pair[0].0 < pair[1].0,
+            "positions must grow strictly: {pair:?}"
+        );
+    }
+    let last = written.last().map(|(p, _)| *p).expect("events written");
+    assert_eq!(b.events.head().await, Ok(last));
+
+    let all = b.events.read_all(0, 100).await.expect("read_all");
+    assert_eq!(all.len(), written.len());
+    for (got, (position, new)) in all.iter().zip(&written) {
+        let (primary, version) = &new.streams[0];
+        assert_stored(got, new, *position, primary.as_str(), *version);
+    }
+    // Paging by two finds the same events, and each page starts right after `after`.
+    assert_eq!(read_everything(b, 2).await, all);
+    let tail = b
+        .events
+        .read_all(written[1].0, 100)
+        .await
+        .expect("read_all");
+    assert_eq!(tail, all[2..].to_vec());
+    let page = b.events.read_all(written[0].0, 2).await.expect("read_all");
+    assert_eq!(page, all[1..3].to_vec());
+    assert_eq!(b.events.read_all(last, 100).await, Ok(Vec::new()));
+
+    let s_a = b
+        .events
+        .read_stream(&stream("s-a"))
+        .await
+        .expect("read_stream");
+    let want: Vec<&(u64, NewEvent)> = written
+        .iter()
+        .filter(|(_, e)| e.streams[0].0.as_str() == "s-a")
+        .collect();
+    assert_eq!(s_a.len(), 3);
+    for (i, (got, (position, new))) in s_a.iter().zip(want).enumerate() {
+        assert_stored(got, new, *position, "s-a", i as u64 + 1);
+    }
+}
+
+pub async fn round_trips_every_field(b: &Backend) {
+    let mut odd = event("s-odd", 1, "odd");
+    odd.event_type = "StockAdjusted".to_owned();
+    odd.schema_version = 7;
+    odd.occurred_at = ts("1999-12-31T23:59:59.999999Z");
+    odd.recorded_at = ts("2026-01-01T00:00:00.000001Z");
+    odd.data = r#"{"note":"tab\t, quote \", emoji 🧾, nul-free"}"#.to_owned();
+    odd.metadata.correlation_id = None;
+    odd.metadata.principal = "key-ünïcode".to_owned();
+    let plain = event("s-odd", 2, "plain");
+    let positions = b
+        .events
+        .commit(batch(vec![odd.clone(), plain.clone()]))
+        .await
+        .expect("commit");
+    let all = b.events.read_all(0, 10).await.expect("read_all");
+    assert_eq!(all.len(), 2);
+    assert_stored(&all[0], &odd, positions[0], "s-odd", 1);
+    assert_stored(&all[1], &plain, positions[1], "s-odd", 2);
+    let by_stream = b
+        .events
+        .read_stream(&stream("s-odd"))
+        .await
+        .expect("read_stream");
+    assert_eq!(by_stream, all);
+}
+
+pub async fn stores_a_multi_stream_event_once(b: &Backend) {
+    let before = vec![event("store-s", 1, "d1"), event("store-s", 2, "d2")];
+    b.events.commit(batch(before)).await.expect("commit");
+    let mut sale = event("sale-1", 1, "sale");
+    sale.streams.push((stream("store-s"), 3));
+    let at = b
+        .events
+        .commit(batch(vec![sale.clone()]))
+        .await
+        .expect("commit")[0];
+
+    let all = b.events.read_all(0, 100).await.expect("read_all");
+    assert_eq!(all.len(), 3, "a multi-stream event is in the log once");
+    assert_stored(&all[2], &sale, at, "sale-1", 1);
+    let sale_stream = b.events.read_stream(&stream("sale-1")).await.expect("read");
+    assert_eq!(sale_stream.len(), 1);
+    assert_stored(&sale_stream[0], &sale, at, "sale-1", 1);
+    let store = b
+        .events
+        .read_stream(&stream("store-s"))
+        .await
+        .expect("read");
+    assert_eq!(store.len(), 3);
+    assert_eq!(
+        store.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_stored(&store[2], &sale, at, "store-s", 3);
+
+    // The event took version 3 of the secondary stream too.
+    let taken = b
+        .events
+        .commit(batch(vec![event("store-s", 3, "late")]))
+        .await;
+    assert_eq!(
+        taken,
+        Err(Error::Conflict {
+            stream: "store-s".to_owned()
+        })
+    );
+    b.events
+        .commit(batch(vec![event("store-s", 4, "next")]))
+        .await
+        .expect("version 4 is free");
+}
+
+pub async fn reads_several_streams(b: &Backend) {
+    let a1 = event("s-a", 1, "a1");
+    let b1 = event("s-b", 1, "b1");
+    let a2 = event("s-a", 2, "a2");
+    let mut both = event("sale-9", 1, "both");
+    both.streams.push((stream("s-b"), 2));
+    let events = vec![
+        a1.clone(),
+        b1.clone(),
+        a2.clone(),
+        both.clone(),
+        event("s-z", 1, "z"),
+    ];
+    let p = b.events.commit(batch(events)).await.expect("commit");
+
+    let wanted = [
+        stream("s-a"),
+        stream("missing"),
+        stream("s-b"),
+        stream("sale-9"),
+    ];
+    let got = b.events.read_streams(&wanted).await.expect("read_streams");
+    let of = |name: &str| -> Vec<(u64, u64, String)> {
+        got.iter()
+            .filter(|(s, _, _)| s.as_str() == name)
+            .map(|(_, v, e)| (*v, e.position, e.data.clone()))
+            .collect()
+    };
+    assert_eq!(of("s-a"), [(1, p[0], a1.data.clone()), (2, p[2], a2.data)]);
+    assert_eq!(
+        of("s-b"),
+        [(1, p[1], b1.data), (2, p[3], both.data.clone())]
+    );
+    assert_eq!(of("sale-9"), [(1, p[3], both.data)]);
+    assert_eq!(
+        got.len(),
+        5,
+        "only the requested streams, nothing for a missing one"
+    );
+}
+
+pub async fn conflict_writes_nothing(b: &Backend) {
+    let first = b
+        .events
+        .commit(batch(vec![event("store-s", 1, "one")]))
+        .await;
+    let head = *first.expect("commit").last().expect("a position");
+    let command = accept(b, 1).await[0];
+    let stale = CommitBatch {
+        events: vec![event("fresh", 1, "fresh"), event("store-s", 1, "stale")],
+        outcomes: vec![processed(command, 1)],
+    };
+    let got = b.events.commit(stale.clone()).await;
+    assert_eq!(
+        got,
+        Err(Error::Conflict {
+            stream: "store-s".to_owned()
+        })
+    );
+
+    assert_eq!(b.events.head().await, Ok(head));
+    assert_eq!(b.events.read_all(0, 100).await.expect("read_all").len(), 1);
+    assert_eq!(b.events.read_stream(&stream("fresh")).await, Ok(Vec::new()));
+    assert_eq!(b.events.decided(&[command]).await, Ok(Vec::new()));
+    let status = b
+        .commands
+        .status(command)
+        .await
+        .expect("status")
+        .expect("accepted record");
+    assert_eq!(status.status, CommandStatus::Accepted);
+
+    // Nothing of the failed batch lingers: retried at the right version, all of it goes in.
+    let mut retry = stale;
+    retry.events[1].streams[0].1 = 2;
+    b.events.commit(retry).await.expect("retry commits");
+    assert_eq!(b.events.decided(&[command]).await, Ok(vec![command]));
+}
+
+pub async fn already_decided_writes_nothing(b: &Backend) {
+    let ids = accept(b, 2).await;
+    let (done, open) = (ids[0], ids[1]);
+    let rejection = Rejection {
+        code: RejectionCode::UnknownStore,
+        message: "no store s9".to_owned(),
+    };
+    let reject = CommitBatch {
+        events: Vec::new(),
+        outcomes: vec![OutcomeRecord {
+            command_id: done,
+            decision: Decision::Rejected(rejection),
+        }],
+    };
+    b.events.commit(reject).await.expect("commit outcome");
+    let head = b.events.head().await.expect("head");
+
+    let again = CommitBatch {
+        events: vec![event("fresh", 1, "fresh")],
+        outcomes: vec![processed(open, 0), processed(done, 0)],
+    };
+    let got = b.events.commit(again).await;
+    assert_eq!(got, Err(Error::AlreadyDecided { command_id: done }));
+    assert_eq!(b.events.head().await, Ok(head));
+    assert_eq!(b.events.read_stream(&stream("fresh")).await, Ok(Vec::new()));
+    assert_eq!(b.events.decided(&[done, open]).await, Ok(vec![done]));
+    let open_status = b
+        .commands
+        .status(open)
+        .await
+        .expect("status")
+        .expect("record");
+    assert_eq!(open_status.status, CommandStatus::Accepted);
+    let done_status = b
+        .commands
+        .status(done)
+        .await
+        .expect("status")
+        .expect("record");
+    assert_eq!(
+        done_status.status,
+        CommandStatus::Rejected {
+            code: "unknown_store".to_owned(),
+            message: "no store s9".to_owned()
+        }
+    );
+}
+
+pub async fn records_outcomes_as_statuses(b: &Backend) {
+    // Two events first, so an outcome's position cannot pass for its index in the batch.
+    let warmup = vec![event("w", 1, "w1"), event("w", 2, "w2")];
+    b.events.commit(batch(warmup)).await.expect("commit");
+    let ids = accept(b, 3).await;
+    let before = b
+        .commands
+        .status(ids[0])
+        .await
+        .expect("status")
+        .expect("record");
+    let outcomes = CommitBatch {
+        events: vec![
+            event("x", 1, "x1"),
+            event("x", 2, "x2"),
+            event("y", 1, "y1"),
+        ],
+        outcomes: vec![
+            processed(ids[0], 1),
+            processed(ids[1], 2),
+            OutcomeRecord {
+                command_id: ids[2],
+                decision: Decision::Rejected(Rejection {
+                    code: RejectionCode::InsufficientStock,
+                    message: "only 2 of item i1 in store s1".to_owned(),
+                }),
+            },
+        ],
+    };
+    let p = b.events.commit(outcomes).await.expect("commit");
+
+    let status = |id| async move {
+        b.commands
+            .status(id)
+            .await
+            .expect("status")
+            .expect("record")
+    };
+    let first = status(ids[0]).await;
+    assert_eq!(first.status, CommandStatus::Processed { position: p[1] });
+    assert_eq!(
+        (first.kind.as_str(), &first.principal),
+        (before.kind.as_str(), &before.principal)
+    );
+    assert_eq!(first.command_id, ids[0]);
+    assert_eq!(
+        status(ids[1]).await.status,
+        CommandStatus::Processed { position: p[2] }
+    );
+    assert_eq!(
+        status(ids[2]).await.status,
+        CommandStatus::Rejected {
+            code: "insufficient_stock".to_owned(),
+            message: "only 2 of item i1 in store s1".to_owned(),
+        }
+    );
+    assert_eq!(b.commands.status(Uuid::now_v7()).await, Ok(None));
+}
+
+pub async fn reports_decided_commands(b: &Backend) {
+    let ids = accept(b, 3).await;
+    let outcomes = CommitBatch {
+        events: vec![event("x", 1, "x1")],
+        outcomes: vec![
+            processed(ids[0], 0),
+            OutcomeRecord {
+                command_id: ids[2],
+                decision: Decision::Rejected(Rejection {
+                    code: RejectionCode::DuplicateId,
+                    message: "sale s1 exists".to_owned(),
+                }),
+            },
+        ],
+    };
+    b.events.commit(outcomes).await.expect("commit");
+    let asked = [ids[0], ids[1], ids[2], Uuid::now_v7()];
+    let got = b.events.decided(&asked).await.expect("decided");
+    assert_eq!(sorted(got), sorted(vec![ids[0], ids[2]]));
+    assert_eq!(b.events.decided(&[]).await, Ok(Vec::new()));
+}
+
+pub async fn concurrent_commits_to_distinct_streams(b: &Backend) {
+    let start = Arc::new(Barrier::new(8));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (events, start) = (b.events.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut written = Vec::new();
+            for v in 1..=5 {
+                let pair = vec![
+                    event(&format!("t{t}-a"), v, &format!("t{t}a{v}")),
+                    event(&format!("t{t}-b"), v, &format!("t{t}b{v}")),
+                ];
+                let positions = events.commit(batch(pair.clone())).await.expect("commit");
+                written.extend(positions.into_iter().zip(pair));
+            }
+            written
+        }));
+    }
+    let mut written = Vec::new();
+    for task in tasks {
+        written.extend(task.await.expect("task"));
+    }
+    written.sort_by_key(|(p, _)| *p);
+    let all = read_everything(b, 7).await;
+    assert_eq!(all.len(), 80, "every event exactly once");
+    for (got, (position, new)) in all.iter().zip(&written) {
+        let (primary, version) = &new.streams[0];
+        assert_stored(got, new, *position, primary.as_str(), *version);
+    }
+    assert_eq!(b.events.head().await, Ok(written[79].0));
+}
+
+pub async fn racing_writers_one_wins(b: &Backend) {
+    let ids = accept(b, 8).await;
+    let start = Arc::new(Barrier::new(8));
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().copied().enumerate() {
+        let (events, start) = (b.events.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let attempt = CommitBatch {
+                events: vec![event("race", 1, &format!("r{i}"))],
+                outcomes: vec![processed(id, 0)],
+            };
+            start.wait().await;
+            (i, events.commit(attempt).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            (i, Ok(_)) => winners.push(i),
+            (_, Err(e)) => assert_eq!(
+                e,
+                Error::Conflict {
+                    stream: "race".to_owned()
+                }
+            ),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
+    let race = b
+        .events
+        .read_stream(&stream("race"))
+        .await
+        .expect("read_stream");
+    assert_eq!(race.len(), 1);
+    assert_eq!(
+        race[0].data,
+        event("race", 1, &format!("r{}", winners[0])).data
+    );
+    assert_eq!(b.events.decided(&ids).await, Ok(vec![ids[winners[0]]]));
+}

@@ -1,0 +1,324 @@
+//! [`ReadStore`](crate::ReadStore) checks: checkpoints move with their rows, deltas add up, and queries
+//! answer with the position of the projection they read.
+
+use std::collections::HashMap;
+
+use jiff::civil::{Date, date};
+
+use crate::readmodel::{
+    DayFigures, Delta, INVENTORY, PROJECTIONS, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY,
+    SupplierDay,
+};
+use crate::{Backend, Error};
+
+fn update(projection: &str, from: u64, to: u64, delta: Delta) -> ProjectionUpdate {
+    ProjectionUpdate {
+        projection: projection.to_owned(),
+        from,
+        to,
+        delta,
+    }
+}
+
+fn stock(rows: &[(&str, &str, i64)]) -> Delta {
+    Delta::Inventory(
+        rows.iter()
+            .map(|(s, i, n)| ((s.to_string(), i.to_string()), *n))
+            .collect(),
+    )
+}
+
+fn sales(units: i64, gross: i64) -> DayFigures {
+    DayFigures {
+        transactions: units.signum(),
+        units_sold: units,
+        gross_cents: gross,
+        ..DayFigures::default()
+    }
+}
+
+fn store_days(rows: &[(&str, Date, DayFigures)]) -> Delta {
+    Delta::StoreDaily(
+        rows.iter()
+            .map(|(s, d, f)| ((s.to_string(), *d), *f))
+            .collect(),
+    )
+}
+
+fn supplied(units: i64, cost: i64) -> SupplierDay {
+    SupplierDay {
+        deliveries: units.signum(),
+        units_supplied: units,
+        supply_cost_cents: cost,
+        ..SupplierDay::default()
+    }
+}
+
+fn supplier_days(rows: &[(&str, Date, SupplierDay)]) -> Delta {
+    Delta::SupplierDaily(
+        rows.iter()
+            .map(|(s, d, f)| ((s.to_string(), *d), *f))
+            .collect(),
+    )
+}
+
+async fn checkpoint(b: &Backend, projection: &str) -> u64 {
+    let all = b.read.checkpoints().await.expect("checkpoints");
+    all.get(projection).copied().unwrap_or(0)
+}
+
+fn owned(rows: &[(&str, i64)]) -> Vec<(String, i64)> {
+    rows.iter().map(|(i, n)| (i.to_string(), *n)).collect()
+}
+
+pub async fn starts_empty(b: &Backend) {
+    let all = b.read.checkpoints().await.expect("checkpoints");
+    assert!(all.values().all(|p| *p == 0), "fresh checkpoints: {all:?}");
+    assert_eq!(b.read.inventory("s1").await, Ok((0, Vec::new())));
+    assert_eq!(b.read.inventory_item("s1", "i1").await, Ok((0, 0)));
+    let d = date(2026, 3, 14);
+    assert_eq!(
+        b.read.store_daily("s1", None, None).await,
+        Ok((0, Vec::new()))
+    );
+    assert_eq!(b.read.daily_sales(d).await, Ok((0, Vec::new())));
+    assert_eq!(
+        b.read.supplier_daily("p1", None, None).await,
+        Ok((0, Vec::new()))
+    );
+}
+
+pub async fn apply_moves_checkpoint_and_adds_deltas(b: &Backend) {
+    let first = stock(&[("s1", "i2", 10), ("s1", "i1", 3), ("s2", "i1", 7)]);
+    b.read
+        .apply(vec![update(INVENTORY, 0, 5, first)])
+        .await
+        .expect("apply");
+    assert_eq!(checkpoint(b, INVENTORY).await, 5);
+    assert_eq!(
+        checkpoint(b, STORE_DAILY).await,
+        0,
+        "other checkpoints stay"
+    );
+    let want = owned(&[("i1", 3), ("i2", 10)]);
+    assert_eq!(
+        b.read.inventory("s1").await,
+        Ok((5, want)),
+        "sorted by item"
+    );
+
+    let second = stock(&[("s1", "i1", -1), ("s2", "i3", 4)]);
+    b.read
+        .apply(vec![update(INVENTORY, 5, 9, second)])
+        .await
+        .expect("apply");
+    assert_eq!(checkpoint(b, INVENTORY).await, 9);
+    assert_eq!(b.read.inventory_item("s1", "i1").await, Ok((9, 2)));
+    assert_eq!(b.read.inventory_item("s1", "i2").await, Ok((9, 10)));
+    assert_eq!(b.read.inventory_item("s9", "i9").await, Ok((9, 0)));
+    let want = owned(&[("i1", 7), ("i3", 4)]);
+    assert_eq!(b.read.inventory("s2").await, Ok((9, want)));
+}
+
+pub async fn apply_moves_several_projections_at_once(b: &Backend) {
+    let d = date(2026, 3, 14);
+    let updates = vec![
+        update(INVENTORY, 0, 5, stock(&[("s1", "i1", 2)])),
+        update(STORE_DAILY, 0, 7, store_days(&[("s1", d, sales(2, 500))])),
+        update(
+            SUPPLIER_DAILY,
+            0,
+            4,
+            supplier_days(&[("p1", d, supplied(9, 90))]),
+        ),
+    ];
+    b.read.apply(updates).await.expect("apply");
+    let all = b.read.checkpoints().await.expect("checkpoints");
+    let want: HashMap<String, u64> = [(INVENTORY, 5), (STORE_DAILY, 7), (SUPPLIER_DAILY, 4)]
+        .into_iter()
+        .map(|(p, n)| (p.to_owned(), n))
+        .collect();
+    let moved: HashMap<String, u64> = all
+        .into_iter()
+        .filter(|(p, _)| PROJECTIONS.contains(&p.as_str()))
+        .collect();
+    assert_eq!(moved, want);
+    // Each query answers with its own projection's checkpoint.
+    assert_eq!(b.read.inventory("s1").await, Ok((5, owned(&[("i1", 2)]))));
+    assert_eq!(b.read.inventory_item("s1", "i1").await, Ok((5, 2)));
+    assert_eq!(
+        b.read.store_daily("s1", None, None).await,
+        Ok((7, vec![(d, sales(2, 500))]))
+    );
+    let daily = vec![("s1".to_owned(), sales(2, 500))];
+    assert_eq!(b.read.daily_sales(d).await, Ok((7, daily)));
+    let supplier = vec![(d, supplied(9, 90))];
+    assert_eq!(
+        b.read.supplier_daily("p1", None, None).await,
+        Ok((4, supplier))
+    );
+}
+
+pub async fn stale_from_writes_nothing(b: &Backend) {
+    let first = stock(&[("s1", "i1", 3)]);
+    b.read
+        .apply(vec![update(INVENTORY, 0, 5, first)])
+        .await
+        .expect("apply");
+    let d = date(2026, 3, 14);
+    for stale in [3, 6] {
+        let updates = vec![
+            update(STORE_DAILY, 0, 7, store_days(&[("s1", d, sales(1, 100))])),
+            update(INVENTORY, stale, 8, stock(&[("s1", "i1", 100)])),
+        ];
+        let got = b.read.apply(updates).await;
+        let want = Error::CheckpointMoved {
+            projection: INVENTORY.to_owned(),
+            expected: stale,
+        };
+        assert_eq!(got, Err(want));
+        assert_eq!(checkpoint(b, INVENTORY).await, 5);
+        assert_eq!(
+            checkpoint(b, STORE_DAILY).await,
+            0,
+            "the valid update went nowhere"
+        );
+        assert_eq!(b.read.inventory_item("s1", "i1").await, Ok((5, 3)));
+        assert_eq!(
+            b.read.store_daily("s1", None, None).await,
+            Ok((0, Vec::new()))
+        );
+    }
+}
+
+pub async fn reset_empties_one_projection(b: &Backend) {
+    let d = date(2026, 3, 14);
+    let updates = vec![
+        update(INVENTORY, 0, 5, stock(&[("s1", "i1", 2)])),
+        update(STORE_DAILY, 0, 5, store_days(&[("s1", d, sales(2, 500))])),
+    ];
+    b.read.apply(updates).await.expect("apply");
+    b.read.reset(INVENTORY).await.expect("reset");
+    assert_eq!(checkpoint(b, INVENTORY).await, 0);
+    assert_eq!(b.read.inventory("s1").await, Ok((0, Vec::new())));
+    assert_eq!(b.read.inventory_item("s1", "i1").await, Ok((0, 0)));
+    assert_eq!(
+        checkpoint(b, STORE_DAILY).await,
+        5,
+        "other projections keep theirs"
+    );
+    assert_eq!(
+        b.read.store_daily("s1", None, None).await,
+        Ok((5, vec![(d, sales(2, 500))]))
+    );
+
+    // A rebuild starts from 0 and does not add to the old rows.
+    let rebuilt = stock(&[("s1", "i1", 1)]);
+    b.read
+        .apply(vec![update(INVENTORY, 0, 3, rebuilt)])
+        .await
+        .expect("apply");
+    assert_eq!(b.read.inventory("s1").await, Ok((3, owned(&[("i1", 1)]))));
+}
+
+pub async fn store_daily_filters_dates_and_skips_empty_days(b: &Backend) {
+    let [d1, d2, d3, d4, d5] = [10, 11, 12, 13, 14].map(|d| date(2026, 3, d));
+    let first = store_days(&[
+        ("s1", d1, sales(1, 100)),
+        ("s1", d2, sales(2, 200)),
+        ("s1", d4, sales(4, 400)),
+        ("s1", d5, DayFigures::default()),
+        ("s2", d2, sales(5, 550)),
+    ]);
+    b.read
+        .apply(vec![update(STORE_DAILY, 0, 6, first)])
+        .await
+        .expect("apply");
+    let returned = DayFigures {
+        returned_units: 1,
+        returned_cents: 100,
+        ..DayFigures::default()
+    };
+    // d2 adds up, d4 is voided back to nothing, d3 has only a return.
+    let second = store_days(&[
+        ("s1", d2, sales(3, 300)),
+        ("s1", d4, sales(-4, -400)),
+        ("s1", d3, returned),
+    ]);
+    b.read
+        .apply(vec![update(STORE_DAILY, 6, 9, second)])
+        .await
+        .expect("apply");
+
+    let (p1, p2, p3) = ((d1, sales(1, 100)), (d2, sales(5, 500)), (d3, returned));
+    let days = |from, to| b.read.store_daily("s1", from, to);
+    assert_eq!(days(None, None).await, Ok((9, vec![p1, p2, p3])));
+    assert_eq!(days(Some(d2), Some(d3)).await, Ok((9, vec![p2, p3])));
+    assert_eq!(days(Some(d2), None).await, Ok((9, vec![p2, p3])));
+    assert_eq!(days(None, Some(d1)).await, Ok((9, vec![p1])));
+    assert_eq!(days(Some(d4), Some(d5)).await, Ok((9, Vec::new())));
+    assert_eq!(
+        b.read.store_daily("s9", None, None).await,
+        Ok((9, Vec::new()))
+    );
+
+    let (pos, mut stores) = b.read.daily_sales(d2).await.expect("daily_sales");
+    stores.sort_by(|a, b| a.0.cmp(&b.0));
+    let want = vec![
+        ("s1".to_owned(), sales(5, 500)),
+        ("s2".to_owned(), sales(5, 550)),
+    ];
+    assert_eq!((pos, stores), (9, want));
+    assert_eq!(
+        b.read.daily_sales(d3).await,
+        Ok((9, vec![("s1".to_owned(), returned)]))
+    );
+    assert_eq!(
+        b.read.daily_sales(d4).await,
+        Ok((9, Vec::new())),
+        "a voided day is no activity"
+    );
+    assert_eq!(b.read.daily_sales(d5).await, Ok((9, Vec::new())));
+}
+
+pub async fn supplier_daily_filters_dates_and_skips_empty_days(b: &Backend) {
+    let [d1, d2, d3, d4] = [10, 11, 12, 13].map(|d| date(2026, 3, d));
+    let first = supplier_days(&[
+        ("p1", d1, supplied(10, 1000)),
+        ("p1", d2, supplied(4, 400)),
+        ("p1", d3, supplied(0, 0)),
+        ("p2", d1, supplied(1, 10)),
+    ]);
+    b.read
+        .apply(vec![update(SUPPLIER_DAILY, 0, 3, first)])
+        .await
+        .expect("apply");
+    let sold = SupplierDay {
+        units_sold: 2,
+        sales_cents: 300,
+        ..SupplierDay::default()
+    };
+    let second = supplier_days(&[
+        ("p1", d1, sold),
+        ("p1", d2, supplied(-4, -400)),
+        ("p1", d4, sold),
+    ]);
+    b.read
+        .apply(vec![update(SUPPLIER_DAILY, 3, 8, second)])
+        .await
+        .expect("apply");
+
+    let mut day1 = supplied(10, 1000);
+    day1.add(&sold);
+    let days = |from, to| b.read.supplier_daily("p1", from, to);
+    assert_eq!(
+        days(None, None).await,
+        Ok((8, vec![(d1, day1), (d4, sold)]))
+    );
+    assert_eq!(days(Some(d1), Some(d1)).await, Ok((8, vec![(d1, day1)])));
+    assert_eq!(days(Some(d2), None).await, Ok((8, vec![(d4, sold)])));
+    assert_eq!(days(None, Some(d3)).await, Ok((8, vec![(d1, day1)])));
+    assert_eq!(days(Some(d2), Some(d3)).await, Ok((8, Vec::new())));
+    let p2 = b.read.supplier_daily("p2", None, None).await;
+    assert_eq!(p2, Ok((8, vec![(d1, supplied(1, 10))])));
+}

@@ -1,0 +1,373 @@
+//! Property tests: random command sequences over a small retail world, decided against a live state
+//! with every accepted event applied. Replay must equal live, stock must never go negative under
+//! `Reject`, and on-hand must equal the stock movements counted straight from the accepted events.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use common::{cents, q, v};
+use jiff::Timestamp;
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use tally_domain::event::SoldLine;
+use tally_domain::values::{AdjustmentReason, ItemId, SaleId, StockDelta, StoreId};
+use tally_domain::{
+    Command, DeliveryLine, Event, RejectionCode, ReturnLine, SaleLine, State, StockPolicy,
+    StreamId, decide,
+};
+
+/// Three stores in three zones; the last id is never registered.
+const STORES: [(&str, &str); 4] = [
+    ("st-0", "America/Los_Angeles"),
+    ("st-1", "Asia/Tokyo"),
+    ("st-2", "Europe/Berlin"),
+    ("st-x", ""),
+];
+/// Five items of two suppliers; the last item and supplier are never registered.
+const ITEMS: [(&str, &str); 6] = [
+    ("i-0", "sup-a"),
+    ("i-1", "sup-a"),
+    ("i-2", "sup-a"),
+    ("i-3", "sup-b"),
+    ("i-4", "sup-b"),
+    ("i-x", "sup-a"),
+];
+const SUPPLIERS: [&str; 3] = ["sup-a", "sup-b", "sup-x"];
+const REGISTERED_STORES: usize = 3;
+const REGISTERED_ITEMS: usize = 5;
+
+/// A command in terms of indexes into the world, without its time (see [`ops`]); returns pick their
+/// lines from the sale they name.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Delivery id, supplier, store, item → quantity.
+    Deliver(u8, u8, u8, BTreeMap<u8, i64>),
+    /// Sale id, store, item → quantity.
+    Sell(u8, u8, BTreeMap<u8, i64>),
+    /// Sale id, the store of a store-scoped void.
+    Void(u8, Option<u8>),
+    /// Return id, sale id, store (default: the sale's), (pick of a sale line, quantity).
+    Return(u8, u8, Option<u8>, Vec<(u8, i64)>),
+    /// Adjustment id, store, item, delta.
+    Adjust(u8, u8, u8, i64),
+}
+
+fn store() -> impl Strategy<Value = u8> {
+    prop_oneof![12 => 0..3u8, 1 => Just(3u8)]
+}
+fn item() -> impl Strategy<Value = u8> {
+    prop_oneof![25 => 0..5u8, 1 => Just(5u8)]
+}
+fn supplier() -> impl Strategy<Value = u8> {
+    prop_oneof![25 => 0..2u8, 1 => Just(2u8)]
+}
+/// Minutes into a four-day window, so business dates differ between zones.
+fn minute() -> impl Strategy<Value = i64> {
+    0..4 * 24 * 60i64
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let delta = prop_oneof![-6..0i64, 1..6i64];
+    let returned_store = proptest::option::weighted(0.15, store());
+    let returned_lines = vec((any::<u8>(), 1..4i64), 1..=3);
+    prop_oneof![
+        4 => (0..10u8, supplier(), store(), btree_map(item(), 1..15i64, 1..=3))
+            .prop_map(|(id, sup, store, lines)| Op::Deliver(id, sup, store, lines)),
+        5 => (0..14u8, store(), btree_map(item(), 1..5i64, 1..=3))
+            .prop_map(|(id, store, lines)| Op::Sell(id, store, lines)),
+        2 => (0..14u8, proptest::option::weighted(0.3, store()))
+            .prop_map(|(sale, only_store)| Op::Void(sale, only_store)),
+        3 => (0..10u8, 0..14u8, returned_store, returned_lines)
+            .prop_map(|(id, sale, store, lines)| Op::Return(id, sale, store, lines)),
+        2 => (0..8u8, store(), item(), delta)
+            .prop_map(|(id, store, item, delta)| Op::Adjust(id, store, item, delta)),
+    ]
+}
+
+/// Up to 80 ops, each at its own minute.
+fn ops() -> impl Strategy<Value = Vec<(Op, i64)>> {
+    vec((op(), minute()), 1..80)
+}
+
+fn at_minute(minute: i64) -> Timestamp {
+    // 2026-03-01T00:00:00Z
+    Timestamp::from_second(1_772_323_200 + minute * 60).expect("in range")
+}
+fn store_id(i: u8) -> StoreId {
+    v(STORES[usize::from(i)].0)
+}
+fn item_id(i: u8) -> ItemId {
+    v(ITEMS[usize::from(i) % ITEMS.len()].0)
+}
+
+/// The world's reference data, as commands.
+fn registrations() -> Vec<Command> {
+    let suppliers = SUPPLIERS[..2].iter().map(|s| Command::RegisterSupplier {
+        supplier_id: v(s),
+        name: v("supplier"),
+    });
+    let stores = STORES[..REGISTERED_STORES]
+        .iter()
+        .map(|(s, tz)| Command::RegisterStore {
+            store_id: v(s),
+            name: v("store"),
+            timezone: v(tz),
+        });
+    let items = ITEMS[..REGISTERED_ITEMS]
+        .iter()
+        .map(|(i, s)| Command::RegisterItem {
+            item_id: v(i),
+            name: v("item"),
+            supplier_id: v(s),
+            unit_price_cents: cents(199),
+        });
+    suppliers.chain(stores).chain(items).collect()
+}
+
+/// The command an op stands for, given what the live state knows (returns name the sale's items).
+fn command(op: &Op, minute: i64, state: &State) -> Command {
+    match op {
+        Op::Deliver(id, supplier, store, lines) => Command::RecordDelivery {
+            delivery_id: v(&format!("d-{id}")),
+            supplier_id: v(SUPPLIERS[usize::from(*supplier)]),
+            store_id: store_id(*store),
+            occurred_at: at_minute(minute),
+            lines: lines
+                .iter()
+                .map(|(&i, &n)| DeliveryLine {
+                    item_id: item_id(i),
+                    quantity: q(n),
+                    unit_cost_cents: cents(80),
+                })
+                .collect(),
+        },
+        Op::Sell(id, store, lines) => Command::RecordSale {
+            sale_id: v(&format!("s-{id}")),
+            store_id: store_id(*store),
+            occurred_at: at_minute(minute),
+            lines: lines
+                .iter()
+                .map(|(&i, &n)| SaleLine {
+                    item_id: item_id(i),
+                    quantity: q(n),
+                    unit_price_cents: cents(199),
+                })
+                .collect(),
+        },
+        Op::Void(sale, only_store) => Command::VoidSale {
+            sale_id: v(&format!("s-{sale}")),
+            reason: v("void"),
+            occurred_at: at_minute(minute),
+            only_store: only_store.map(store_id),
+        },
+        Op::Return(id, sale, store, lines) => {
+            let sale_id: SaleId = v(&format!("s-{sale}"));
+            let known = state.sale(&sale_id);
+            let mut picked: BTreeMap<ItemId, i64> = BTreeMap::new();
+            for &(pick, n) in lines {
+                let item = match known {
+                    Some(s) => s.lines[usize::from(pick) % s.lines.len()].item_id.clone(),
+                    None => item_id(pick),
+                };
+                picked.entry(item).or_insert(n);
+            }
+            let store_id = match (store, known) {
+                (Some(i), _) => store_id(*i),
+                (None, Some(s)) => s.store_id.clone(),
+                (None, None) => store_id(0),
+            };
+            Command::RecordReturn {
+                return_id: v(&format!("r-{id}")),
+                sale_id,
+                store_id,
+                occurred_at: at_minute(minute),
+                lines: picked
+                    .into_iter()
+                    .map(|(item_id, n)| ReturnLine {
+                        item_id,
+                        quantity: q(n),
+                    })
+                    .collect(),
+            }
+        }
+        Op::Adjust(id, store, item, delta) => Command::AdjustStock {
+            adjustment_id: v(&format!("a-{id}")),
+            store_id: store_id(*store),
+            item_id: item_id(*item),
+            delta: StockDelta::new(*delta).expect("non-zero delta"),
+            reason: AdjustmentReason::CountCorrection,
+            occurred_at: at_minute(minute),
+        },
+    }
+}
+
+/// A run: the live state, every accepted event in order, and the rejections met.
+struct Run {
+    live: State,
+    accepted: Vec<Event>,
+    rejected: Vec<RejectionCode>,
+}
+
+/// Decides each op against the live state, applying what is accepted; `after_step` sees each state.
+fn run(ops: &[(Op, i64)], policy: StockPolicy, mut after_step: impl FnMut(&State)) -> Run {
+    let mut r = Run {
+        live: State::default(),
+        accepted: Vec::new(),
+        rejected: Vec::new(),
+    };
+    for cmd in registrations() {
+        for e in decide(&r.live, &cmd, policy).expect("the world registers") {
+            r.live.apply(&e);
+            r.accepted.push(e);
+        }
+    }
+    for (op, minute) in ops {
+        let cmd = command(op, *minute, &r.live);
+        match decide(&r.live, &cmd, policy) {
+            Ok(events) => {
+                for e in events {
+                    r.live.apply(&e);
+                    r.accepted.push(e);
+                }
+            }
+            Err(rejection) => r.rejected.push(rejection.code),
+        }
+        after_step(&r.live);
+    }
+    r
+}
+
+fn policy(allow_negative: bool) -> StockPolicy {
+    if allow_negative {
+        StockPolicy::AllowNegative
+    } else {
+        StockPolicy::Reject
+    }
+}
+
+/// Loads each stream on its own, in an order set by `seed`, each event as the next version.
+fn replay_by_stream(events: &[Event], seed: u64) -> State {
+    let mut streams: HashMap<StreamId, Vec<&Event>> = HashMap::new();
+    for e in events {
+        for s in e.streams() {
+            streams.entry(s).or_default().push(e);
+        }
+    }
+    let mut order: Vec<_> = streams.into_iter().collect();
+    order.sort_by_cached_key(|(stream, _)| {
+        let mut h = DefaultHasher::new();
+        (seed, stream).hash(&mut h);
+        h.finish()
+    });
+    let mut state = State::default();
+    for (stream, events) in &order {
+        for (version, e) in (1u64..).zip(events) {
+            state.apply_to(stream, version, e);
+        }
+    }
+    state
+}
+
+/// Deliveries − sales + voided sales + returns + adjustments, per store and item, from the events
+/// alone. A void's quantities are taken from the sale it voids, not from the void.
+fn movements(events: &[Event]) -> HashMap<(StoreId, ItemId), i64> {
+    let mut m: HashMap<(StoreId, ItemId), i64> = HashMap::new();
+    let mut sales: HashMap<SaleId, Vec<SoldLine>> = HashMap::new();
+    let mut add = |store: &StoreId, item: &ItemId, n: i64| {
+        *m.entry((store.clone(), item.clone())).or_default() += n;
+    };
+    for e in events {
+        match e {
+            Event::GoodsDelivered(d) => d
+                .lines
+                .iter()
+                .for_each(|l| add(&d.store_id, &l.item_id, l.quantity.get())),
+            Event::SaleRecorded(s) => {
+                s.lines
+                    .iter()
+                    .for_each(|l| add(&s.store_id, &l.item_id, -l.quantity.get()));
+                sales.insert(s.sale_id.clone(), s.lines.clone());
+            }
+            Event::SaleVoided(x) => {
+                let lines = sales.get(&x.sale_id).expect("a void follows its sale");
+                lines
+                    .iter()
+                    .for_each(|l| add(&x.store_id, &l.item_id, l.quantity.get()));
+            }
+            Event::ReturnRecorded(r) => r
+                .lines
+                .iter()
+                .for_each(|l| add(&r.store_id, &l.item_id, l.quantity.get())),
+            Event::StockAdjusted(a) => add(&a.store_id, &a.item_id, a.delta.get()),
+            Event::SupplierRegistered(_) | Event::StoreRegistered(_) | Event::ItemRegistered(_) => {
+            }
+        }
+    }
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn replay_equals_live(ops in ops(), allow_negative: bool, seed: u64) {
+        let r = run(&ops, policy(allow_negative), |_| {});
+        let mut replayed = State::default();
+        r.accepted.iter().for_each(|e| replayed.apply(e));
+        prop_assert_eq!(&replayed, &r.live);
+        prop_assert_eq!(&replay_by_stream(&r.accepted, seed), &r.live);
+    }
+
+    #[test]
+    fn stock_never_goes_below_zero_under_reject(ops in ops()) {
+        let mut lowest = 0;
+        run(&ops, StockPolicy::Reject, |state| {
+            for (_, store) in state.stores() {
+                lowest = store.stock.values().copied().fold(lowest, i64::min);
+            }
+        });
+        prop_assert!(lowest >= 0, "on hand went down to {}", lowest);
+    }
+
+    #[test]
+    fn on_hand_equals_the_movements_of_the_accepted_events(ops in ops(), allow_negative: bool) {
+        let r = run(&ops, policy(allow_negative), |_| {});
+        let counted = movements(&r.accepted);
+        let keys: HashSet<_> = counted.keys().cloned().collect();
+        for (store, item) in &keys {
+            prop_assert!(r.live.store(store).is_some(), "a movement names store {}", store);
+            prop_assert!(r.live.item(item).is_some(), "a movement names item {}", item);
+        }
+        for (s, state) in r.live.stores() {
+            for (i, _) in &ITEMS {
+                let item: ItemId = v(i);
+                let expected = counted.get(&(s.clone(), item.clone())).copied().unwrap_or(0);
+                prop_assert_eq!(state.on_hand(&item), expected, "{} at {}", item, s);
+            }
+        }
+    }
+}
+
+/// The generator is worth something only if it reaches every event type and every rejection.
+#[test]
+fn the_generator_reaches_every_event_and_rejection() {
+    let mut runner = TestRunner::deterministic();
+    let mut events = HashSet::new();
+    let mut codes = HashSet::new();
+    for _ in 0..200 {
+        let ops = ops().new_tree(&mut runner).expect("generates").current();
+        let r = run(&ops, StockPolicy::Reject, |_| {});
+        events.extend(r.accepted.iter().map(Event::event_type));
+        codes.extend(r.rejected);
+    }
+    assert_eq!(events.len(), 8, "event types reached: {events:?}");
+    assert_eq!(
+        codes.len(),
+        RejectionCode::ALL.len(),
+        "rejections reached: {codes:?}"
+    );
+}

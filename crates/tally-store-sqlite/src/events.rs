@@ -1,0 +1,295 @@
+//! The event log and command statuses.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+use tally_core::model::{
+    CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata, Principal, RecordedEvent, Role,
+};
+use tally_core::ports::{CommandLog, Error, EventStore, Result};
+use tally_domain::StreamId;
+use uuid::Uuid;
+
+use crate::writer::sql_error;
+use crate::{Sqlite, ts_from_sql, ts_to_sql, uuid_from_sql};
+
+const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_type, e.schema_version, \
+     e.occurred_at, e.recorded_at, e.data, e.metadata";
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok(RawEvent {
+        position: row.get(0)?,
+        stream_id: row.get(1)?,
+        version: row.get(2)?,
+        event_type: row.get(3)?,
+        schema_version: row.get(4)?,
+        occurred_at: row.get(5)?,
+        recorded_at: row.get(6)?,
+        data: row.get(7)?,
+        metadata: row.get(8)?,
+    })
+}
+
+struct RawEvent {
+    position: i64,
+    stream_id: String,
+    version: i64,
+    event_type: String,
+    schema_version: u32,
+    occurred_at: i64,
+    recorded_at: i64,
+    data: String,
+    metadata: String,
+}
+
+impl RawEvent {
+    fn into_recorded(self) -> Result<RecordedEvent> {
+        let metadata: EventMetadata = serde_json::from_str(&self.metadata)
+            .map_err(|e| Error::Corrupt(format!("metadata of event {}: {e}", self.position)))?;
+        Ok(RecordedEvent {
+            position: self.position as u64,
+            stream_id: StreamId::from_stored(self.stream_id),
+            version: self.version as u64,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            occurred_at: ts_from_sql(self.occurred_at)?,
+            recorded_at: ts_from_sql(self.recorded_at)?,
+            data: self.data,
+            metadata,
+        })
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
+    let mut insert_event = conn
+        .prepare_cached(
+            "INSERT INTO events (stream_id, version, event_type, schema_version, occurred_at, \
+             recorded_at, data, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sql_error)?;
+    let mut insert_index = conn
+        .prepare_cached("INSERT INTO stream_index (stream_id, version, position) VALUES (?1, ?2, ?3)")
+        .map_err(sql_error)?;
+    let mut positions = Vec::with_capacity(batch.events.len());
+    for event in &batch.events {
+        let Some((primary, primary_version)) = event.streams.first() else {
+            return Err(Error::Corrupt("an event must belong to a stream".into()));
+        };
+        let metadata = serde_json::to_string(&event.metadata)
+            .map_err(|e| Error::Corrupt(format!("metadata: {e}")))?;
+        insert_event
+            .execute(params![
+                primary.as_str(),
+                *primary_version as i64,
+                event.event_type,
+                event.schema_version,
+                ts_to_sql(event.occurred_at),
+                ts_to_sql(event.recorded_at),
+                event.data,
+                metadata,
+            ])
+            .map_err(sql_error)?;
+        let position = conn.last_insert_rowid();
+        for (stream, version) in &event.streams {
+            match insert_index.execute(params![stream.as_str(), *version as i64, position]) {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == ErrorCode::ConstraintViolation => {
+                    return Err(Error::Conflict {
+                        stream: stream.to_string(),
+                    });
+                }
+                Err(e) => return Err(sql_error(e)),
+            }
+        }
+        positions.push(position as u64);
+    }
+    let mut decide = conn
+        .prepare_cached(
+            "UPDATE commands SET status = ?2, position = ?3, code = ?4, message = ?5 \
+             WHERE command_id = ?1 AND status = 'accepted'",
+        )
+        .map_err(sql_error)?;
+    let mut exists = conn
+        .prepare_cached("SELECT 1 FROM commands WHERE command_id = ?1")
+        .map_err(sql_error)?;
+    let mut insert_decided = conn
+        .prepare_cached(
+            "INSERT INTO commands (command_id, kind, key_id, role, scope, accepted_at, status, position, code, message) \
+             VALUES (?1, '', '', 'admin', NULL, ?6, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql_error)?;
+    let now = ts_to_sql(jiff::Timestamp::now());
+    for outcome in &batch.outcomes {
+        let (status, position, code, message) = match &outcome.decision {
+            Decision::Processed { last_event } => {
+                let Some(p) = positions.get(*last_event) else {
+                    return Err(Error::Corrupt(format!("outcome names event {last_event} of {}", positions.len())));
+                };
+                ("processed", Some(*p as i64), None, None)
+            }
+            Decision::Rejected(r) => ("rejected", None, Some(r.code.as_str()), Some(r.message.as_str())),
+        };
+        let id = outcome.command_id.as_bytes().as_slice();
+        let changed = decide
+            .execute(params![id, status, position, code, message])
+            .map_err(sql_error)?;
+        if changed == 0 {
+            // Either decided already, or a command that bypassed the intake (benchmarks, tests).
+            if exists.exists(params![id]).map_err(sql_error)? {
+                return Err(Error::AlreadyDecided {
+                    command_id: outcome.command_id,
+                });
+            }
+            insert_decided
+                .execute(params![id, status, position, code, message, now])
+                .map_err(sql_error)?;
+        }
+    }
+    Ok(positions)
+}
+
+fn read_stream_rows(conn: &Connection, stream: &str) -> Result<Vec<RecordedEvent>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS}, si.version FROM stream_index si JOIN events e ON e.position = si.position \
+             WHERE si.stream_id = ?1 ORDER BY si.version"
+        ))
+        .map_err(sql_error)?;
+    let rows = stmt
+        .query_map(params![stream], |row| Ok((event_from_row(row)?, row.get::<_, i64>(9)?)))
+        .map_err(sql_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut raw, version) = row.map_err(sql_error)?;
+        raw.stream_id = stream.to_owned();
+        raw.version = version;
+        out.push(raw.into_recorded()?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl EventStore for Sqlite {
+    async fn commit(&self, batch: CommitBatch) -> Result<Vec<u64>> {
+        self.writer.write(move |conn| commit_batch(conn, batch)).await
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.position > ?1 ORDER BY e.position LIMIT ?2"
+                    ))
+                    .map_err(sql_error)?;
+                let rows = stmt
+                    .query_map(params![after as i64, limit as i64], event_from_row)
+                    .map_err(sql_error)?;
+                rows.map(|r| r.map_err(sql_error).and_then(RawEvent::into_recorded))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<Vec<(StreamId, u64, RecordedEvent)>> {
+        let streams = streams.to_vec();
+        self.readers
+            .read(move |conn| {
+                let mut out = Vec::new();
+                for stream in streams {
+                    for event in read_stream_rows(conn, stream.as_str())? {
+                        out.push((stream.clone(), event.version, event));
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
+        let stream = stream.to_string();
+        self.readers.read(move |conn| read_stream_rows(conn, &stream)).await
+    }
+
+    async fn head(&self) -> Result<u64> {
+        self.readers
+            .read(|conn| {
+                conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get::<_, i64>(0))
+                    .map(|p| p as u64)
+                    .map_err(sql_error)
+            })
+            .await
+    }
+
+    async fn decided(&self, command_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let ids = command_ids.to_vec();
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT 1 FROM commands WHERE command_id = ?1 AND status <> 'accepted'")
+                    .map_err(sql_error)?;
+                let mut out = Vec::new();
+                for id in ids {
+                    if stmt.exists(params![id.as_bytes().as_slice()]).map_err(sql_error)? {
+                        out.push(id);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl CommandLog for Sqlite {
+    async fn status(&self, command_id: Uuid) -> Result<Option<CommandRecord>> {
+        self.readers
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT command_id, kind, key_id, role, scope, accepted_at, status, position, code, message \
+                         FROM commands WHERE command_id = ?1",
+                    )
+                    .map_err(sql_error)?
+                    .query_row(params![command_id.as_bytes().as_slice()], |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, i64>(5)?,
+                            r.get::<_, String>(6)?,
+                            r.get::<_, Option<i64>>(7)?,
+                            r.get::<_, Option<String>>(8)?,
+                            r.get::<_, Option<String>>(9)?,
+                        ))
+                    })
+                    .optional()
+                    .map_err(sql_error)?;
+                let Some((id, kind, key_id, role, scope, accepted_at, status, position, code, message)) = row else {
+                    return Ok(None);
+                };
+                let status = match (status.as_str(), position) {
+                    ("accepted", _) => CommandStatus::Accepted,
+                    ("processed", Some(p)) => CommandStatus::Processed { position: p as u64 },
+                    ("rejected", _) => CommandStatus::Rejected {
+                        code: code.unwrap_or_default(),
+                        message: message.unwrap_or_default(),
+                    },
+                    (other, _) => return Err(Error::Corrupt(format!("command status {other:?}"))),
+                };
+                Ok(Some(CommandRecord {
+                    command_id: uuid_from_sql(&id)?,
+                    kind,
+                    principal: Principal {
+                        key_id,
+                        role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("role {role:?}")))?,
+                        scope,
+                    },
+                    accepted_at: ts_from_sql(accepted_at)?,
+                    status,
+                }))
+            })
+            .await
+    }
+}

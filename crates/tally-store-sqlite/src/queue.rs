@@ -1,0 +1,425 @@
+//! The embedded durable command queue. The `queue` table is the truth: a message is durable once its
+//! row is committed, and stays until it is acked. Delivery runs from a mirror in memory (no polling):
+//! messages in enqueue order, the in-flight set, and which partitions are busy. After a crash the
+//! mirror is rebuilt from the table, so every unacked message is delivered again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tally_core::model::{DeadLetter, Delivery, QueueMessage};
+use tally_core::ports::{CommandQueue, Error, Intake, Result, Submission, Submitted};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::writer::sql_error;
+use crate::{Sqlite, ts_from_sql, ts_to_sql, uuid_from_sql};
+
+/// A message is dead-lettered when nacked on its fifth delivery.
+pub const MAX_DELIVERIES: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Msg {
+    message_id: Uuid,
+    partition_key: String,
+    payload: Vec<u8>,
+    deliveries: u32,
+    not_before: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: BTreeMap<i64, Msg>,
+    /// tag (= seq) → message, while delivered and not acked.
+    in_flight: HashMap<i64, Msg>,
+    busy: HashMap<String, usize>,
+}
+
+pub(crate) struct Mem {
+    inner: Mutex<Inner>,
+    arrived: Notify,
+}
+
+pub(crate) fn load(conn: &Connection) -> Result<Vec<(i64, Msg)>> {
+    let mut stmt = conn
+        .prepare("SELECT seq, message_id, partition_key, payload, deliveries FROM queue ORDER BY seq")
+        .map_err(sql_error)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, u32>(4)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, id, partition_key, payload, deliveries) = row.map_err(sql_error)?;
+        out.push((
+            seq,
+            Msg {
+                message_id: uuid_from_sql(&id)?,
+                partition_key,
+                payload,
+                deliveries,
+                not_before: None,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+impl Mem {
+    pub(crate) fn new(pending: Vec<(i64, Msg)>) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                pending: pending.into_iter().collect(),
+                ..Inner::default()
+            }),
+            arrived: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| Error::Unavailable("queue state poisoned".into()))
+    }
+
+    fn add(&self, rows: Vec<(i64, Msg)>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.lock()?.pending.extend(rows);
+        self.arrived.notify_waiters();
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Takes up to `max` messages in enqueue order, skipping any partition that has a message in flight
+    /// or an earlier message still waiting for its retry time. Also returns the earliest retry time seen.
+    fn take(&self, max: usize) -> Result<(Vec<Delivery>, Option<Instant>)> {
+        let mut inner = self.lock()?;
+        let now = Instant::now();
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut taken = Vec::new();
+        let mut next_retry: Option<Instant> = None;
+        for (seq, msg) in inner.pending.iter() {
+            if taken.len() >= max {
+                break;
+            }
+            if blocked.contains(&msg.partition_key) || inner.busy.contains_key(&msg.partition_key) {
+                continue;
+            }
+            if let Some(t) = msg.not_before
+                && t > now
+            {
+                next_retry = Some(next_retry.map_or(t, |n: Instant| n.min(t)));
+                blocked.insert(msg.partition_key.clone());
+                continue;
+            }
+            taken.push(*seq);
+        }
+        let mut out = Vec::with_capacity(taken.len());
+        for seq in taken {
+            if let Some(msg) = inner.pending.remove(&seq) {
+                *inner.busy.entry(msg.partition_key.clone()).or_insert(0) += 1;
+                out.push(Delivery {
+                    tag: seq as u64,
+                    message_id: msg.message_id,
+                    partition_key: msg.partition_key.clone(),
+                    payload: msg.payload.clone(),
+                    redeliveries: msg.deliveries,
+                });
+                inner.in_flight.insert(seq, msg);
+            }
+        }
+        Ok((out, next_retry))
+    }
+
+    fn settle(&self, tag: i64) -> Result<Option<Msg>> {
+        let mut inner = self.lock()?;
+        let msg = inner.in_flight.remove(&tag);
+        if let Some(m) = &msg
+            && let Some(n) = inner.busy.get_mut(&m.partition_key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                inner.busy.remove(&m.partition_key);
+            }
+        }
+        Ok(msg)
+    }
+}
+
+fn insert_message(conn: &Connection, m: &QueueMessage) -> Result<i64> {
+    conn.prepare_cached("INSERT INTO queue (message_id, partition_key, payload) VALUES (?1, ?2, ?3)")
+        .map_err(sql_error)?
+        .execute(params![m.message_id.as_bytes().as_slice(), m.partition_key, m.payload])
+        .map_err(sql_error)?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn fresh(seq: i64, m: QueueMessage) -> (i64, Msg) {
+    (
+        seq,
+        Msg {
+            message_id: m.message_id,
+            partition_key: m.partition_key,
+            payload: m.payload,
+            deliveries: 0,
+            not_before: None,
+        },
+    )
+}
+
+#[async_trait]
+impl CommandQueue for Sqlite {
+    async fn enqueue(&self, messages: Vec<QueueMessage>) -> Result<()> {
+        let rows = self
+            .writer
+            .write(move |conn| {
+                let mut rows = Vec::with_capacity(messages.len());
+                for m in messages {
+                    let seq = insert_message(conn, &m)?;
+                    rows.push(fresh(seq, m));
+                }
+                Ok(rows)
+            })
+            .await?;
+        self.queue.add(rows)
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.queue.arrived.notified();
+            let (taken, next_retry) = self.queue.take(max.max(1))?;
+            if !taken.is_empty() {
+                return Ok(taken);
+            }
+            let until = next_retry.map_or(deadline, |t| t.min(deadline));
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+            let _ = tokio::time::timeout_at(until, notified).await;
+        }
+    }
+
+    async fn ack(&self, tags: &[u64]) -> Result<()> {
+        let seqs: Vec<i64> = tags.iter().map(|t| *t as i64).collect();
+        let to_delete = seqs.clone();
+        self.writer
+            .write(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("DELETE FROM queue WHERE seq = ?1")
+                    .map_err(sql_error)?;
+                for seq in to_delete {
+                    stmt.execute(params![seq]).map_err(sql_error)?;
+                }
+                Ok(())
+            })
+            .await?;
+        for seq in seqs {
+            self.queue.settle(seq)?;
+        }
+        self.queue.arrived.notify_one();
+        Ok(())
+    }
+
+    async fn nack(&self, tag: u64, reason: &str, retry_after: Duration) -> Result<()> {
+        let seq = tag as i64;
+        let Some(mut msg) = self.queue.settle(seq)? else {
+            return Ok(());
+        };
+        msg.deliveries += 1;
+        let dead = msg.deliveries >= MAX_DELIVERIES;
+        let (reason, deliveries, m) = (reason.to_owned(), msg.deliveries, msg.clone());
+        self.writer
+            .write(move |conn| {
+                if dead {
+                    conn.prepare_cached(
+                        "INSERT OR REPLACE INTO dead_letters (message_id, partition_key, payload, reason, failed_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(sql_error)?
+                    .execute(params![
+                        m.message_id.as_bytes().as_slice(),
+                        m.partition_key,
+                        m.payload,
+                        reason,
+                        ts_to_sql(jiff::Timestamp::now())
+                    ])
+                    .map_err(sql_error)?;
+                    conn.execute("DELETE FROM queue WHERE seq = ?1", params![seq])
+                        .map_err(sql_error)?;
+                } else {
+                    conn.execute("UPDATE queue SET deliveries = ?2 WHERE seq = ?1", params![seq, deliveries])
+                        .map_err(sql_error)?;
+                }
+                Ok(())
+            })
+            .await?;
+        if dead {
+            tracing::warn!(message_id = %msg.message_id, "message dead-lettered after {MAX_DELIVERIES} deliveries");
+            self.queue.arrived.notify_one();
+        } else {
+            msg.not_before = Some(Instant::now() + retry_after);
+            self.queue.add(vec![(seq, msg)])?;
+        }
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<u64> {
+        let inner = self.queue.lock()?;
+        Ok((inner.pending.len() + inner.in_flight.len()) as u64)
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT message_id, partition_key, payload, reason, failed_at FROM dead_letters ORDER BY failed_at",
+                    )
+                    .map_err(sql_error)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .map_err(sql_error)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (id, partition_key, payload, reason, failed_at) = row.map_err(sql_error)?;
+                    out.push(DeadLetter {
+                        message_id: uuid_from_sql(&id)?,
+                        partition_key,
+                        payload,
+                        reason,
+                        failed_at: ts_from_sql(failed_at)?,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn replay_dead_letter(&self, message_id: Uuid) -> Result<bool> {
+        let row = self
+            .writer
+            .write(move |conn| {
+                let found = conn
+                    .query_row(
+                        "SELECT partition_key, payload FROM dead_letters WHERE message_id = ?1",
+                        params![message_id.as_bytes().as_slice()],
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                    )
+                    .optional()
+                    .map_err(sql_error)?;
+                let Some((partition_key, payload)) = found else {
+                    return Ok(None);
+                };
+                conn.execute(
+                    "DELETE FROM dead_letters WHERE message_id = ?1",
+                    params![message_id.as_bytes().as_slice()],
+                )
+                .map_err(sql_error)?;
+                let m = QueueMessage { message_id, partition_key, payload };
+                let seq = insert_message(conn, &m)?;
+                Ok(Some(fresh(seq, m)))
+            })
+            .await?;
+        match row {
+            Some(row) => {
+                self.queue.add(vec![row])?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+fn submit_one(conn: &Connection, s: Submission) -> Result<(Submitted, Option<(i64, Msg)>)> {
+    let e = &s.envelope;
+    let key_id = e.principal.key_id.as_str();
+    if let Some((key, hash)) = &s.idempotency {
+        let seen = conn
+            .prepare_cached("SELECT request_hash, command_id FROM idempotency WHERE key_id = ?1 AND idem_key = ?2")
+            .map_err(sql_error)?
+            .query_row(params![key_id, key], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .optional()
+            .map_err(sql_error)?;
+        if let Some((seen_hash, command_id)) = seen {
+            return Ok(if seen_hash.as_slice() == hash.as_slice() {
+                (Submitted::Replayed { command_id: uuid_from_sql(&command_id)? }, None)
+            } else {
+                (Submitted::KeyReused, None)
+            });
+        }
+        conn.prepare_cached(
+            "INSERT INTO idempotency (key_id, idem_key, request_hash, command_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql_error)?
+        .execute(params![key_id, key, hash.as_slice(), e.command_id.as_bytes().as_slice(), ts_to_sql(e.received_at)])
+        .map_err(sql_error)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO commands (command_id, kind, key_id, role, scope, accepted_at, status) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted')",
+    )
+    .map_err(sql_error)?
+    .execute(params![
+        e.command_id.as_bytes().as_slice(),
+        e.command.kind(),
+        key_id,
+        e.principal.role.as_str(),
+        e.principal.scope,
+        ts_to_sql(e.received_at)
+    ])
+    .map_err(sql_error)?;
+    let m = QueueMessage {
+        message_id: e.command_id,
+        partition_key: s.partition_key.clone(),
+        payload: e.encode(),
+    };
+    let seq = insert_message(conn, &m)?;
+    Ok((Submitted::Accepted { command_id: e.command_id }, Some(fresh(seq, m))))
+}
+
+#[async_trait]
+impl Intake for Sqlite {
+    async fn submit(&self, submission: Submission) -> Result<Submitted> {
+        let mut out = self.submit_many(vec![submission]).await?;
+        out.pop().ok_or_else(|| Error::Corrupt("submit returned nothing".into()))
+    }
+
+    async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
+        let (results, rows) = self
+            .writer
+            .write(move |conn| {
+                let mut results = Vec::with_capacity(submissions.len());
+                let mut rows = Vec::new();
+                for s in submissions {
+                    let (r, row) = submit_one(conn, s)?;
+                    results.push(r);
+                    rows.extend(row);
+                }
+                Ok((results, rows))
+            })
+            .await?;
+        self.queue.add(rows)?;
+        Ok(results)
+    }
+}

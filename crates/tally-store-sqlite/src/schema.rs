@@ -1,0 +1,109 @@
+//! The schema, versioned with `PRAGMA user_version`. Migrations only ever add.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    position       INTEGER PRIMARY KEY,
+    stream_id      TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_type     TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    occurred_at    INTEGER NOT NULL,
+    recorded_at    INTEGER NOT NULL,
+    data           TEXT    NOT NULL,
+    metadata       TEXT    NOT NULL
+);
+CREATE TABLE stream_index (
+    stream_id TEXT    NOT NULL,
+    version   INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, version)
+) WITHOUT ROWID;
+CREATE TABLE commands (
+    command_id  BLOB PRIMARY KEY,
+    kind        TEXT    NOT NULL,
+    key_id      TEXT    NOT NULL,
+    role        TEXT    NOT NULL,
+    scope       TEXT,
+    accepted_at INTEGER NOT NULL,
+    status      TEXT    NOT NULL,
+    position    INTEGER,
+    code        TEXT,
+    message     TEXT
+) WITHOUT ROWID;
+CREATE TABLE idempotency (
+    key_id       TEXT    NOT NULL,
+    idem_key     TEXT    NOT NULL,
+    request_hash BLOB    NOT NULL,
+    command_id   BLOB    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (key_id, idem_key)
+) WITHOUT ROWID;
+CREATE TABLE queue (
+    seq           INTEGER PRIMARY KEY,
+    message_id    BLOB    NOT NULL UNIQUE,
+    partition_key TEXT    NOT NULL,
+    payload       BLOB    NOT NULL,
+    deliveries    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE dead_letters (
+    message_id    BLOB PRIMARY KEY,
+    partition_key TEXT    NOT NULL,
+    payload       BLOB    NOT NULL,
+    reason        TEXT    NOT NULL,
+    failed_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE checkpoints (
+    projection TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE rm_inventory (
+    store_id TEXT    NOT NULL,
+    item_id  TEXT    NOT NULL,
+    on_hand  INTEGER NOT NULL,
+    PRIMARY KEY (store_id, item_id)
+) WITHOUT ROWID;
+CREATE TABLE rm_store_daily (
+    store_id       TEXT    NOT NULL,
+    date           TEXT    NOT NULL,
+    transactions   INTEGER NOT NULL,
+    units_sold     INTEGER NOT NULL,
+    gross_cents    INTEGER NOT NULL,
+    returned_units INTEGER NOT NULL,
+    returned_cents INTEGER NOT NULL,
+    PRIMARY KEY (store_id, date)
+) WITHOUT ROWID;
+CREATE INDEX rm_store_daily_by_date ON rm_store_daily (date);
+CREATE TABLE rm_supplier_daily (
+    supplier_id       TEXT    NOT NULL,
+    date              TEXT    NOT NULL,
+    deliveries        INTEGER NOT NULL,
+    units_supplied    INTEGER NOT NULL,
+    supply_cost_cents INTEGER NOT NULL,
+    units_sold        INTEGER NOT NULL,
+    sales_cents       INTEGER NOT NULL,
+    PRIMARY KEY (supplier_id, date)
+) WITHOUT ROWID;
+CREATE TABLE api_keys (
+    key_id          TEXT PRIMARY KEY,
+    secret_hash     BLOB    NOT NULL UNIQUE,
+    role            TEXT    NOT NULL,
+    scope           TEXT,
+    rate_per_second INTEGER,
+    created_at      INTEGER NOT NULL,
+    revoked_at      INTEGER
+);
+"#];
+
+/// Brings the schema up to date; safe to run on every start.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

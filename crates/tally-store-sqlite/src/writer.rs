@@ -1,0 +1,95 @@
+//! One writer per SQLite file: a dedicated thread owns the only write connection and runs every write
+//! job that is waiting in one transaction, with one fsync for all of them (group commit). Each job runs
+//! in its own savepoint, so a job that fails is rolled back alone; its caller gets its error, the others
+//! commit. A caller hears of its job only once the transaction that holds it has committed.
+
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::Connection;
+use tally_core::Error;
+use tokio::sync::oneshot;
+
+type Completion = Box<dyn FnOnce(Result<(), Error>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// Most jobs in one transaction; bounds how long one commit can take.
+const MAX_JOBS_PER_COMMIT: usize = 1024;
+
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
+    Error::Unavailable(format!("sqlite: {e}"))
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection) -> std::io::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("tally-sqlite-writer".into())
+            .spawn(move || run(conn, rx))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` inside the next group-committed transaction and returns its result once committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, Error>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = match conn.execute_batch("SAVEPOINT job") {
+                Err(e) => Err(sql_error(e)),
+                Ok(()) => {
+                    let r = f(conn);
+                    let end = if r.is_ok() {
+                        "RELEASE job"
+                    } else {
+                        "ROLLBACK TO job; RELEASE job"
+                    };
+                    match conn.execute_batch(end) {
+                        Ok(()) => r,
+                        Err(e) => Err(sql_error(e)),
+                    }
+                }
+            };
+            Box::new(move |committed: Result<(), Error>| {
+                let _ = tx.send(committed.and(result));
+            })
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Unavailable("sqlite writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("sqlite writer dropped a job".into()))?
+    }
+}
+
+fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = sql_error(e);
+            let done = first(&conn);
+            done(Err(err));
+            continue;
+        }
+        let mut completions = vec![first(&conn)];
+        while completions.len() < MAX_JOBS_PER_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => completions.push(job(&conn)),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(sql_error);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions {
+            done(committed.clone());
+        }
+    }
+    tracing::debug!("sqlite writer stopped");
+}
