@@ -32,11 +32,11 @@ impl DayFigures {
         *self == Self::default()
     }
     pub fn add(&mut self, o: &DayFigures) {
-        self.transactions += o.transactions;
-        self.units_sold += o.units_sold;
-        self.gross_cents += o.gross_cents;
-        self.returned_units += o.returned_units;
-        self.returned_cents += o.returned_cents;
+        self.transactions = self.transactions.saturating_add(o.transactions);
+        self.units_sold = self.units_sold.saturating_add(o.units_sold);
+        self.gross_cents = self.gross_cents.saturating_add(o.gross_cents);
+        self.returned_units = self.returned_units.saturating_add(o.returned_units);
+        self.returned_cents = self.returned_cents.saturating_add(o.returned_cents);
     }
 }
 
@@ -55,11 +55,11 @@ impl SupplierDay {
         *self == Self::default()
     }
     pub fn add(&mut self, o: &SupplierDay) {
-        self.deliveries += o.deliveries;
-        self.units_supplied += o.units_supplied;
-        self.supply_cost_cents += o.supply_cost_cents;
-        self.units_sold += o.units_sold;
-        self.sales_cents += o.sales_cents;
+        self.deliveries = self.deliveries.saturating_add(o.deliveries);
+        self.units_supplied = self.units_supplied.saturating_add(o.units_supplied);
+        self.supply_cost_cents = self.supply_cost_cents.saturating_add(o.supply_cost_cents);
+        self.units_sold = self.units_sold.saturating_add(o.units_sold);
+        self.sales_cents = self.sales_cents.saturating_add(o.sales_cents);
     }
 }
 
@@ -141,7 +141,10 @@ fn fold_store_daily(rows: &mut HashMap<(String, Date), DayFigures>, event: &Even
             DayFigures {
                 transactions: 1,
                 units_sold: e.lines.iter().map(|l| l.quantity.get()).sum(),
-                gross_cents: e.lines.iter().map(|l| l.amount_cents()).sum(),
+                gross_cents: e
+                    .lines
+                    .iter()
+                    .fold(0i64, |a, l| a.saturating_add(l.amount_cents())),
                 ..DayFigures::default()
             },
         ),
@@ -152,7 +155,10 @@ fn fold_store_daily(rows: &mut HashMap<(String, Date), DayFigures>, event: &Even
             DayFigures {
                 transactions: -1,
                 units_sold: -e.lines.iter().map(|l| l.quantity.get()).sum::<i64>(),
-                gross_cents: -e.lines.iter().map(|l| l.amount_cents()).sum::<i64>(),
+                gross_cents: -e
+                    .lines
+                    .iter()
+                    .fold(0i64, |a, l| a.saturating_add(l.amount_cents())),
                 ..DayFigures::default()
             },
         ),
@@ -161,7 +167,10 @@ fn fold_store_daily(rows: &mut HashMap<(String, Date), DayFigures>, event: &Even
             e.business_date,
             DayFigures {
                 returned_units: e.lines.iter().map(|l| l.quantity.get()).sum(),
-                returned_cents: e.lines.iter().map(|l| l.amount_cents()).sum(),
+                returned_cents: e
+                    .lines
+                    .iter()
+                    .fold(0i64, |a, l| a.saturating_add(l.amount_cents())),
                 ..DayFigures::default()
             },
         ),
@@ -185,11 +194,9 @@ fn fold_supplier_daily(rows: &mut HashMap<(String, Date), SupplierDay>, event: &
             SupplierDay {
                 deliveries: 1,
                 units_supplied: e.lines.iter().map(|l| l.quantity.get()).sum(),
-                supply_cost_cents: e
-                    .lines
-                    .iter()
-                    .map(|l| l.quantity.get() * l.unit_cost_cents.get())
-                    .sum(),
+                supply_cost_cents: e.lines.iter().fold(0i64, |a, l| {
+                    a.saturating_add(l.quantity.get().saturating_mul(l.unit_cost_cents.get()))
+                }),
                 ..SupplierDay::default()
             },
         ),

@@ -11,7 +11,6 @@ use crate::event::{
     SoldLine, StockAdjusted, StoreRegistered, StreamId, SupplierRegistered,
 };
 use crate::state::State;
-use crate::values::Quantity;
 
 /// What the processor does with a sale that would take stock below zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -98,11 +97,36 @@ fn unused(state: &State, stream: StreamId, what: &str) -> Result<(), Rejection> 
 
 /// Decides a command against the current state. The caller must have loaded every stream of
 /// [`Command::streams_read`] and [`Command::dependent_streams`] into `state`.
-pub fn decide(state: &State, command: &Command, policy: StockPolicy) -> Result<Vec<Event>, Rejection> {
+pub fn decide(
+    state: &State,
+    command: &Command,
+    policy: StockPolicy,
+) -> Result<Vec<Event>, Rejection> {
     use RejectionCode as C;
+    // The gateway refuses repeated items with 422; any other entry point is refused here.
+    let repeated = match command {
+        Command::RecordDelivery { lines, .. } => {
+            first_repeated_item(lines.iter().map(|l| &l.item_id))
+        }
+        Command::RecordSale { lines, .. } => first_repeated_item(lines.iter().map(|l| &l.item_id)),
+        Command::RecordReturn { lines, .. } => {
+            first_repeated_item(lines.iter().map(|l| &l.item_id))
+        }
+        _ => None,
+    };
+    if let Some(i) = repeated {
+        return reject(
+            C::DuplicateId,
+            format!("line {i} repeats an item of an earlier line"),
+        );
+    }
     match command {
         Command::RegisterSupplier { supplier_id, name } => {
-            unused(state, StreamId::supplier(supplier_id), &format!("supplier {supplier_id}"))?;
+            unused(
+                state,
+                StreamId::supplier(supplier_id),
+                &format!("supplier {supplier_id}"),
+            )?;
             Ok(vec![Event::SupplierRegistered(SupplierRegistered {
                 supplier_id: supplier_id.clone(),
                 name: name.clone(),
@@ -113,7 +137,11 @@ pub fn decide(state: &State, command: &Command, policy: StockPolicy) -> Result<V
             name,
             timezone,
         } => {
-            unused(state, StreamId::store(store_id), &format!("store {store_id}"))?;
+            unused(
+                state,
+                StreamId::store(store_id),
+                &format!("store {store_id}"),
+            )?;
             Ok(vec![Event::StoreRegistered(StoreRegistered {
                 store_id: store_id.clone(),
                 name: name.clone(),
@@ -144,7 +172,11 @@ pub fn decide(state: &State, command: &Command, policy: StockPolicy) -> Result<V
             occurred_at,
             lines,
         } => {
-            unused(state, StreamId::delivery(delivery_id), &format!("delivery {delivery_id}"))?;
+            unused(
+                state,
+                StreamId::delivery(delivery_id),
+                &format!("delivery {delivery_id}"),
+            )?;
             if !state.has_supplier(supplier_id) {
                 return reject(C::UnknownSupplier, format!("no supplier {supplier_id}"));
             }
@@ -158,7 +190,10 @@ pub fn decide(state: &State, command: &Command, policy: StockPolicy) -> Result<V
                 if &item.supplier_id != supplier_id {
                     return reject(
                         C::ItemNotFromSupplier,
-                        format!("item {} is supplied by {}, not {supplier_id}", line.item_id, item.supplier_id),
+                        format!(
+                            "item {} is supplied by {}, not {supplier_id}",
+                            line.item_id, item.supplier_id
+                        ),
                     );
                 }
             }
@@ -251,14 +286,21 @@ pub fn decide(state: &State, command: &Command, policy: StockPolicy) -> Result<V
             occurred_at,
             lines,
         } => {
-            unused(state, StreamId::return_(return_id), &format!("return {return_id}"))?;
+            unused(
+                state,
+                StreamId::return_(return_id),
+                &format!("return {return_id}"),
+            )?;
             let Some(store) = state.store(store_id) else {
                 return reject(C::UnknownStore, format!("no store {store_id}"));
             };
             let sale = match state.sale(sale_id) {
                 Some(sale) if &sale.store_id == store_id => sale,
                 _ => {
-                    return reject(C::UnknownSale, format!("no sale {sale_id} at store {store_id}"));
+                    return reject(
+                        C::UnknownSale,
+                        format!("no sale {sale_id} at store {store_id}"),
+                    );
                 }
             };
             if sale.voided {
@@ -308,7 +350,11 @@ pub fn decide(state: &State, command: &Command, policy: StockPolicy) -> Result<V
             reason,
             occurred_at,
         } => {
-            unused(state, StreamId::adjustment(adjustment_id), &format!("adjustment {adjustment_id}"))?;
+            unused(
+                state,
+                StreamId::adjustment(adjustment_id),
+                &format!("adjustment {adjustment_id}"),
+            )?;
             let Some(store) = state.store(store_id) else {
                 return reject(C::UnknownStore, format!("no store {store_id}"));
             };
@@ -316,10 +362,13 @@ pub fn decide(state: &State, command: &Command, policy: StockPolicy) -> Result<V
                 return reject(C::UnknownItem, format!("no item {item_id}"));
             }
             let on_hand = store.on_hand(item_id);
-            if on_hand + delta.get() < 0 {
+            if delta.get() < 0 && on_hand + delta.get() < 0 {
                 return reject(
                     C::InsufficientStock,
-                    format!("item {item_id} has {on_hand} on hand; {} would take it below zero", delta.get()),
+                    format!(
+                        "item {item_id} has {on_hand} on hand; {} would take it below zero",
+                        delta.get()
+                    ),
                 );
             }
             Ok(vec![Event::StockAdjusted(StockAdjusted {
@@ -364,12 +413,9 @@ impl Command {
 
 /// Lines must name distinct items; the gateway refuses repeats before a command exists. Exposed so
 /// every entry point applies the same rule.
-pub fn first_repeated_item<'a>(items: impl IntoIterator<Item = &'a crate::values::ItemId>) -> Option<usize> {
+pub fn first_repeated_item<'a>(
+    items: impl IntoIterator<Item = &'a crate::values::ItemId>,
+) -> Option<usize> {
     let mut seen = HashSet::new();
     items.into_iter().position(|i| !seen.insert(i))
-}
-
-/// Quantities of all lines, for checks and tests.
-pub fn total_quantity<'a>(q: impl IntoIterator<Item = &'a Quantity>) -> i64 {
-    q.into_iter().map(|q| q.get()).sum()
 }

@@ -41,7 +41,7 @@ impl StreamId {
     pub fn adjustment(id: &AdjustmentId) -> Self {
         Self(format!("adjustment-{id}"))
     }
-    /// A stream id as stored; no check beyond length, since any stored id was built by the functions above.
+    /// A stream id as stored or as a client names it; unchecked, since it is only ever used to look up.
     pub fn from_stored(raw: impl Into<String>) -> Self {
         Self(raw.into())
     }
@@ -73,8 +73,11 @@ pub struct SoldLine {
 }
 
 impl SoldLine {
+    /// Quantity × unit price, saturating: bounded inputs can still multiply past `i64` in theory.
     pub fn amount_cents(&self) -> i64 {
-        self.quantity.get() * self.unit_price_cents.get()
+        self.quantity
+            .get()
+            .saturating_mul(self.unit_price_cents.get())
     }
 }
 

@@ -1,1 +1,130 @@
-//! placeholder
+//! tally's HTTP API (the contract is `shared/design/API.md`): the gateway that accepts commands, the
+//! query API over the read models, the event feed, API key administration, health endpoints and the
+//! OpenAPI document — generated from the handlers themselves, so the two cannot drift.
+//!
+//! This crate owns the wire DTOs and turns them into domain commands; it talks to storage only
+//! through the ports of `tally-core`, and knows no adapter.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tally_core::{Backend, Signals};
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub mod auth;
+pub mod body;
+pub mod commands;
+pub mod dto;
+pub mod error;
+pub mod feed;
+pub mod keys;
+pub mod ops;
+pub mod queries;
+
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub backend: Backend,
+    pub signals: Signals,
+    /// Turns true when the server is shutting down (long-lived streams end, readiness fails).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer tally_…`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tally", description = "An event-sourced retail ledger: commands in, events stored, reports out."),
+    modifiers(&Security),
+    tags(
+        (name = "commands", description = "Accepted with 202 once durable; processed asynchronously"),
+        (name = "queries", description = "Read models, JSON or CSV"),
+        (name = "events", description = "The event log"),
+        (name = "admin", description = "API keys"),
+        (name = "operations", description = "Health and documentation")
+    )
+)]
+struct ApiDoc;
+
+fn header_name(name: &'static str) -> HeaderName {
+    HeaderName::from_static(name)
+}
+
+/// The whole API with its OpenAPI document.
+pub fn router(state: AppState) -> Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(commands::register_supplier))
+        .routes(routes!(commands::register_store))
+        .routes(routes!(commands::register_item))
+        .routes(routes!(commands::record_delivery))
+        .routes(routes!(commands::record_sale))
+        .routes(routes!(commands::void_sale))
+        .routes(routes!(commands::record_return))
+        .routes(routes!(commands::adjust_stock))
+        .routes(routes!(commands::command_status))
+        .routes(routes!(queries::inventory))
+        .routes(routes!(queries::inventory_item))
+        .routes(routes!(queries::store_daily_sales))
+        .routes(routes!(queries::daily_sales))
+        .routes(routes!(queries::supplier_daily))
+        .routes(routes!(feed::events))
+        .routes(routes!(feed::live))
+        .routes(routes!(feed::stream))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .with_state(state)
+        .split_for_parts();
+    let document = api.clone();
+    let request_id = header_name("x-request-id");
+    router
+        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(document) }))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            let mut r = ApiError::NotFound("method not allowed".into()).into_response();
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r
+        })
+        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(|_| -> Response { ApiError::Internal("handler panicked".into()).into_response() }))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The OpenAPI document alone (for `tally openapi` and tests).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = OpenApiRouter::<()>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .split_for_parts();
+    api
+}

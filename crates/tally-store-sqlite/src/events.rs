@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use tally_core::model::{
-    CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata, Principal, RecordedEvent, Role,
+    CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata, Principal, RecordedEvent,
+    Role,
 };
 use tally_core::ports::{CommandLog, Error, EventStore, Result};
 use tally_domain::StreamId;
@@ -67,7 +68,9 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
         )
         .map_err(sql_error)?;
     let mut insert_index = conn
-        .prepare_cached("INSERT INTO stream_index (stream_id, version, position) VALUES (?1, ?2, ?3)")
+        .prepare_cached(
+            "INSERT INTO stream_index (stream_id, version, position) VALUES (?1, ?2, ?3)",
+        )
         .map_err(sql_error)?;
     let mut positions = Vec::with_capacity(batch.events.len());
     for event in &batch.events {
@@ -92,7 +95,9 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
         for (stream, version) in &event.streams {
             match insert_index.execute(params![stream.as_str(), *version as i64, position]) {
                 Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == ErrorCode::ConstraintViolation => {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == ErrorCode::ConstraintViolation =>
+                {
                     return Err(Error::Conflict {
                         stream: stream.to_string(),
                     });
@@ -122,11 +127,19 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
         let (status, position, code, message) = match &outcome.decision {
             Decision::Processed { last_event } => {
                 let Some(p) = positions.get(*last_event) else {
-                    return Err(Error::Corrupt(format!("outcome names event {last_event} of {}", positions.len())));
+                    return Err(Error::Corrupt(format!(
+                        "outcome names event {last_event} of {}",
+                        positions.len()
+                    )));
                 };
                 ("processed", Some(*p as i64), None, None)
             }
-            Decision::Rejected(r) => ("rejected", None, Some(r.code.as_str()), Some(r.message.as_str())),
+            Decision::Rejected(r) => (
+                "rejected",
+                None,
+                Some(r.code.as_str()),
+                Some(r.message.as_str()),
+            ),
         };
         let id = outcome.command_id.as_bytes().as_slice();
         let changed = decide
@@ -155,7 +168,9 @@ fn read_stream_rows(conn: &Connection, stream: &str) -> Result<Vec<RecordedEvent
         ))
         .map_err(sql_error)?;
     let rows = stmt
-        .query_map(params![stream], |row| Ok((event_from_row(row)?, row.get::<_, i64>(9)?)))
+        .query_map(params![stream], |row| {
+            Ok((event_from_row(row)?, row.get::<_, i64>(9)?))
+        })
         .map_err(sql_error)?;
     let mut out = Vec::new();
     for row in rows {
@@ -170,7 +185,9 @@ fn read_stream_rows(conn: &Connection, stream: &str) -> Result<Vec<RecordedEvent
 #[async_trait]
 impl EventStore for Sqlite {
     async fn commit(&self, batch: CommitBatch) -> Result<Vec<u64>> {
-        self.writer.write(move |conn| commit_batch(conn, batch)).await
+        self.writer
+            .write(move |conn| commit_batch(conn, batch))
+            .await
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
@@ -190,7 +207,10 @@ impl EventStore for Sqlite {
             .await
     }
 
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<Vec<(StreamId, u64, RecordedEvent)>> {
+    async fn read_streams(
+        &self,
+        streams: &[StreamId],
+    ) -> Result<Vec<(StreamId, u64, RecordedEvent)>> {
         let streams = streams.to_vec();
         self.readers
             .read(move |conn| {
@@ -207,15 +227,19 @@ impl EventStore for Sqlite {
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
         let stream = stream.to_string();
-        self.readers.read(move |conn| read_stream_rows(conn, &stream)).await
+        self.readers
+            .read(move |conn| read_stream_rows(conn, &stream))
+            .await
     }
 
     async fn head(&self) -> Result<u64> {
         self.readers
             .read(|conn| {
-                conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get::<_, i64>(0))
-                    .map(|p| p as u64)
-                    .map_err(sql_error)
+                conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|p| p as u64)
+                .map_err(sql_error)
             })
             .await
     }
@@ -225,11 +249,16 @@ impl EventStore for Sqlite {
         self.readers
             .read(move |conn| {
                 let mut stmt = conn
-                    .prepare_cached("SELECT 1 FROM commands WHERE command_id = ?1 AND status <> 'accepted'")
+                    .prepare_cached(
+                        "SELECT 1 FROM commands WHERE command_id = ?1 AND status <> 'accepted'",
+                    )
                     .map_err(sql_error)?;
                 let mut out = Vec::new();
                 for id in ids {
-                    if stmt.exists(params![id.as_bytes().as_slice()]).map_err(sql_error)? {
+                    if stmt
+                        .exists(params![id.as_bytes().as_slice()])
+                        .map_err(sql_error)?
+                    {
                         out.push(id);
                     }
                 }

@@ -11,15 +11,30 @@ use crate::{Sqlite, ts_from_sql, ts_to_sql};
 
 const COLUMNS: &str = "key_id, role, scope, rate_per_second, created_at, revoked_at";
 
-type RawKey = (String, String, Option<String>, Option<u32>, i64, Option<i64>);
+type RawKey = (
+    String,
+    String,
+    Option<String>,
+    Option<u32>,
+    i64,
+    Option<i64>,
+);
 
 fn raw(r: &Row<'_>) -> rusqlite::Result<RawKey> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn key((key_id, role, scope, rate_per_second, created_at, revoked_at): RawKey) -> Result<ApiKey> {
     Ok(ApiKey {
-        role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("role {role:?} of key {key_id}")))?,
+        role: Role::parse(&role)
+            .ok_or_else(|| Error::Corrupt(format!("role {role:?} of key {key_id}")))?,
         key_id,
         scope,
         rate_per_second,
@@ -71,7 +86,9 @@ impl KeyStore for Sqlite {
         self.readers
             .read(|conn| {
                 let mut stmt = conn
-                    .prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, key_id"))
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, key_id"
+                    ))
                     .map_err(sql_error)?;
                 let rows = stmt.query_map([], raw).map_err(sql_error)?;
                 rows.map(|r| r.map_err(sql_error).and_then(key)).collect()

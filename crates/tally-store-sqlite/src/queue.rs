@@ -45,7 +45,9 @@ pub(crate) struct Mem {
 
 pub(crate) fn load(conn: &Connection) -> Result<Vec<(i64, Msg)>> {
     let mut stmt = conn
-        .prepare("SELECT seq, message_id, partition_key, payload, deliveries FROM queue ORDER BY seq")
+        .prepare(
+            "SELECT seq, message_id, partition_key, payload, deliveries FROM queue ORDER BY seq",
+        )
         .map_err(sql_error)?;
     let rows = stmt
         .query_map([], |r| {
@@ -159,10 +161,16 @@ impl Mem {
 }
 
 fn insert_message(conn: &Connection, m: &QueueMessage) -> Result<i64> {
-    conn.prepare_cached("INSERT INTO queue (message_id, partition_key, payload) VALUES (?1, ?2, ?3)")
-        .map_err(sql_error)?
-        .execute(params![m.message_id.as_bytes().as_slice(), m.partition_key, m.payload])
-        .map_err(sql_error)?;
+    conn.prepare_cached(
+        "INSERT INTO queue (message_id, partition_key, payload) VALUES (?1, ?2, ?3)",
+    )
+    .map_err(sql_error)?
+    .execute(params![
+        m.message_id.as_bytes().as_slice(),
+        m.partition_key,
+        m.payload
+    ])
+    .map_err(sql_error)?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -336,7 +344,11 @@ impl CommandQueue for Sqlite {
                     params![message_id.as_bytes().as_slice()],
                 )
                 .map_err(sql_error)?;
-                let m = QueueMessage { message_id, partition_key, payload };
+                let m = QueueMessage {
+                    message_id,
+                    partition_key,
+                    payload,
+                };
                 let seq = insert_message(conn, &m)?;
                 Ok(Some(fresh(seq, m)))
             })
@@ -363,7 +375,12 @@ fn submit_one(conn: &Connection, s: Submission) -> Result<(Submitted, Option<(i6
             .map_err(sql_error)?;
         if let Some((seen_hash, command_id)) = seen {
             return Ok(if seen_hash.as_slice() == hash.as_slice() {
-                (Submitted::Replayed { command_id: uuid_from_sql(&command_id)? }, None)
+                (
+                    Submitted::Replayed {
+                        command_id: uuid_from_sql(&command_id)?,
+                    },
+                    None,
+                )
             } else {
                 (Submitted::KeyReused, None)
             });
@@ -395,14 +412,20 @@ fn submit_one(conn: &Connection, s: Submission) -> Result<(Submitted, Option<(i6
         payload: e.encode(),
     };
     let seq = insert_message(conn, &m)?;
-    Ok((Submitted::Accepted { command_id: e.command_id }, Some(fresh(seq, m))))
+    Ok((
+        Submitted::Accepted {
+            command_id: e.command_id,
+        },
+        Some(fresh(seq, m)),
+    ))
 }
 
 #[async_trait]
 impl Intake for Sqlite {
     async fn submit(&self, submission: Submission) -> Result<Submitted> {
         let mut out = self.submit_many(vec![submission]).await?;
-        out.pop().ok_or_else(|| Error::Corrupt("submit returned nothing".into()))
+        out.pop()
+            .ok_or_else(|| Error::Corrupt("submit returned nothing".into()))
     }
 
     async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use jiff::civil::Date;
 use rusqlite::{Connection, OptionalExtension, params};
 use tally_core::ports::{Error, ReadStore, Result};
-use tally_core::readmodel::{DayFigures, Delta, ProjectionUpdate, SupplierDay, INVENTORY, STORE_DAILY, SUPPLIER_DAILY};
+use tally_core::readmodel::{
+    DayFigures, Delta, INVENTORY, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
+};
 
 use crate::Sqlite;
 use crate::writer::sql_error;
@@ -22,7 +24,8 @@ fn checkpoint(conn: &Connection, projection: &str) -> Result<u64> {
 }
 
 fn parse_date(raw: &str) -> Result<Date> {
-    raw.parse().map_err(|e| Error::Corrupt(format!("date {raw:?}: {e}")))
+    raw.parse()
+        .map_err(|e| Error::Corrupt(format!("date {raw:?}: {e}")))
 }
 
 /// Runs `f` in one read transaction.
@@ -136,7 +139,9 @@ impl ReadStore for Sqlite {
                     .prepare_cached("SELECT projection, position FROM checkpoints")
                     .map_err(sql_error)?;
                 let rows = stmt
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+                    .query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                    })
                     .map_err(sql_error)?;
                 rows.map(|r| r.map_err(sql_error)).collect()
             })
@@ -164,9 +169,13 @@ impl ReadStore for Sqlite {
         let projection = projection.to_owned();
         self.writer
             .write(move |conn| {
-                conn.execute(&format!("DELETE FROM {table}"), []).map_err(sql_error)?;
-                conn.execute("DELETE FROM checkpoints WHERE projection = ?1", params![projection])
+                conn.execute(&format!("DELETE FROM {table}"), [])
                     .map_err(sql_error)?;
+                conn.execute(
+                    "DELETE FROM checkpoints WHERE projection = ?1",
+                    params![projection],
+                )
+                .map_err(sql_error)?;
                 Ok(())
             })
             .await
@@ -198,7 +207,9 @@ impl ReadStore for Sqlite {
                 snapshot(conn, |conn| {
                     let position = checkpoint(conn, INVENTORY)?;
                     let on_hand = conn
-                        .prepare_cached("SELECT on_hand FROM rm_inventory WHERE store_id = ?1 AND item_id = ?2")
+                        .prepare_cached(
+                            "SELECT on_hand FROM rm_inventory WHERE store_id = ?1 AND item_id = ?2",
+                        )
                         .map_err(sql_error)?
                         .query_row(params![store_id, item_id], |r| r.get::<_, i64>(0))
                         .optional()
@@ -209,7 +220,12 @@ impl ReadStore for Sqlite {
             .await
     }
 
-    async fn store_daily(&self, store_id: &str, from: Option<Date>, to: Option<Date>) -> Result<(u64, Vec<(Date, DayFigures)>)> {
+    async fn store_daily(
+        &self,
+        store_id: &str,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<(u64, Vec<(Date, DayFigures)>)> {
         let store_id = store_id.to_owned();
         let (from, to) = range(from, to);
         self.readers
@@ -266,7 +282,12 @@ impl ReadStore for Sqlite {
             .await
     }
 
-    async fn supplier_daily(&self, supplier_id: &str, from: Option<Date>, to: Option<Date>) -> Result<(u64, Vec<(Date, SupplierDay)>)> {
+    async fn supplier_daily(
+        &self,
+        supplier_id: &str,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<(u64, Vec<(Date, SupplierDay)>)> {
         let supplier_id = supplier_id.to_owned();
         let (from, to) = range(from, to);
         self.readers

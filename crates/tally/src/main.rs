@@ -1,1 +1,19 @@
-fn main() {}
+//! The tally binary: parses the command line and hands over to the command it names. See `cli.rs`.
+
+mod bench;
+mod cli;
+mod keys;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tally: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

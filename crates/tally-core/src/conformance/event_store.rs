@@ -1,30 +1,15 @@
-//! [`EventStore`](crate::EventStore) checks, with [`CommandLog`](crate::CommandLog) where outcomes meet
-//! command statuses. Positions are compared with what `commit` returned, never assumed to be dense:
+//! [`EventStore`](crate::EventStore) checks: the log, its streams and its order, alone and under
+//! concurrent writers. Positions are compared with what `commit` returned, never assumed to be dense:
 //! PostgreSQL sequences leave gaps.
 
 use std::sync::Arc;
 
-use tally_domain::{Rejection, RejectionCode};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-use super::support::{accept, event, sorted, stream, ts};
-use crate::model::{CommandStatus, CommitBatch, Decision, NewEvent, OutcomeRecord, RecordedEvent};
+use super::support::{accept, batch, event, processed, stream, ts};
+use crate::model::{CommitBatch, NewEvent, RecordedEvent};
 use crate::{Backend, Error};
-
-fn batch(events: Vec<NewEvent>) -> CommitBatch {
-    CommitBatch {
-        events,
-        outcomes: Vec::new(),
-    }
-}
-
-fn processed(command_id: Uuid, last_event: usize) -> OutcomeRecord {
-    OutcomeRecord {
-        command_id,
-        decision: Decision::Processed { last_event },
-    }
-}
 
 /// Checks that `got` is `new` stored at `position` and read as (`stream_id`, `version`).
 fn assert_stored(
@@ -245,173 +230,6 @@ pub async fn reads_several_streams(b: &Backend) {
         5,
         "only the requested streams, nothing for a missing one"
     );
-}
-
-pub async fn conflict_writes_nothing(b: &Backend) {
-    let first = b
-        .events
-        .commit(batch(vec![event("store-s", 1, "one")]))
-        .await;
-    let head = *first.expect("commit").last().expect("a position");
-    let command = accept(b, 1).await[0];
-    let stale = CommitBatch {
-        events: vec![event("fresh", 1, "fresh"), event("store-s", 1, "stale")],
-        outcomes: vec![processed(command, 1)],
-    };
-    let got = b.events.commit(stale.clone()).await;
-    assert_eq!(
-        got,
-        Err(Error::Conflict {
-            stream: "store-s".to_owned()
-        })
-    );
-
-    assert_eq!(b.events.head().await, Ok(head));
-    assert_eq!(b.events.read_all(0, 100).await.expect("read_all").len(), 1);
-    assert_eq!(b.events.read_stream(&stream("fresh")).await, Ok(Vec::new()));
-    assert_eq!(b.events.decided(&[command]).await, Ok(Vec::new()));
-    let status = b
-        .commands
-        .status(command)
-        .await
-        .expect("status")
-        .expect("accepted record");
-    assert_eq!(status.status, CommandStatus::Accepted);
-
-    // Nothing of the failed batch lingers: retried at the right version, all of it goes in.
-    let mut retry = stale;
-    retry.events[1].streams[0].1 = 2;
-    b.events.commit(retry).await.expect("retry commits");
-    assert_eq!(b.events.decided(&[command]).await, Ok(vec![command]));
-}
-
-pub async fn already_decided_writes_nothing(b: &Backend) {
-    let ids = accept(b, 2).await;
-    let (done, open) = (ids[0], ids[1]);
-    let rejection = Rejection {
-        code: RejectionCode::UnknownStore,
-        message: "no store s9".to_owned(),
-    };
-    let reject = CommitBatch {
-        events: Vec::new(),
-        outcomes: vec![OutcomeRecord {
-            command_id: done,
-            decision: Decision::Rejected(rejection),
-        }],
-    };
-    b.events.commit(reject).await.expect("commit outcome");
-    let head = b.events.head().await.expect("head");
-
-    let again = CommitBatch {
-        events: vec![event("fresh", 1, "fresh")],
-        outcomes: vec![processed(open, 0), processed(done, 0)],
-    };
-    let got = b.events.commit(again).await;
-    assert_eq!(got, Err(Error::AlreadyDecided { command_id: done }));
-    assert_eq!(b.events.head().await, Ok(head));
-    assert_eq!(b.events.read_stream(&stream("fresh")).await, Ok(Vec::new()));
-    assert_eq!(b.events.decided(&[done, open]).await, Ok(vec![done]));
-    let open_status = b
-        .commands
-        .status(open)
-        .await
-        .expect("status")
-        .expect("record");
-    assert_eq!(open_status.status, CommandStatus::Accepted);
-    let done_status = b
-        .commands
-        .status(done)
-        .await
-        .expect("status")
-        .expect("record");
-    assert_eq!(
-        done_status.status,
-        CommandStatus::Rejected {
-            code: "unknown_store".to_owned(),
-            message: "no store s9".to_owned()
-        }
-    );
-}
-
-pub async fn records_outcomes_as_statuses(b: &Backend) {
-    // Two events first, so an outcome's position cannot pass for its index in the batch.
-    let warmup = vec![event("w", 1, "w1"), event("w", 2, "w2")];
-    b.events.commit(batch(warmup)).await.expect("commit");
-    let ids = accept(b, 3).await;
-    let before = b
-        .commands
-        .status(ids[0])
-        .await
-        .expect("status")
-        .expect("record");
-    let outcomes = CommitBatch {
-        events: vec![
-            event("x", 1, "x1"),
-            event("x", 2, "x2"),
-            event("y", 1, "y1"),
-        ],
-        outcomes: vec![
-            processed(ids[0], 1),
-            processed(ids[1], 2),
-            OutcomeRecord {
-                command_id: ids[2],
-                decision: Decision::Rejected(Rejection {
-                    code: RejectionCode::InsufficientStock,
-                    message: "only 2 of item i1 in store s1".to_owned(),
-                }),
-            },
-        ],
-    };
-    let p = b.events.commit(outcomes).await.expect("commit");
-
-    let status = |id| async move {
-        b.commands
-            .status(id)
-            .await
-            .expect("status")
-            .expect("record")
-    };
-    let first = status(ids[0]).await;
-    assert_eq!(first.status, CommandStatus::Processed { position: p[1] });
-    assert_eq!(
-        (first.kind.as_str(), &first.principal),
-        (before.kind.as_str(), &before.principal)
-    );
-    assert_eq!(first.command_id, ids[0]);
-    assert_eq!(
-        status(ids[1]).await.status,
-        CommandStatus::Processed { position: p[2] }
-    );
-    assert_eq!(
-        status(ids[2]).await.status,
-        CommandStatus::Rejected {
-            code: "insufficient_stock".to_owned(),
-            message: "only 2 of item i1 in store s1".to_owned(),
-        }
-    );
-    assert_eq!(b.commands.status(Uuid::now_v7()).await, Ok(None));
-}
-
-pub async fn reports_decided_commands(b: &Backend) {
-    let ids = accept(b, 3).await;
-    let outcomes = CommitBatch {
-        events: vec![event("x", 1, "x1")],
-        outcomes: vec![
-            processed(ids[0], 0),
-            OutcomeRecord {
-                command_id: ids[2],
-                decision: Decision::Rejected(Rejection {
-                    code: RejectionCode::DuplicateId,
-                    message: "sale s1 exists".to_owned(),
-                }),
-            },
-        ],
-    };
-    b.events.commit(outcomes).await.expect("commit");
-    let asked = [ids[0], ids[1], ids[2], Uuid::now_v7()];
-    let got = b.events.decided(&asked).await.expect("decided");
-    assert_eq!(sorted(got), sorted(vec![ids[0], ids[2]]));
-    assert_eq!(b.events.decided(&[]).await, Ok(Vec::new()));
 }
 
 pub async fn concurrent_commits_to_distinct_streams(b: &Backend) {

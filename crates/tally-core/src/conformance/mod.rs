@@ -30,6 +30,7 @@ use crate::Backend;
 pub mod event_store;
 pub mod intake;
 pub mod keys;
+pub mod outcomes;
 pub mod queue;
 pub mod read_store;
 mod support;
@@ -83,12 +84,12 @@ macro_rules! conformance_tests {
                 event_store_stores_a_multi_stream_event_once =>
                     event_store::stores_a_multi_stream_event_once,
                 event_store_reads_several_streams => event_store::reads_several_streams,
-                event_store_conflict_writes_nothing => event_store::conflict_writes_nothing,
+                event_store_conflict_writes_nothing => outcomes::conflict_writes_nothing,
                 event_store_already_decided_writes_nothing =>
-                    event_store::already_decided_writes_nothing,
+                    outcomes::already_decided_writes_nothing,
                 event_store_records_outcomes_as_statuses =>
-                    event_store::records_outcomes_as_statuses,
-                event_store_reports_decided_commands => event_store::reports_decided_commands,
+                    outcomes::records_outcomes_as_statuses,
+                event_store_reports_decided_commands => outcomes::reports_decided_commands,
                 queue_delivers_messages_intact => queue::delivers_messages_intact,
                 queue_keeps_partition_order => queue::keeps_partition_order,
                 queue_holds_a_partition_while_a_message_is_in_flight =>

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::Backend;
 use crate::model::{
-    CommandEnvelope, Delivery, EventMetadata, NewEvent, Principal, QueueMessage, Role,
+    CommandEnvelope, CommitBatch, Decision, Delivery, EventMetadata, NewEvent, OutcomeRecord,
+    Principal, QueueMessage, Role,
 };
 use crate::ports::{CommandQueue, Submission, Submitted};
 
@@ -48,6 +49,21 @@ pub fn event(stream_id: &str, version: u64, tag: &str) -> NewEvent {
             principal: "key-writer".to_owned(),
         },
         streams: vec![(stream(stream_id), version)],
+    }
+}
+
+/// A batch of events without outcomes.
+pub fn batch(events: Vec<NewEvent>) -> CommitBatch {
+    CommitBatch {
+        events,
+        outcomes: Vec::new(),
+    }
+}
+
+pub fn processed(command_id: Uuid, last_event: usize) -> OutcomeRecord {
+    OutcomeRecord {
+        command_id,
+        decision: Decision::Processed { last_event },
     }
 }
 
@@ -108,9 +124,10 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub const SHORT: Duration = Duration::from_millis(200);
 
 /// Receives until at least one message arrives, within [`PATIENCE`] per attempt and a few attempts.
-pub async fn receive_some(queue: &dyn CommandQueue) -> Vec<Delivery> {
+pub async fn receive_some(queue: &dyn CommandQueue, max: usize) -> Vec<Delivery> {
     for _ in 0..5 {
-        let got = queue.receive(16, PATIENCE).await.expect("receive");
+        let got = queue.receive(max, PATIENCE).await.expect("receive");
+        assert!(got.len() <= max, "receive({max}) returned {}", got.len());
         if !got.is_empty() {
             return got;
         }
@@ -118,11 +135,22 @@ pub async fn receive_some(queue: &dyn CommandQueue) -> Vec<Delivery> {
     panic!("no message was delivered although one was deliverable");
 }
 
-/// Receives (without acking) until a receive comes back empty: everything deliverable right now.
+/// Receives one message, which must be deliverable.
+pub async fn receive_one(queue: &dyn CommandQueue) -> Delivery {
+    let mut got = receive_some(queue, 1).await;
+    got.pop().expect("one message")
+}
+
+/// Receives one message at a time (without acking) until a receive comes back empty: everything a
+/// second, third, … receive may hand out while the earlier deliveries are still in flight.
+///
+/// One at a time, because whether a single receive may hand out several messages of one partition
+/// (as brokers with a prefetch do, in order, to one consumer) is left to the adapter.
 pub async fn receive_all(queue: &dyn CommandQueue) -> Vec<Delivery> {
     let mut all = Vec::new();
     for _ in 0..100 {
-        let got = queue.receive(16, SHORT).await.expect("receive");
+        let got = queue.receive(1, SHORT).await.expect("receive");
+        assert!(got.len() <= 1, "receive(1) returned {}", got.len());
         if got.is_empty() {
             return all;
         }
@@ -135,7 +163,7 @@ pub async fn receive_all(queue: &dyn CommandQueue) -> Vec<Delivery> {
 pub async fn consume(queue: &dyn CommandQueue, n: usize) -> Vec<Delivery> {
     let mut seen = Vec::with_capacity(n);
     while seen.len() < n {
-        let got = receive_some(queue).await;
+        let got = receive_some(queue, 16).await;
         let tags: Vec<u64> = got.iter().map(|d| d.tag).collect();
         queue.ack(&tags).await.expect("ack");
         seen.extend(got);

@@ -1,0 +1,202 @@
+//! `tally bench w1`: W1 through the processor in-process, with durable appends (SQLite WAL,
+//! `synchronous=FULL`) in a fresh temporary data dir; then the projection catch-up from an empty read
+//! store; then the books checked against the ones computed directly from the commands.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jiff::Timestamp;
+use tally_core::model::{CommandEnvelope, Principal, QueueMessage, Role};
+use tally_core::processor::{Processor, ProcessorConfig};
+use tally_core::projector::Projector;
+use tally_core::workload::{Books, W1Size, w1};
+use tally_core::{Backend, Signals};
+use uuid::Uuid;
+
+pub async fn w1_bench(seed: u64, sales: usize, batch: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary data dir")?;
+    let store =
+        tally_store_sqlite::Sqlite::open(dir.path()).context("opening the benchmark database")?;
+    let backend = store.backend();
+    let size = W1Size {
+        sales,
+        ..W1Size::FULL
+    };
+    let workload = w1(seed, size);
+    let submitted = workload.commands.len();
+    eprintln!(
+        "W1: {submitted} commands (seed {seed}), data in {}",
+        dir.path().display()
+    );
+
+    let started = Instant::now();
+    enqueue(&backend, workload.commands).await?;
+    eprintln!(
+        "enqueued durably in {:.2}s (not part of the figure)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let signals = Signals::default();
+    let mut processor = Processor::new(
+        backend.events.clone(),
+        backend.queue.clone(),
+        signals.clone(),
+        ProcessorConfig {
+            batch_size: batch,
+            ..ProcessorConfig::default()
+        },
+    );
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    let started = Instant::now();
+    while backend.queue.depth().await? > 0 {
+        let r = processor
+            .step(Duration::from_millis(100))
+            .await
+            .context("processor step")?;
+        accepted += r.processed as u64;
+        rejected += r.rejected as u64;
+        if r.poison > 0 {
+            bail!("{} benchmark commands could not be decoded", r.poison);
+        }
+    }
+    let process_secs = started.elapsed().as_secs_f64();
+    let events = backend.events.head().await?;
+
+    let mut projector = Projector::new(backend.events.clone(), backend.read.clone(), signals);
+    let started = Instant::now();
+    let projected = projector.catch_up().await.context("projection catch-up")?;
+    let catchup_secs = started.elapsed().as_secs_f64();
+
+    let verified = verify(&backend, &workload.expected, accepted, rejected).await;
+    if let Err(e) = &verified {
+        eprintln!("verification FAILED: {e:#}");
+    }
+    let cmd_per_s = submitted as f64 / process_secs;
+    let catchup = projected as f64 / catchup_secs;
+    println!(
+        "processor: {submitted} commands in {process_secs:.2}s = {cmd_per_s:.0} commands/s ({accepted} accepted, {rejected} rejected)"
+    );
+    println!(
+        "events: {events} = {:.0} events/s appended",
+        events as f64 / process_secs
+    );
+    println!(
+        "projection catch-up: {projected} events in {catchup_secs:.2}s = {catchup:.0} events/s"
+    );
+    println!(
+        "W1 backend=sqlite commands={submitted} accepted={accepted} rejected={rejected} cmd_per_s={cmd_per_s:.0} events={events} catchup_events_per_s={catchup:.0} verified={}",
+        verified.is_ok()
+    );
+    drop(store);
+    if verified.is_err() {
+        bail!("the books do not match W1's expected books: this run has no figure");
+    }
+    Ok(())
+}
+
+async fn enqueue(backend: &Backend, commands: Vec<tally_domain::Command>) -> anyhow::Result<()> {
+    let principal = Principal {
+        key_id: "bench".into(),
+        role: Role::Admin,
+        scope: None,
+    };
+    let now = Timestamp::now();
+    let mut messages = Vec::with_capacity(commands.len());
+    for command in commands {
+        let envelope = CommandEnvelope {
+            command_id: Uuid::now_v7(),
+            received_at: now,
+            principal: principal.clone(),
+            correlation_id: None,
+            command,
+        };
+        messages.push(QueueMessage {
+            message_id: envelope.command_id,
+            partition_key: envelope.command.partition_key(),
+            payload: envelope.encode(),
+        });
+    }
+    let queue: Arc<dyn tally_core::CommandQueue> = backend.queue.clone();
+    for chunk in messages.chunks(10_000) {
+        queue
+            .enqueue(chunk.to_vec())
+            .await
+            .context("enqueueing W1")?;
+    }
+    Ok(())
+}
+
+/// Compares the outcome counts and every read model with the books computed from the commands.
+async fn verify(
+    backend: &Backend,
+    expected: &Books,
+    accepted: u64,
+    rejected: u64,
+) -> anyhow::Result<()> {
+    if accepted != expected.accepted || rejected != expected.rejected {
+        bail!(
+            "outcomes: {accepted} accepted / {rejected} rejected, expected {} / {}",
+            expected.accepted,
+            expected.rejected
+        );
+    }
+    if accepted + rejected != expected.submitted {
+        bail!(
+            "accepted + rejected = {} but {} were submitted",
+            accepted + rejected,
+            expected.submitted
+        );
+    }
+    let mut stores: Vec<&String> = expected.stock.keys().map(|(s, _)| s).collect();
+    stores.sort();
+    stores.dedup();
+    let mut stock = HashMap::new();
+    let mut store_days = HashMap::new();
+    for store in stores {
+        for (item, n) in backend.read.inventory(store).await?.1 {
+            stock.insert((store.clone(), item), n);
+        }
+        for (date, f) in backend.read.store_daily(store, None, None).await?.1 {
+            store_days.insert((store.clone(), date), f);
+        }
+    }
+    if stock != expected.stock {
+        bail!(
+            "inventory differs from deliveries - sales ({} rows vs {} expected)",
+            stock.len(),
+            expected.stock.len()
+        );
+    }
+    let expected_days: HashMap<_, _> = expected
+        .store_days
+        .iter()
+        .filter(|(_, f)| !f.is_empty())
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    if store_days != expected_days {
+        bail!(
+            "store daily sales differ ({} days vs {} expected)",
+            store_days.len(),
+            expected_days.len()
+        );
+    }
+    let mut suppliers: Vec<&String> = expected.supplier_days.keys().map(|(s, _)| s).collect();
+    suppliers.sort();
+    suppliers.dedup();
+    let mut supplier_days = HashMap::new();
+    for supplier in suppliers {
+        for (date, f) in backend.read.supplier_daily(supplier, None, None).await?.1 {
+            supplier_days.insert((supplier.clone(), date), f);
+        }
+    }
+    if supplier_days != expected.supplier_days {
+        bail!(
+            "supplier daily reports differ ({} days vs {} expected)",
+            supplier_days.len(),
+            expected.supplier_days.len()
+        );
+    }
+    Ok(())
+}

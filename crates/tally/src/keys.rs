@@ -1,0 +1,82 @@
+//! `tally keys`: key administration on the data dir, without the server.
+
+use std::path::Path;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use tally_core::model::ApiKey;
+use tally_http::auth::generate_key;
+use tally_http::keys::{NewKeyRequest, check_key_request};
+
+use crate::cli::KeysCmd;
+
+pub async fn run(data_dir: &Path, action: KeysCmd) -> anyhow::Result<()> {
+    let store = tally_store_sqlite::Sqlite::open(data_dir)
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let keys = store.backend().keys;
+    match action {
+        KeysCmd::Create {
+            role,
+            scope,
+            rate_per_second,
+        } => {
+            let (role, scope, rate) = check_key_request(&NewKeyRequest {
+                role,
+                scope,
+                rate_per_second,
+            })
+            .map_err(|e| anyhow::anyhow!("{}", describe(e)))?;
+            let new = generate_key();
+            keys.create(
+                ApiKey {
+                    key_id: new.key_id.clone(),
+                    role,
+                    scope,
+                    rate_per_second: rate,
+                    created_at: Timestamp::now(),
+                    revoked_at: None,
+                },
+                new.hash,
+            )
+            .await
+            .context("storing the key")?;
+            println!("key_id: {}", new.key_id);
+            println!("key: {}", new.secret);
+        }
+        KeysCmd::List => {
+            for k in keys.list().await.context("listing keys")? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    k.key_id,
+                    k.role.as_str(),
+                    k.scope.as_deref().unwrap_or("-"),
+                    k.created_at,
+                    k.revoked_at
+                        .map_or_else(|| "live".to_owned(), |t| format!("revoked {t}"))
+                );
+            }
+        }
+        KeysCmd::Revoke { key_id } => {
+            if !keys
+                .revoke(&key_id, Timestamp::now())
+                .await
+                .context("revoking")?
+            {
+                anyhow::bail!("no live key {key_id}");
+            }
+            println!("revoked {key_id}");
+        }
+    }
+    Ok(())
+}
+
+fn describe(e: tally_http::error::ApiError) -> String {
+    match e {
+        tally_http::error::ApiError::Invalid(errors) => errors
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
