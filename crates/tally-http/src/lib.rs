@@ -75,9 +75,8 @@ fn header_name(name: &'static str) -> HeaderName {
     HeaderName::from_static(name)
 }
 
-/// The whole API with its OpenAPI document.
-pub fn router(state: AppState) -> Router {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(commands::register_supplier))
         .routes(routes!(commands::register_store))
         .routes(routes!(commands::register_item))
@@ -99,8 +98,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(keys::revoke_key))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
-        .with_state(state)
-        .split_for_parts();
+}
+
+/// The whole API with its OpenAPI document.
+pub fn router(state: AppState) -> Router {
+    let (router, api) = api_router().with_state(state).split_for_parts();
     let document = api.clone();
     let request_id = header_name("x-request-id");
     router
@@ -123,8 +125,5 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document alone (for `tally openapi` and tests).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) = OpenApiRouter::<()>::with_openapi(ApiDoc::openapi())
-        .routes(routes!(ops::healthz))
-        .split_for_parts();
-    api
+    api_router().split_for_parts().1
 }
