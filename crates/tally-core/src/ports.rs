@@ -63,6 +63,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// The events of one stream in version order, each with its version in that stream.
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>>;
 
+    /// Every stream id that has at least one event. The processor takes this once at start-up, so that
+    /// it reads a stream from storage only when the stream exists.
+    async fn stream_ids(&self) -> Result<Vec<StreamId>>;
+
     /// The position of the last committed event (0 when the log is empty).
     async fn head(&self) -> Result<u64>;
 

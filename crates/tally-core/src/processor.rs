@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tally_domain::{State, StockPolicy, StreamId, decide};
+use tally_domain::{RejectionCode, State, StockPolicy, StreamId, decide};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -25,8 +25,10 @@ use crate::signals::Signals;
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
     pub policy: StockPolicy,
-    /// Most commands decided and committed in one transaction.
+    /// Most commands taken from the queue at once.
     pub batch_size: usize,
+    /// Most commands committed in one transaction; the next chunk is decided while one commits.
+    pub commit_size: usize,
     /// How long a poison message waits before it is delivered again.
     pub retry_after: Duration,
 }
@@ -35,13 +37,26 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
             policy: StockPolicy::Reject,
-            batch_size: 2048,
+            batch_size: 8192,
+            commit_size: 2048,
             retry_after: Duration::from_millis(500),
         }
     }
 }
 
 /// What one [`Processor::step`] did.
+struct Prepared {
+    batch: Option<CommitBatch>,
+    touched: HashSet<StreamId>,
+    counts: StepReport,
+}
+
+struct InFlight {
+    handle: Option<tokio::task::JoinHandle<Result<Vec<u64>, Error>>>,
+    touched: HashSet<StreamId>,
+    counts: StepReport,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepReport {
     pub received: usize,
@@ -53,13 +68,27 @@ pub struct StepReport {
     pub poison: usize,
 }
 
+impl StepReport {
+    fn add(&mut self, o: &StepReport) {
+        self.processed += o.processed;
+        self.rejected += o.rejected;
+        self.duplicates += o.duplicates;
+    }
+}
+
 pub struct Processor {
     store: Arc<dyn EventStore>,
     queue: Arc<dyn CommandQueue>,
     signals: Signals,
     config: ProcessorConfig,
     state: State,
+    /// Streams whose state in `state` is complete (or that are known not to exist).
     loaded: HashSet<StreamId>,
+    /// Streams known to exist in the store; `None` until taken at the first step. A stream in neither
+    /// set is assumed not to exist: creating it is then guarded by its version (a stream someone else
+    /// created makes the commit conflict), and a rejection for something unknown is confirmed with the
+    /// store before it is final.
+    exists: Option<HashSet<StreamId>>,
 }
 
 const CONFLICT_RETRIES: usize = 8;
@@ -78,6 +107,7 @@ impl Processor {
             config,
             state: State::default(),
             loaded: HashSet::new(),
+            exists: None,
         }
     }
 
@@ -103,6 +133,9 @@ impl Processor {
     /// Takes one batch (waiting up to `wait` for the first message) and handles it completely: decided,
     /// committed and acked. On a storage error the batch stays unacked and is redelivered.
     pub async fn step(&mut self, wait: Duration) -> Result<StepReport, Error> {
+        if self.exists.is_none() {
+            self.exists = Some(self.store.stream_ids().await?.into_iter().collect());
+        }
         let deliveries = self.queue.receive(self.config.batch_size, wait).await?;
         if deliveries.is_empty() {
             return Ok(StepReport::default());
@@ -112,7 +145,6 @@ impl Processor {
             ..StepReport::default()
         };
         let mut commands = Vec::with_capacity(deliveries.len());
-        let mut ack_tags = Vec::with_capacity(deliveries.len());
         for d in &deliveries {
             match CommandEnvelope::decode(&d.payload) {
                 Ok(envelope) => commands.push((d, envelope)),
@@ -129,55 +161,186 @@ impl Processor {
                 }
             }
         }
-        let mut attempt = 0;
-        loop {
-            match self.decide_and_commit(&commands, &mut report).await {
-                Ok(()) => break,
-                Err(e @ (Error::Conflict { .. } | Error::AlreadyDecided { .. }))
-                    if attempt < CONFLICT_RETRIES =>
-                {
-                    attempt += 1;
-                    tracing::debug!(error = %e, attempt, "commit conflict; reloading and deciding again");
-                    report.processed = 0;
-                    report.rejected = 0;
-                    report.duplicates = 0;
-                }
-                Err(e) => return Err(e),
+        // Pipelined group commit: while chunk k is being committed, chunk k+1 is decided on top of
+        // k's effects; k+1 is only sent once k has committed. A failed commit drops both from the cache
+        // and the rest of the batch is decided again, one chunk at a time, after reloading.
+        let chunks: Vec<&[(&Delivery, CommandEnvelope)]> =
+            commands.chunks(self.config.commit_size.max(1)).collect();
+        let mut in_flight: Option<(usize, InFlight)> = None;
+        let mut failed_at: Option<usize> = None;
+        for (k, chunk) in chunks.iter().enumerate() {
+            let prepared = self.prepare(chunk, false).await?;
+            if let Some((j, flight)) = in_flight.take()
+                && !self.land(flight, &prepared.touched, &mut report).await
+            {
+                failed_at = Some(j);
+                break;
+            }
+            in_flight = Some((k, self.send(prepared)));
+        }
+        if failed_at.is_none()
+            && let Some((j, flight)) = in_flight.take()
+            && !self.land(flight, &HashSet::new(), &mut report).await
+        {
+            failed_at = Some(j);
+        }
+        if let Some(first_failed) = failed_at {
+            for chunk in &chunks[first_failed..] {
+                self.commit_with_retries(chunk, &mut report).await?;
             }
         }
-        ack_tags.extend(commands.iter().map(|(d, _)| d.tag));
-        self.queue.ack(&ack_tags).await?;
+        let tags: Vec<u64> = commands.iter().map(|(d, _)| d.tag).collect();
+        self.queue.ack(&tags).await?;
         Ok(report)
     }
 
-    async fn decide_and_commit(
+    /// Decides a chunk sequentially with retries on conflict (the slow path after a failed commit).
+    async fn commit_with_retries(
         &mut self,
-        commands: &[(&Delivery, CommandEnvelope)],
+        chunk: &[(&Delivery, CommandEnvelope)],
         report: &mut StepReport,
     ) -> Result<(), Error> {
-        let ids: Vec<Uuid> = commands.iter().map(|(_, c)| c.command_id).collect();
-        let decided: HashSet<Uuid> = self.store.decided(&ids).await?.into_iter().collect();
+        let mut attempt = 0;
+        loop {
+            let prepared = self.prepare(chunk, true).await?;
+            let touched = prepared.touched.clone();
+            let counts = prepared.counts;
+            let result = match prepared.batch {
+                Some(batch) => self.store.commit(batch).await,
+                None => Ok(Vec::new()),
+            };
+            match result {
+                Ok(positions) => {
+                    self.committed(&positions, touched);
+                    report.add(&counts);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.rolled_back(&touched);
+                    if !matches!(e, Error::Conflict { .. } | Error::AlreadyDecided { .. })
+                        || attempt >= CONFLICT_RETRIES
+                    {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "commit conflict; reloading and deciding again");
+                }
+            }
+        }
+    }
+
+    /// Starts committing a prepared chunk in the background.
+    fn send(&self, prepared: Prepared) -> InFlight {
+        let store = self.store.clone();
+        let handle = prepared
+            .batch
+            .map(|batch| tokio::spawn(async move { store.commit(batch).await }));
+        InFlight {
+            handle,
+            touched: prepared.touched,
+            counts: prepared.counts,
+        }
+    }
+
+    /// Waits for a chunk's commit. On failure, forgets what it and `also` (decided on top of it) touched.
+    async fn land(
+        &mut self,
+        flight: InFlight,
+        also: &HashSet<StreamId>,
+        report: &mut StepReport,
+    ) -> bool {
+        let result = match flight.handle {
+            None => Ok(Vec::new()),
+            Some(handle) => handle
+                .await
+                .unwrap_or_else(|e| Err(Error::Unavailable(format!("commit task failed: {e}")))),
+        };
+        match result {
+            Ok(positions) => {
+                self.committed(&positions, flight.touched);
+                report.add(&flight.counts);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "pipelined commit failed; deciding the rest again");
+                self.rolled_back(&flight.touched);
+                self.rolled_back(also);
+                false
+            }
+        }
+    }
+
+    fn committed(&mut self, positions: &[u64], touched: HashSet<StreamId>) {
+        if let Some(last) = positions.last() {
+            self.signals.events_committed(*last);
+        }
+        self.signals.outcomes_committed();
+        let exists = self.exists.get_or_insert_with(HashSet::new);
+        for s in touched {
+            self.loaded.insert(s.clone());
+            exists.insert(s);
+        }
+    }
+
+    /// The cache ran ahead of the store: drop what was touched so it is read again.
+    fn rolled_back(&mut self, touched: &HashSet<StreamId>) {
+        let exists = self.exists.get_or_insert_with(HashSet::new);
+        for s in touched {
+            self.state.forget(s);
+            self.loaded.remove(s);
+            exists.insert(s.clone());
+        }
+    }
+
+    /// Decides a chunk against the cache (which then includes its effects) and builds its commit.
+    async fn prepare(
+        &mut self,
+        commands: &[(&Delivery, CommandEnvelope)],
+        check_all: bool,
+    ) -> Result<Prepared, Error> {
+        let mut counts = StepReport::default();
+        let to_check: Vec<Uuid> = commands
+            .iter()
+            .filter(|(d, _)| check_all || d.redeliveries > 0)
+            .map(|(_, c)| c.command_id)
+            .collect();
+        let decided: HashSet<Uuid> = if to_check.is_empty() {
+            HashSet::new()
+        } else {
+            self.store.decided(&to_check).await?.into_iter().collect()
+        };
         let mut seen = HashSet::with_capacity(commands.len());
         let todo: Vec<&CommandEnvelope> = commands
             .iter()
             .map(|(_, c)| c)
             .filter(|c| !decided.contains(&c.command_id) && seen.insert(c.command_id))
             .collect();
-        report.duplicates = commands.len() - todo.len();
+        counts.duplicates = commands.len() - todo.len();
 
         let wanted: Vec<StreamId> = todo.iter().flat_map(|c| c.command.streams_read()).collect();
-        self.load(wanted).await?;
+        self.load(wanted, false).await?;
         let dependent: Vec<StreamId> = todo
             .iter()
             .flat_map(|c| c.command.dependent_streams(&self.state))
             .collect();
-        self.load(dependent).await?;
+        self.load(dependent, false).await?;
 
         let now = Timestamp::now();
         let mut batch = CommitBatch::default();
         let mut touched: HashSet<StreamId> = HashSet::new();
         for envelope in &todo {
-            let decision = match decide(&self.state, &envelope.command, self.config.policy) {
+            let mut decision = decide(&self.state, &envelope.command, self.config.policy);
+            if let Err(r) = &decision
+                && is_about_absence(r.code)
+            {
+                // Absence was assumed from the start-up snapshot; ask the store before rejecting.
+                if self.load(envelope.command.streams_read(), true).await? {
+                    let dependent = envelope.command.dependent_streams(&self.state);
+                    self.load(dependent, true).await?;
+                    decision = decide(&self.state, &envelope.command, self.config.policy);
+                }
+            }
+            let decision = match decision {
                 Ok(events) => {
                     let occurred_at = envelope
                         .command
@@ -192,8 +355,12 @@ impl Processor {
                                 (s, v)
                             })
                             .collect();
-                        self.state.apply(&event);
-                        touched.extend(streams.iter().map(|(s, _)| s.clone()));
+                        for (s, v) in &streams {
+                            self.state.apply_to(s, *v, &event);
+                            // Its state here is complete (if it was absent, this event creates it).
+                            self.loaded.insert(s.clone());
+                            touched.insert(s.clone());
+                        }
                         batch.events.push(NewEvent {
                             event_type: event.event_type().to_owned(),
                             schema_version: tally_domain::Event::SCHEMA_VERSION,
@@ -208,13 +375,13 @@ impl Processor {
                             streams,
                         });
                     }
-                    report.processed += 1;
+                    counts.processed += 1;
                     Decision::Processed {
                         last_event: batch.events.len() - 1,
                     }
                 }
                 Err(rejection) => {
-                    report.rejected += 1;
+                    counts.rejected += 1;
                     Decision::Rejected(rejection)
                 }
             };
@@ -223,38 +390,25 @@ impl Processor {
                 decision,
             });
         }
-        if batch.outcomes.is_empty() {
-            return Ok(());
-        }
-        match self.store.commit(batch).await {
-            Ok(positions) => {
-                if let Some(last) = positions.last() {
-                    self.signals.events_committed(*last);
-                }
-                self.signals.outcomes_committed();
-                Ok(())
-            }
-            Err(e) => {
-                // The cache ran ahead of the store: drop what this batch touched so it is read again.
-                for s in touched {
-                    self.state.forget(&s);
-                    self.loaded.remove(&s);
-                }
-                Err(e)
-            }
-        }
+        Ok(Prepared {
+            batch: (!batch.outcomes.is_empty()).then_some(batch),
+            touched,
+            counts,
+        })
     }
 
-    /// Makes sure every stream is in the cache (or known not to exist).
-    async fn load(&mut self, streams: Vec<StreamId>) -> Result<(), Error> {
+    /// Makes sure the state of every stream is complete. Streams not known to exist are assumed absent
+    /// unless `confirm` asks the store. Returns whether anything was read.
+    async fn load(&mut self, streams: Vec<StreamId>, confirm: bool) -> Result<bool, Error> {
+        let exists = self.exists.get_or_insert_with(HashSet::new);
         let mut missing: Vec<StreamId> = streams
             .into_iter()
-            .filter(|s| !self.loaded.contains(s))
+            .filter(|s| !self.loaded.contains(s) && (confirm || exists.contains(s)))
             .collect();
         missing.sort();
         missing.dedup();
         if missing.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         for chunk in missing.chunks(500) {
             let events = self.store.read_streams(chunk).await?;
@@ -263,14 +417,26 @@ impl Processor {
                     .decode()
                     .map_err(|e| Error::Corrupt(format!("event {}: {e}", recorded.position)))?;
                 self.state.apply_to(&stream, version, &event);
+                exists.insert(stream);
             }
         }
         self.loaded.extend(missing);
-        Ok(())
+        Ok(true)
     }
 
     /// The cached aggregate state (for tests and diagnostics).
     pub fn state(&self) -> &State {
         &self.state
     }
+}
+
+/// Rejections that say something does not exist: only final once the store has confirmed it.
+fn is_about_absence(code: RejectionCode) -> bool {
+    matches!(
+        code,
+        RejectionCode::UnknownStore
+            | RejectionCode::UnknownItem
+            | RejectionCode::UnknownSupplier
+            | RejectionCode::UnknownSale
+    )
 }

@@ -30,7 +30,7 @@ pub struct ReturnLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     RegisterSupplier {
         supplier_id: SupplierId,

@@ -232,6 +232,21 @@ impl EventStore for Sqlite {
             .await
     }
 
+    async fn stream_ids(&self) -> Result<Vec<StreamId>> {
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT stream_id FROM stream_index WHERE version = 1")
+                    .map_err(sql_error)?;
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .map_err(sql_error)?;
+                rows.map(|r| r.map(StreamId::from_stored).map_err(sql_error))
+                    .collect()
+            })
+            .await
+    }
+
     async fn head(&self) -> Result<u64> {
         self.readers
             .read(|conn| {

@@ -27,6 +27,8 @@ pub(crate) struct Msg {
     partition_key: String,
     payload: Vec<u8>,
     deliveries: u32,
+    /// Loaded at start-up: it may have been delivered (and even decided) before a crash.
+    maybe_seen: bool,
     not_before: Option<Instant>,
 }
 
@@ -70,6 +72,7 @@ pub(crate) fn load(conn: &Connection) -> Result<Vec<(i64, Msg)>> {
                 partition_key,
                 payload,
                 deliveries,
+                maybe_seen: true,
                 not_before: None,
             },
         ));
@@ -137,7 +140,7 @@ impl Mem {
                     message_id: msg.message_id,
                     partition_key: msg.partition_key.clone(),
                     payload: msg.payload.clone(),
-                    redeliveries: msg.deliveries,
+                    redeliveries: msg.deliveries + u32::from(msg.maybe_seen),
                 });
                 inner.in_flight.insert(seq, msg);
             }
@@ -182,6 +185,7 @@ fn fresh(seq: i64, m: QueueMessage) -> (i64, Msg) {
             partition_key: m.partition_key,
             payload: m.payload,
             deliveries: 0,
+            maybe_seen: false,
             not_before: None,
         },
     )
@@ -221,22 +225,22 @@ impl CommandQueue for Sqlite {
     }
 
     async fn ack(&self, tags: &[u64]) -> Result<()> {
+        // The message leaves the queue at once; its row is deleted with the next group commit. Should
+        // the process die before that commit, the message is delivered again after the restart, marked
+        // as possibly seen, and the processor finds its outcome.
         let seqs: Vec<i64> = tags.iter().map(|t| *t as i64).collect();
-        let to_delete = seqs.clone();
-        self.writer
-            .write(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached("DELETE FROM queue WHERE seq = ?1")
-                    .map_err(sql_error)?;
-                for seq in to_delete {
-                    stmt.execute(params![seq]).map_err(sql_error)?;
-                }
-                Ok(())
-            })
-            .await?;
-        for seq in seqs {
-            self.queue.settle(seq)?;
+        for seq in &seqs {
+            self.queue.settle(*seq)?;
         }
+        self.writer.write_detached("queue ack", move |conn| {
+            let mut stmt = conn
+                .prepare_cached("DELETE FROM queue WHERE seq = ?1")
+                .map_err(sql_error)?;
+            for seq in seqs {
+                stmt.execute(params![seq]).map_err(sql_error)?;
+            }
+            Ok(())
+        });
         self.queue.arrived.notify_one();
         Ok(())
     }

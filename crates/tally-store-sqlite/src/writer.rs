@@ -68,6 +68,27 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Queues `f` for the next transaction without waiting for it: for writes whose loss in a crash is
+    /// harmless (an ack lost is a redelivery, which idempotency absorbs). Failures are logged.
+    pub(crate) fn write_detached<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&Connection) -> Result<(), Error> + Send + 'static,
+    {
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = f(conn);
+            Box::new(move |committed: Result<(), Error>| {
+                if let Err(e) = committed.and(result) {
+                    tracing::warn!(error = %e, what, "detached write failed");
+                }
+            })
+        });
+        if self.jobs.send(job).is_err() {
+            tracing::warn!(what, "sqlite writer has stopped; detached write dropped");
+        }
+    }
+}
+
 fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {

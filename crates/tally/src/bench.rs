@@ -3,12 +3,12 @@
 //! store; then the books checked against the ones computed directly from the commands.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use jiff::Timestamp;
-use tally_core::model::{CommandEnvelope, Principal, QueueMessage, Role};
+use tally_core::model::{CommandEnvelope, Principal, Role};
+use tally_core::ports::Submission;
 use tally_core::processor::{Processor, ProcessorConfig};
 use tally_core::projector::Projector;
 use tally_core::workload::{Books, W1Size, w1};
@@ -96,6 +96,8 @@ pub async fn w1_bench(seed: u64, sales: usize, batch: usize) -> anyhow::Result<(
     Ok(())
 }
 
+/// Submits W1 through the intake, as the gateway does: each command durable, queued and recorded as
+/// accepted before the processor starts.
 async fn enqueue(backend: &Backend, commands: Vec<tally_domain::Command>) -> anyhow::Result<()> {
     let principal = Principal {
         key_id: "bench".into(),
@@ -103,7 +105,7 @@ async fn enqueue(backend: &Backend, commands: Vec<tally_domain::Command>) -> any
         scope: None,
     };
     let now = Timestamp::now();
-    let mut messages = Vec::with_capacity(commands.len());
+    let mut submissions = Vec::with_capacity(commands.len());
     for command in commands {
         let envelope = CommandEnvelope {
             command_id: Uuid::now_v7(),
@@ -112,18 +114,21 @@ async fn enqueue(backend: &Backend, commands: Vec<tally_domain::Command>) -> any
             correlation_id: None,
             command,
         };
-        messages.push(QueueMessage {
-            message_id: envelope.command_id,
-            partition_key: envelope.command.partition_key(),
-            payload: envelope.encode(),
+        let partition_key = envelope.command.partition_key();
+        submissions.push(Submission {
+            envelope,
+            partition_key,
+            idempotency: None,
         });
     }
-    let queue: Arc<dyn tally_core::CommandQueue> = backend.queue.clone();
-    for chunk in messages.chunks(10_000) {
-        queue
-            .enqueue(chunk.to_vec())
+    while !submissions.is_empty() {
+        let rest = submissions.split_off(submissions.len().min(10_000));
+        let chunk = std::mem::replace(&mut submissions, rest);
+        backend
+            .intake
+            .submit_many(chunk)
             .await
-            .context("enqueueing W1")?;
+            .context("submitting W1")?;
     }
     Ok(())
 }
