@@ -111,8 +111,9 @@ pub trait CommandLog: Send + Sync + 'static {
 /// A durable, at-least-once command queue with per-partition order.
 ///
 /// - A message enqueued is durable when `enqueue` returns.
-/// - `receive` hands out messages of one partition in enqueue order, never a later message of a
-///   partition while an earlier one is delivered and not yet acked.
+/// - `receive` hands out messages of one partition in enqueue order. One call may return several
+///   messages of a partition (in order; the consumer handles them in order), but a later call never
+///   returns a message of a partition while an earlier one is delivered and not yet acked.
 /// - A message delivered and neither acked nor nacked (its consumer died) is delivered again.
 /// - `nack` puts it back for redelivery after `retry_after`, or dead-letters it once it was delivered
 ///   `max_deliveries` times.

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::model::RecordedEvent;
 use crate::ports::{Error, EventStore, ReadStore};
-use crate::readmodel::{Delta, PROJECTIONS, ProjectionUpdate};
+use crate::readmodel::{Accumulator, PROJECTIONS, ProjectionUpdate};
 use crate::signals::{Signals, changed_or_poll};
 
 pub struct Projector {
@@ -27,7 +28,7 @@ impl Projector {
             store,
             read,
             signals,
-            batch_size: 5000,
+            batch_size: 20_000,
             checkpoints: None,
         }
     }
@@ -37,23 +38,45 @@ impl Projector {
         self
     }
 
+    async fn checkpoints(&mut self) -> Result<HashMap<String, u64>, Error> {
+        if let Some(c) = &self.checkpoints {
+            return Ok(c.clone());
+        }
+        let c = self.read.checkpoints().await?;
+        self.checkpoints = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Where the next batch starts: the lowest checkpoint.
+    async fn next_from(&mut self) -> Result<u64, Error> {
+        let c = self.checkpoints().await?;
+        Ok(PROJECTIONS
+            .iter()
+            .map(|p| c.get(*p).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0))
+    }
+
     /// Applies the next batch of events; returns how many events it read (0: caught up).
     pub async fn step(&mut self) -> Result<usize, Error> {
-        let checkpoints = match &self.checkpoints {
-            Some(c) => c.clone(),
-            None => {
-                let c = self.read.checkpoints().await?;
-                self.checkpoints = Some(c.clone());
-                c
-            }
-        };
-        let at = |name: &str| checkpoints.get(name).copied().unwrap_or(0);
-        let from = PROJECTIONS.iter().map(|p| at(p)).min().unwrap_or(0);
+        let from = self.next_from().await?;
         let events = self.store.read_all(from, self.batch_size).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
+        if events.is_empty() {
             self.signals.projected(from);
             return Ok(0);
+        }
+        self.project(events).await
+    }
+
+    /// Folds a batch (the events right after the lowest checkpoint) into every projection that has not
+    /// seen them and applies it with the checkpoints, in one transaction.
+    async fn project(&mut self, events: Vec<RecordedEvent>) -> Result<usize, Error> {
+        let checkpoints = self.checkpoints().await?;
+        let at = |name: &str| checkpoints.get(name).copied().unwrap_or(0);
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(0);
         };
+        let t1 = std::time::Instant::now();
         let decoded = events
             .iter()
             .map(|r| {
@@ -65,20 +88,23 @@ impl Projector {
         let mut updates = Vec::with_capacity(PROJECTIONS.len());
         for name in PROJECTIONS {
             let cp = at(name);
-            let Some(mut delta) = Delta::empty_for(name).filter(|_| last > cp) else {
+            let Some(mut acc) = Accumulator::for_projection(name).filter(|_| last > cp) else {
                 continue;
             };
             for (_, event) in decoded.iter().filter(|(p, _)| *p > cp) {
-                delta.fold(event);
+                acc.fold(event);
             }
             updates.push(ProjectionUpdate {
                 projection: name.to_owned(),
                 from: cp,
                 to: last,
-                delta,
+                delta: acc.finish(),
             });
         }
-        match self.read.apply(updates).await {
+        let t2 = std::time::Instant::now();
+        let result = self.read.apply(updates).await;
+        tracing::debug!(events = events.len(), fold = ?(t2 - t1), apply = ?t2.elapsed(), "projected");
+        match result {
             Ok(()) => {
                 if let Some(c) = &mut self.checkpoints {
                     for name in PROJECTIONS {
@@ -95,15 +121,25 @@ impl Projector {
         }
     }
 
-    /// Applies batches until the log is exhausted; returns the events read.
+    /// Applies batches until the log is exhausted; returns the events read. The next batch is read
+    /// while the current one is folded and applied.
     pub async fn catch_up(&mut self) -> Result<u64, Error> {
         let mut total = 0u64;
+        let (store, limit) = (self.store.clone(), self.batch_size);
+        let read = move |from: u64| {
+            let store = store.clone();
+            tokio::spawn(async move { store.read_all(from, limit).await })
+        };
+        let mut next = read(self.next_from().await?);
         loop {
-            let n = self.step().await?;
-            if n == 0 {
+            let events = next
+                .await
+                .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))??;
+            let Some(last) = events.last().map(|e| e.position) else {
                 return Ok(total);
-            }
-            total += n as u64;
+            };
+            next = read(last);
+            total += self.project(events).await? as u64;
         }
     }
 

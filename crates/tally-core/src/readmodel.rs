@@ -230,3 +230,124 @@ fn fold_supplier_daily(rows: &mut HashMap<(String, Date), SupplierDay>, event: &
         _ => {}
     }
 }
+
+type Fast<K, V> = foldhash::HashMap<K, V>;
+
+/// Folds many events into one projection's delta. Rows are kept in nested maps looked up by `&str`, so
+/// a row touched before costs no allocation: this is the projector's hot loop.
+pub enum Accumulator {
+    Inventory(Fast<String, Fast<String, i64>>),
+    StoreDaily(Fast<String, Fast<Date, DayFigures>>),
+    SupplierDaily(Fast<String, Fast<Date, SupplierDay>>),
+}
+
+fn row<'m, K: std::hash::Hash + Eq, V: Default>(
+    m: &'m mut Fast<String, Fast<K, V>>,
+    outer: &str,
+    inner: K,
+) -> &'m mut V {
+    if !m.contains_key(outer) {
+        m.insert(outer.to_owned(), Fast::default());
+    }
+    m.get_mut(outer)
+        .unwrap_or_else(|| unreachable!("inserted above"))
+        .entry(inner)
+        .or_default()
+}
+
+fn item_row<'m>(
+    m: &'m mut Fast<String, Fast<String, i64>>,
+    store: &str,
+    item: &str,
+) -> &'m mut i64 {
+    if !m.contains_key(store) {
+        m.insert(store.to_owned(), Fast::default());
+    }
+    let items = m
+        .get_mut(store)
+        .unwrap_or_else(|| unreachable!("inserted above"));
+    if !items.contains_key(item) {
+        items.insert(item.to_owned(), 0);
+    }
+    items
+        .get_mut(item)
+        .unwrap_or_else(|| unreachable!("inserted above"))
+}
+
+impl Accumulator {
+    pub fn for_projection(projection: &str) -> Option<Self> {
+        match projection {
+            INVENTORY => Some(Self::Inventory(Fast::default())),
+            STORE_DAILY => Some(Self::StoreDaily(Fast::default())),
+            SUPPLIER_DAILY => Some(Self::SupplierDaily(Fast::default())),
+            _ => None,
+        }
+    }
+
+    pub fn fold(&mut self, event: &Event) {
+        match self {
+            Accumulator::Inventory(rows) => {
+                let mut add = |store: &str, item: &str, d: i64| *item_row(rows, store, item) += d;
+                match event {
+                    Event::GoodsDelivered(e) => e.lines.iter().for_each(|l| {
+                        add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get())
+                    }),
+                    Event::SaleRecorded(e) => e.lines.iter().for_each(|l| {
+                        add(e.store_id.as_str(), l.item_id.as_str(), -l.quantity.get())
+                    }),
+                    Event::SaleVoided(e) => e.lines.iter().for_each(|l| {
+                        add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get())
+                    }),
+                    Event::ReturnRecorded(e) => e.lines.iter().for_each(|l| {
+                        add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get())
+                    }),
+                    Event::StockAdjusted(e) => {
+                        add(e.store_id.as_str(), e.item_id.as_str(), e.delta.get())
+                    }
+                    Event::SupplierRegistered(_)
+                    | Event::StoreRegistered(_)
+                    | Event::ItemRegistered(_) => {}
+                }
+            }
+            Accumulator::StoreDaily(rows) => {
+                let mut one = HashMap::new();
+                fold_store_daily(&mut one, event);
+                for ((store, date), f) in one {
+                    row(rows, &store, date).add(&f);
+                }
+            }
+            Accumulator::SupplierDaily(rows) => match event {
+                Event::SaleRecorded(e) => {
+                    for l in &e.lines {
+                        let r = row(rows, l.supplier_id.as_str(), e.business_date);
+                        r.units_sold = r.units_sold.saturating_add(l.quantity.get());
+                        r.sales_cents = r.sales_cents.saturating_add(l.amount_cents());
+                    }
+                }
+                Event::GoodsDelivered(_) | Event::SaleVoided(_) => {
+                    let mut one = HashMap::new();
+                    fold_supplier_daily(&mut one, event);
+                    for ((supplier, date), f) in one {
+                        row(rows, &supplier, date).add(&f);
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+
+    pub fn finish(self) -> Delta {
+        fn flatten<K: Clone, V>(
+            m: Fast<String, Fast<K, V>>,
+        ) -> impl Iterator<Item = ((String, K), V)> {
+            m.into_iter().flat_map(|(outer, inner)| {
+                inner.into_iter().map(move |(k, v)| ((outer.clone(), k), v))
+            })
+        }
+        match self {
+            Accumulator::Inventory(m) => Delta::Inventory(flatten(m).collect()),
+            Accumulator::StoreDaily(m) => Delta::StoreDaily(flatten(m).collect()),
+            Accumulator::SupplierDaily(m) => Delta::SupplierDaily(flatten(m).collect()),
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! that belongs to several streams is applied to each of them separately, so a stream loaded on its own
 //! (the processor loads lazily) gets exactly its own events and nothing twice.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use jiff::civil::Date;
 
@@ -103,7 +103,7 @@ impl State {
                     e.store_id.clone(),
                     StoreState {
                         timezone: e.timezone.clone(),
-                        stock: HashMap::new(),
+                        stock: HashMap::default(),
                     },
                 );
             }
@@ -133,7 +133,7 @@ impl State {
                         store_id: e.store_id.clone(),
                         business_date: e.business_date,
                         lines: e.lines.clone(),
-                        returned: HashMap::new(),
+                        returned: HashMap::default(),
                         voided: false,
                     },
                 );

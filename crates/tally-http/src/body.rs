@@ -4,6 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, FieldError};
@@ -41,22 +42,50 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::MalformedJson(inner.to_string())
-        } else {
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::Invalid(vec![FieldError::new(
-                field,
-                strip_position(&inner.to_string()),
-            )])
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(value) => {
+            de.end()
+                .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+            Ok(value)
         }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    Ok(value)
+        Err(e) => {
+            // A shape error may come before a syntax error further on; malformed JSON wins (400).
+            check_syntax(bytes)?;
+            let path = e.path().to_string();
+            let message = strip_position(&e.into_inner().to_string());
+            Err(ApiError::Invalid(vec![FieldError::new(
+                field_of(&path, &message),
+                message,
+            )]))
+        }
+    }
+}
+
+fn check_syntax(bytes: &[u8]) -> Result<(), ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde::de::IgnoredAny::deserialize(&mut de)
+        .and_then(|_| de.end())
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// The field an error is about: its path, or for a missing field the path of that field.
+fn field_of(path: &str, message: &str) -> String {
+    let parent = if path == "." { "" } else { path };
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        return if parent.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{parent}.{name}")
+        };
+    }
+    if parent.is_empty() {
+        "body".to_owned()
+    } else {
+        parent.to_owned()
+    }
 }
 
 /// serde_json appends " at line 1 column 42" to data errors; the field path says more.

@@ -17,7 +17,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct DataDir {
     /// Where the embedded database lives.
-    #[arg(long, env = "TALLY_DATA_DIR", default_value = "./tally-data")]
+    #[arg(
+        long,
+        env = "TALLY_DATA_DIR",
+        default_value = "./tally-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 }
 

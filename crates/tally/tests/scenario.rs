@@ -611,6 +611,19 @@ async fn sales(d: &mut Driver) {
         &[("b2", 3, 80)],
     )
     .await;
+    // Around daylight saving time: LA springs forward on 2026-03-08, Berlin on 2026-03-29. With
+    // today's offset instead of the one in force, these would land on the wrong date.
+    // LA 2026-03-07 23:30 PST (UTC-8).
+    d.sale("s-la-dst", "la", "2026-03-08T07:30:00Z", &[("a1", 1, 250)])
+        .await;
+    // Berlin 2026-03-30 00:30 CEST (UTC+2).
+    d.sale(
+        "s-ber-dst",
+        "ber",
+        "2026-03-29T22:30:00Z",
+        &[("a1", 1, 260)],
+    )
+    .await;
     // Rejections.
     d.sale(
         "s-la-big",
@@ -647,6 +660,9 @@ async fn voids_returns_adjustments(d: &mut Driver) {
     d.void("s-ber-2", "test sale").await;
     d.void("s-la-3", "again").await; // sale_voided
     d.void("nosale", "what sale").await; // unknown_sale
+    // A voided sale's id stays used.
+    d.sale("s-la-3", "la", "2026-03-11T18:00:00Z", &[("b1", 1, 500)])
+        .await; // duplicate_id
 
     // LA 2026-03-12 18:00 local: a partial return on a later date.
     d.ret("r1", "s-la-1", "la", "2026-03-13T01:00:00Z", &[("a1", 1)])
@@ -999,7 +1015,7 @@ async fn check_events(d: &Driver) {
             );
         }
         // The store's sales are in it.
-        for (position, _) in &d.sale_times {
+        for position in d.sale_times.keys() {
             let feed = by_position[position];
             if feed["data"]["store_id"] == json!(store) {
                 assert!(
@@ -1100,7 +1116,9 @@ async fn retail_scenario_across_three_time_zones() {
     // The scenario exercised what it meant to: dates that differ between UTC and local time.
     assert!(d.model.store_days("la").contains_key("2026-03-10"));
     assert!(!d.model.store_days("ber").contains_key("2026-03-11"));
-    assert_eq!(d.rejected.len(), 26, "every planned rejection happened");
+    assert!(d.model.store_days("la").contains_key("2026-03-07"));
+    assert!(d.model.store_days("ber").contains_key("2026-03-30"));
+    assert_eq!(d.rejected.len(), 27, "every planned rejection happened");
 
     check_inventory(&d).await;
     check_store_reports(&d).await;

@@ -4,7 +4,7 @@
 //!
 //! An adapter provides a [`Factory`] that opens a fresh, empty [`Backend`] and, in one test file,
 //!
-//! ```ignore
+//! ```text
 //! struct SqliteFactory;
 //! impl tally_core::conformance::Factory for SqliteFactory { /* ... */ }
 //! tally_core::conformance_tests!(SqliteFactory);
@@ -14,10 +14,16 @@
 //! and so on), each on its own fresh backend, so checks run in parallel and fail by name. The calling
 //! crate needs `tokio` (features `macros`, `rt-multi-thread`) as a dev-dependency.
 //!
-//! The checks follow the contracts written on the ports and assume nothing beyond them, with two
-//! stated exceptions: timestamps are round-tripped at microsecond precision (what PostgreSQL keeps),
-//! and a queue dead-letters a message within [`queue::MAX_NACKS`] deliveries. No check asserts speed:
-//! waits are bounded only so that a hang becomes a failure.
+//! The checks follow the contracts written on the ports. Where they read a contract more precisely than
+//! its doc comment does, the reading is stated here: timestamps round-trip at microsecond precision
+//! (what PostgreSQL keeps); `Conflict` names the stream whose version was taken; the intake's queue
+//! message carries the encoded envelope; a queue dead-letters a message within [`queue::MAX_NACKS`]
+//! deliveries, a dead letter leaves `depth`, and a replayed one leaves `dead_letters`. Where a contract
+//! leaves a choice open, no check makes it: whether one `receive` may hand out several messages of a
+//! partition (the in-flight checks receive one at a time), the order of `daily_sales` rows and of
+//! streams in `read_streams`, whether `list` shows revoked keys, and when the message of a consumer that
+//! died unacked comes back. No check asserts speed: waits are bounded only so that a hang becomes a
+//! failure.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
