@@ -168,22 +168,30 @@ impl Processor {
             commands.chunks(self.config.commit_size.max(1)).collect();
         let mut in_flight: Option<(usize, InFlight)> = None;
         let mut failed_at: Option<usize> = None;
+        let (mut deciding, mut waiting) = (Duration::ZERO, Duration::ZERO);
         for (k, chunk) in chunks.iter().enumerate() {
+            let t = std::time::Instant::now();
             let prepared = self.prepare(chunk, false).await?;
+            deciding += t.elapsed();
+            let t = std::time::Instant::now();
             if let Some((j, flight)) = in_flight.take()
                 && !self.land(flight, &prepared.touched, &mut report).await
             {
                 failed_at = Some(j);
                 break;
             }
+            waiting += t.elapsed();
             in_flight = Some((k, self.send(prepared)));
         }
+        let t = std::time::Instant::now();
         if failed_at.is_none()
             && let Some((j, flight)) = in_flight.take()
             && !self.land(flight, &HashSet::new(), &mut report).await
         {
             failed_at = Some(j);
         }
+        waiting += t.elapsed();
+        tracing::debug!(commands = commands.len(), ?deciding, ?waiting, "batch");
         if let Some(first_failed) = failed_at {
             for chunk in &chunks[first_failed..] {
                 self.commit_with_retries(chunk, &mut report).await?;

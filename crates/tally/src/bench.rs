@@ -44,7 +44,7 @@ pub async fn w1_bench(seed: u64, sales: usize, batch: usize) -> anyhow::Result<(
         backend.queue.clone(),
         signals.clone(),
         ProcessorConfig {
-            batch_size: batch,
+            commit_size: batch,
             ..ProcessorConfig::default()
         },
     );

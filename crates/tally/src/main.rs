@@ -7,6 +7,11 @@ mod serve;
 
 use clap::Parser;
 
+/// mimalloc: the processor allocates events on one thread and the SQLite writer frees them on
+/// another, a pattern glibc's allocator handles poorly (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     match cli::run(cli) {
