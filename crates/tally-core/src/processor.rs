@@ -8,6 +8,8 @@
 //! after a failed commit.
 
 use std::collections::HashSet;
+
+type Set<T> = foldhash::HashSet<T>;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,13 +49,13 @@ impl Default for ProcessorConfig {
 /// What one [`Processor::step`] did.
 struct Prepared {
     batch: Option<CommitBatch>,
-    touched: HashSet<StreamId>,
+    touched: Set<StreamId>,
     counts: StepReport,
 }
 
 struct InFlight {
     handle: Option<tokio::task::JoinHandle<Result<Vec<u64>, Error>>>,
-    touched: HashSet<StreamId>,
+    touched: Set<StreamId>,
     counts: StepReport,
 }
 
@@ -83,12 +85,12 @@ pub struct Processor {
     config: ProcessorConfig,
     state: State,
     /// Streams whose state in `state` is complete (or that are known not to exist).
-    loaded: HashSet<StreamId>,
+    loaded: Set<StreamId>,
     /// Streams known to exist in the store; `None` until taken at the first step. A stream in neither
     /// set is assumed not to exist: creating it is then guarded by its version (a stream someone else
     /// created makes the commit conflict), and a rejection for something unknown is confirmed with the
     /// store before it is final.
-    exists: Option<HashSet<StreamId>>,
+    exists: Option<Set<StreamId>>,
 }
 
 const CONFLICT_RETRIES: usize = 8;
@@ -106,7 +108,7 @@ impl Processor {
             signals,
             config,
             state: State::default(),
-            loaded: HashSet::new(),
+            loaded: Set::default(),
             exists: None,
         }
     }
@@ -186,7 +188,7 @@ impl Processor {
         let t = std::time::Instant::now();
         if failed_at.is_none()
             && let Some((j, flight)) = in_flight.take()
-            && !self.land(flight, &HashSet::new(), &mut report).await
+            && !self.land(flight, &Set::default(), &mut report).await
         {
             failed_at = Some(j);
         }
@@ -254,7 +256,7 @@ impl Processor {
     async fn land(
         &mut self,
         flight: InFlight,
-        also: &HashSet<StreamId>,
+        also: &Set<StreamId>,
         report: &mut StepReport,
     ) -> bool {
         let result = match flight.handle {
@@ -278,12 +280,12 @@ impl Processor {
         }
     }
 
-    fn committed(&mut self, positions: &[u64], touched: HashSet<StreamId>) {
+    fn committed(&mut self, positions: &[u64], touched: Set<StreamId>) {
         if let Some(last) = positions.last() {
             self.signals.events_committed(*last);
         }
         self.signals.outcomes_committed();
-        let exists = self.exists.get_or_insert_with(HashSet::new);
+        let exists = self.exists.get_or_insert_with(Set::default);
         for s in touched {
             self.loaded.insert(s.clone());
             exists.insert(s);
@@ -291,8 +293,8 @@ impl Processor {
     }
 
     /// The cache ran ahead of the store: drop what was touched so it is read again.
-    fn rolled_back(&mut self, touched: &HashSet<StreamId>) {
-        let exists = self.exists.get_or_insert_with(HashSet::new);
+    fn rolled_back(&mut self, touched: &Set<StreamId>) {
+        let exists = self.exists.get_or_insert_with(Set::default);
         for s in touched {
             self.state.forget(s);
             self.loaded.remove(s);
@@ -325,7 +327,8 @@ impl Processor {
             .collect();
         counts.duplicates = commands.len() - todo.len();
 
-        let wanted: Vec<StreamId> = todo.iter().flat_map(|c| c.command.streams_read()).collect();
+        let wanted = todo.iter().flat_map(|c| c.command.streams_read());
+        let wanted: Vec<StreamId> = wanted.filter(|s| !self.loaded.contains(s)).collect();
         self.load(wanted, false).await?;
         let dependent: Vec<StreamId> = todo
             .iter()
@@ -335,7 +338,7 @@ impl Processor {
 
         let now = Timestamp::now();
         let mut batch = CommitBatch::default();
-        let mut touched: HashSet<StreamId> = HashSet::new();
+        let mut touched: Set<StreamId> = Set::default();
         for envelope in &todo {
             let mut decision = decide(&self.state, &envelope.command, self.config.policy);
             if let Err(r) = &decision
@@ -366,8 +369,12 @@ impl Processor {
                         for (s, v) in &streams {
                             self.state.apply_to(s, *v, &event);
                             // Its state here is complete (if it was absent, this event creates it).
-                            self.loaded.insert(s.clone());
-                            touched.insert(s.clone());
+                            if !self.loaded.contains(s) {
+                                self.loaded.insert(s.clone());
+                            }
+                            if !touched.contains(s) {
+                                touched.insert(s.clone());
+                            }
                         }
                         batch.events.push(NewEvent {
                             event_type: event.event_type().to_owned(),
@@ -408,7 +415,7 @@ impl Processor {
     /// Makes sure the state of every stream is complete. Streams not known to exist are assumed absent
     /// unless `confirm` asks the store. Returns whether anything was read.
     async fn load(&mut self, streams: Vec<StreamId>, confirm: bool) -> Result<bool, Error> {
-        let exists = self.exists.get_or_insert_with(HashSet::new);
+        let exists = self.exists.get_or_insert_with(Set::default);
         let mut missing: Vec<StreamId> = streams
             .into_iter()
             .filter(|s| !self.loaded.contains(s) && (confirm || exists.contains(s)))

@@ -14,7 +14,7 @@ use crate::writer::sql_error;
 use crate::{Sqlite, ts_from_sql, ts_to_sql, uuid_from_sql};
 
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_type, e.schema_version, \
-     e.occurred_at, e.recorded_at, e.data, e.metadata";
+     e.occurred_at, e.recorded_at, e.data, e.command_id, e.correlation_id, e.principal";
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
     Ok(RawEvent {
@@ -26,7 +26,9 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
         occurred_at: row.get(5)?,
         recorded_at: row.get(6)?,
         data: row.get(7)?,
-        metadata: row.get(8)?,
+        command_id: row.get(8)?,
+        correlation_id: row.get(9)?,
+        principal: row.get(10)?,
     })
 }
 
@@ -39,13 +41,18 @@ struct RawEvent {
     occurred_at: i64,
     recorded_at: i64,
     data: String,
-    metadata: String,
+    command_id: Vec<u8>,
+    correlation_id: Option<String>,
+    principal: String,
 }
 
 impl RawEvent {
     fn into_recorded(self) -> Result<RecordedEvent> {
-        let metadata: EventMetadata = serde_json::from_str(&self.metadata)
-            .map_err(|e| Error::Corrupt(format!("metadata of event {}: {e}", self.position)))?;
+        let metadata = EventMetadata {
+            command_id: uuid_from_sql(&self.command_id)?,
+            correlation_id: self.correlation_id,
+            principal: self.principal,
+        };
         Ok(RecordedEvent {
             position: self.position as u64,
             stream_id: StreamId::from_stored(self.stream_id),
@@ -64,7 +71,8 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
     let mut insert_event = conn
         .prepare_cached(
             "INSERT INTO events (stream_id, version, event_type, schema_version, occurred_at, \
-             recorded_at, data, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             recorded_at, data, command_id, correlation_id, principal) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(sql_error)?;
     let mut insert_index = conn
@@ -77,8 +85,6 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
         let Some((primary, primary_version)) = event.streams.first() else {
             return Err(Error::Corrupt("an event must belong to a stream".into()));
         };
-        let metadata = serde_json::to_string(&event.metadata)
-            .map_err(|e| Error::Corrupt(format!("metadata: {e}")))?;
         insert_event
             .execute(params![
                 primary.as_str(),
@@ -88,7 +94,9 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
                 ts_to_sql(event.occurred_at),
                 ts_to_sql(event.recorded_at),
                 event.data,
-                metadata,
+                event.metadata.command_id.as_bytes().as_slice(),
+                event.metadata.correlation_id,
+                event.metadata.principal,
             ])
             .map_err(sql_error)?;
         let position = conn.last_insert_rowid();
@@ -169,7 +177,7 @@ fn read_stream_rows(conn: &Connection, stream: &str) -> Result<Vec<RecordedEvent
         .map_err(sql_error)?;
     let rows = stmt
         .query_map(params![stream], |row| {
-            Ok((event_from_row(row)?, row.get::<_, i64>(9)?))
+            Ok((event_from_row(row)?, row.get::<_, i64>(11)?))
         })
         .map_err(sql_error)?;
     let mut out = Vec::new();

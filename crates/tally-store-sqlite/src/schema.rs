@@ -12,7 +12,9 @@ CREATE TABLE events (
     occurred_at    INTEGER NOT NULL,
     recorded_at    INTEGER NOT NULL,
     data           TEXT    NOT NULL,
-    metadata       TEXT    NOT NULL
+    command_id     BLOB    NOT NULL,
+    correlation_id TEXT,
+    principal      TEXT    NOT NULL
 );
 CREATE TABLE stream_index (
     stream_id TEXT    NOT NULL,
