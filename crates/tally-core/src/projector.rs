@@ -68,15 +68,18 @@ impl Projector {
         self.project(events).await
     }
 
-    /// Folds a batch (the events right after the lowest checkpoint) into every projection that has not
-    /// seen them and applies it with the checkpoints, in one transaction.
-    async fn project(&mut self, events: Vec<RecordedEvent>) -> Result<usize, Error> {
-        let checkpoints = self.checkpoints().await?;
+    /// Folds a batch (the events right after the lowest checkpoint) into an update for every
+    /// projection that has not seen them, and moves the cached checkpoints to the batch's end as if the
+    /// update were applied (a failed apply clears the cache).
+    fn fold(
+        &mut self,
+        events: &[RecordedEvent],
+        checkpoints: &HashMap<String, u64>,
+    ) -> Result<Vec<ProjectionUpdate>, Error> {
         let at = |name: &str| checkpoints.get(name).copied().unwrap_or(0);
         let Some(last) = events.last().map(|e| e.position) else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
-        let t1 = std::time::Instant::now();
         let decoded = events
             .iter()
             .map(|r| {
@@ -101,16 +104,22 @@ impl Projector {
                 delta: acc.finish(),
             });
         }
-        let t2 = std::time::Instant::now();
-        let result = self.read.apply(updates).await;
-        tracing::debug!(events = events.len(), fold = ?(t2 - t1), apply = ?t2.elapsed(), "projected");
-        match result {
+        if let Some(c) = &mut self.checkpoints {
+            for name in PROJECTIONS {
+                c.insert(name.to_owned(), last);
+            }
+        }
+        Ok(updates)
+    }
+
+    async fn project(&mut self, events: Vec<RecordedEvent>) -> Result<usize, Error> {
+        let checkpoints = self.checkpoints().await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(0);
+        };
+        let updates = self.fold(&events, &checkpoints)?;
+        match self.read.apply(updates).await {
             Ok(()) => {
-                if let Some(c) = &mut self.checkpoints {
-                    for name in PROJECTIONS {
-                        c.insert(name.to_owned(), last);
-                    }
-                }
                 self.signals.projected(last);
                 Ok(events.len())
             }
@@ -121,8 +130,9 @@ impl Projector {
         }
     }
 
-    /// Applies batches until the log is exhausted; returns the events read. The next batch is read
-    /// while the current one is folded and applied.
+    /// Applies batches until the log is exhausted; returns the events read. Three stages overlap: the
+    /// next batch is read while the current one is folded and the previous one is applied. Each apply
+    /// starts only after the previous one committed, and checks its checkpoints, so the order holds.
     pub async fn catch_up(&mut self) -> Result<u64, Error> {
         let mut total = 0u64;
         let (store, limit) = (self.store.clone(), self.batch_size);
@@ -130,17 +140,43 @@ impl Projector {
             let store = store.clone();
             tokio::spawn(async move { store.read_all(from, limit).await })
         };
+        let joined = |r: Result<Result<(), Error>, tokio::task::JoinError>| {
+            r.map_err(|e| Error::Unavailable(format!("projector task failed: {e}")))?
+        };
         let mut next = read(self.next_from().await?);
+        let mut applying: Option<(u64, tokio::task::JoinHandle<Result<(), Error>>)> = None;
         loop {
             let events = next
                 .await
                 .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))??;
             let Some(last) = events.last().map(|e| e.position) else {
-                return Ok(total);
+                break;
             };
             next = read(last);
-            total += self.project(events).await? as u64;
+            let checkpoints = self.checkpoints().await?;
+            let updates = self.fold(&events, &checkpoints)?;
+            if let Some((position, handle)) = applying.take() {
+                if let Err(e) = joined(handle.await) {
+                    self.checkpoints = None;
+                    return Err(e);
+                }
+                self.signals.projected(position);
+            }
+            let read_store = self.read.clone();
+            applying = Some((
+                last,
+                tokio::spawn(async move { read_store.apply(updates).await }),
+            ));
+            total += events.len() as u64;
         }
+        if let Some((position, handle)) = applying.take() {
+            if let Err(e) = joined(handle.await) {
+                self.checkpoints = None;
+                return Err(e);
+            }
+            self.signals.projected(position);
+        }
+        Ok(total)
     }
 
     /// Empties every read model and builds it again from the log.

@@ -163,6 +163,20 @@ impl Mem {
     }
 }
 
+/// Sorted runs of consecutive numbers: `[1, 2, 3, 7, 8]` → `[(1, 3), (7, 8)]`.
+fn runs(mut seqs: Vec<i64>) -> Vec<(i64, i64)> {
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for seq in seqs {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == seq => *last = seq,
+            _ => out.push((seq, seq)),
+        }
+    }
+    out
+}
+
 fn insert_message(conn: &Connection, m: &QueueMessage) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO queue (message_id, partition_key, payload) VALUES (?1, ?2, ?3)",
@@ -233,11 +247,12 @@ impl CommandQueue for Sqlite {
             self.queue.settle(*seq)?;
         }
         self.writer.write_detached("queue ack", move |conn| {
+            // Acked messages are mostly consecutive: one range delete per run.
             let mut stmt = conn
-                .prepare_cached("DELETE FROM queue WHERE seq = ?1")
+                .prepare_cached("DELETE FROM queue WHERE seq BETWEEN ?1 AND ?2")
                 .map_err(sql_error)?;
-            for seq in seqs {
-                stmt.execute(params![seq]).map_err(sql_error)?;
+            for (first, last) in runs(seqs) {
+                stmt.execute(params![first, last]).map_err(sql_error)?;
             }
             Ok(())
         });
@@ -448,5 +463,20 @@ impl Intake for Sqlite {
             .await?;
         self.queue.add(rows)?;
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_group_consecutive_sequence_numbers() {
+        assert_eq!(
+            runs(vec![8, 1, 3, 2, 7, 10]),
+            vec![(1, 3), (7, 8), (10, 10)]
+        );
+        assert_eq!(runs(vec![]), vec![]);
+        assert_eq!(runs(vec![5, 5]), vec![(5, 5)]);
     }
 }
