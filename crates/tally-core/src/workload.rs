@@ -11,6 +11,7 @@ use tally_domain::values::{
 };
 use tally_domain::{Command, DeliveryLine, SaleLine};
 
+use crate::ports::ReadStore;
 use crate::readmodel::{DayFigures, SupplierDay};
 
 /// A small, fast, seeded generator (SplitMix64): the same seed gives the same W1 on every machine and
@@ -262,4 +263,86 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
         reference_count,
         expected: books,
     }
+}
+
+/// Compares the outcome counts and every read model with the books computed from the commands.
+pub async fn verify(
+    read: &dyn ReadStore,
+    expected: &Books,
+    accepted: u64,
+    rejected: u64,
+) -> Result<(), String> {
+    if accepted != expected.accepted || rejected != expected.rejected {
+        return Err(format!(
+            "outcomes: {accepted} accepted / {rejected} rejected, expected {} / {}",
+            expected.accepted, expected.rejected
+        ));
+    }
+    if accepted + rejected != expected.submitted {
+        return Err(format!(
+            "accepted + rejected = {} but {} were submitted",
+            accepted + rejected,
+            expected.submitted
+        ));
+    }
+    let mut stores: Vec<&String> = expected.stock.keys().map(|(s, _)| s).collect();
+    stores.sort();
+    stores.dedup();
+    let mut stock = HashMap::new();
+    let mut store_days = HashMap::new();
+    for store in stores {
+        for (item, n) in read.inventory(store).await.map_err(|e| e.to_string())?.1 {
+            stock.insert((store.clone(), item), n);
+        }
+        for (date, f) in read
+            .store_daily(store, None, None)
+            .await
+            .map_err(|e| e.to_string())?
+            .1
+        {
+            store_days.insert((store.clone(), date), f);
+        }
+    }
+    if stock != expected.stock {
+        return Err(format!(
+            "inventory differs from deliveries - sales ({} rows vs {} expected)",
+            stock.len(),
+            expected.stock.len()
+        ));
+    }
+    let expected_days: HashMap<_, _> = expected
+        .store_days
+        .iter()
+        .filter(|(_, f)| !f.is_empty())
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    if store_days != expected_days {
+        return Err(format!(
+            "store daily sales differ ({} days vs {} expected)",
+            store_days.len(),
+            expected_days.len()
+        ));
+    }
+    let mut suppliers: Vec<&String> = expected.supplier_days.keys().map(|(s, _)| s).collect();
+    suppliers.sort();
+    suppliers.dedup();
+    let mut supplier_days = HashMap::new();
+    for supplier in suppliers {
+        for (date, f) in read
+            .supplier_daily(supplier, None, None)
+            .await
+            .map_err(|e| e.to_string())?
+            .1
+        {
+            supplier_days.insert((supplier.clone(), date), f);
+        }
+    }
+    if supplier_days != expected.supplier_days {
+        return Err(format!(
+            "supplier daily reports differ ({} days vs {} expected)",
+            supplier_days.len(),
+            expected.supplier_days.len()
+        ));
+    }
+    Ok(())
 }

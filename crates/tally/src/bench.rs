@@ -2,7 +2,6 @@
 //! `synchronous=FULL`) in a fresh temporary data dir; then the projection catch-up from an empty read
 //! store; then the books checked against the ones computed directly from the commands.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -11,7 +10,7 @@ use tally_core::model::{CommandEnvelope, Principal, Role};
 use tally_core::ports::Submission;
 use tally_core::processor::{Processor, ProcessorConfig};
 use tally_core::projector::Projector;
-use tally_core::workload::{Books, W1Size, w1};
+use tally_core::workload::{W1Size, w1};
 use tally_core::{Backend, Signals};
 use uuid::Uuid;
 
@@ -69,7 +68,13 @@ pub async fn w1_bench(seed: u64, sales: usize, batch: usize) -> anyhow::Result<(
     let projected = projector.catch_up().await.context("projection catch-up")?;
     let catchup_secs = started.elapsed().as_secs_f64();
 
-    let verified = verify(&backend, &workload.expected, accepted, rejected).await;
+    let verified = tally_core::workload::verify(
+        backend.read.as_ref(),
+        &workload.expected,
+        accepted,
+        rejected,
+    )
+    .await;
     if let Err(e) = &verified {
         eprintln!("verification FAILED: {e:#}");
     }
@@ -129,79 +134,6 @@ async fn enqueue(backend: &Backend, commands: Vec<tally_domain::Command>) -> any
             .submit_many(chunk)
             .await
             .context("submitting W1")?;
-    }
-    Ok(())
-}
-
-/// Compares the outcome counts and every read model with the books computed from the commands.
-async fn verify(
-    backend: &Backend,
-    expected: &Books,
-    accepted: u64,
-    rejected: u64,
-) -> anyhow::Result<()> {
-    if accepted != expected.accepted || rejected != expected.rejected {
-        bail!(
-            "outcomes: {accepted} accepted / {rejected} rejected, expected {} / {}",
-            expected.accepted,
-            expected.rejected
-        );
-    }
-    if accepted + rejected != expected.submitted {
-        bail!(
-            "accepted + rejected = {} but {} were submitted",
-            accepted + rejected,
-            expected.submitted
-        );
-    }
-    let mut stores: Vec<&String> = expected.stock.keys().map(|(s, _)| s).collect();
-    stores.sort();
-    stores.dedup();
-    let mut stock = HashMap::new();
-    let mut store_days = HashMap::new();
-    for store in stores {
-        for (item, n) in backend.read.inventory(store).await?.1 {
-            stock.insert((store.clone(), item), n);
-        }
-        for (date, f) in backend.read.store_daily(store, None, None).await?.1 {
-            store_days.insert((store.clone(), date), f);
-        }
-    }
-    if stock != expected.stock {
-        bail!(
-            "inventory differs from deliveries - sales ({} rows vs {} expected)",
-            stock.len(),
-            expected.stock.len()
-        );
-    }
-    let expected_days: HashMap<_, _> = expected
-        .store_days
-        .iter()
-        .filter(|(_, f)| !f.is_empty())
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    if store_days != expected_days {
-        bail!(
-            "store daily sales differ ({} days vs {} expected)",
-            store_days.len(),
-            expected_days.len()
-        );
-    }
-    let mut suppliers: Vec<&String> = expected.supplier_days.keys().map(|(s, _)| s).collect();
-    suppliers.sort();
-    suppliers.dedup();
-    let mut supplier_days = HashMap::new();
-    for supplier in suppliers {
-        for (date, f) in backend.read.supplier_daily(supplier, None, None).await?.1 {
-            supplier_days.insert((supplier.clone(), date), f);
-        }
-    }
-    if supplier_days != expected.supplier_days {
-        bail!(
-            "supplier daily reports differ ({} days vs {} expected)",
-            supplier_days.len(),
-            expected.supplier_days.len()
-        );
     }
     Ok(())
 }

@@ -1,0 +1,210 @@
+//! The write and read paths together on SQLite: processor → event log → projector → read models,
+//! checked against books computed independently from the commands (a small W1), then rebuilt.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use tally_core::model::{CommandEnvelope, Principal, QueueMessage, Role};
+use tally_core::ports::Submission;
+use tally_core::processor::{Processor, ProcessorConfig};
+use tally_core::projector::Projector;
+use tally_core::workload::{W1Size, verify, w1};
+use tally_core::{Backend, Signals};
+use tally_store_sqlite::Sqlite;
+use uuid::Uuid;
+
+fn envelope(command: tally_domain::Command) -> CommandEnvelope {
+    CommandEnvelope {
+        command_id: Uuid::now_v7(),
+        received_at: jiff::Timestamp::now(),
+        principal: Principal {
+            key_id: "test".into(),
+            role: Role::Admin,
+            scope: None,
+        },
+        correlation_id: None,
+        command,
+    }
+}
+
+async fn submit_all(backend: &Backend, commands: Vec<tally_domain::Command>) {
+    let submissions = commands
+        .into_iter()
+        .map(|c| {
+            let envelope = envelope(c);
+            let partition_key = envelope.command.partition_key();
+            Submission {
+                envelope,
+                partition_key,
+                idempotency: None,
+            }
+        })
+        .collect();
+    backend.intake.submit_many(submissions).await.unwrap();
+}
+
+async fn drain(processor: &mut Processor, backend: &Backend) -> (u64, u64, u64) {
+    let (mut processed, mut rejected, mut duplicates) = (0, 0, 0);
+    while backend.queue.depth().await.unwrap() > 0 {
+        let r = processor.step(Duration::from_millis(50)).await.unwrap();
+        processed += r.processed as u64;
+        rejected += r.rejected as u64;
+        duplicates += r.duplicates as u64;
+    }
+    (processed, rejected, duplicates)
+}
+
+fn new_processor(backend: &Backend, commit_size: usize) -> Processor {
+    Processor::new(
+        backend.events.clone(),
+        backend.queue.clone(),
+        Signals::default(),
+        ProcessorConfig {
+            batch_size: 4 * commit_size,
+            commit_size,
+            ..ProcessorConfig::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_w1_books_match_and_survive_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(dir.path()).unwrap();
+    let backend = store.backend();
+    let workload = w1(
+        7,
+        W1Size {
+            suppliers: 3,
+            stores: 4,
+            items: 60,
+            sales: 1500,
+        },
+    );
+    assert!(
+        workload.expected.rejected > 0,
+        "the workload must exercise rejections"
+    );
+    submit_all(&backend, workload.commands).await;
+
+    // Small chunks, so that many pipelined commits happen.
+    let mut processor = new_processor(&backend, 64);
+    let (processed, rejected, duplicates) = drain(&mut processor, &backend).await;
+    assert_eq!(duplicates, 0);
+
+    let mut projector = Projector::new(
+        backend.events.clone(),
+        backend.read.clone(),
+        Signals::default(),
+    )
+    .with_batch_size(97);
+    let projected = projector.catch_up().await.unwrap();
+    let head = backend.events.head().await.unwrap();
+    assert_eq!(projected, head, "every event is projected once");
+    for (name, position) in backend.read.checkpoints().await.unwrap() {
+        assert_eq!(position, head, "checkpoint of {name}");
+    }
+    verify(
+        backend.read.as_ref(),
+        &workload.expected,
+        processed,
+        rejected,
+    )
+    .await
+    .unwrap();
+
+    let rebuilt = projector.rebuild().await.unwrap();
+    assert_eq!(rebuilt, head);
+    verify(
+        backend.read.as_ref(),
+        &workload.expected,
+        processed,
+        rejected,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_delivered_twice_takes_effect_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(dir.path()).unwrap();
+    let backend = store.backend();
+    let register = envelope(tally_domain::Command::RegisterSupplier {
+        supplier_id: tally_domain::values::SupplierId::parse("acme").unwrap(),
+        name: tally_domain::values::Text::parse("Acme").unwrap(),
+    });
+    backend
+        .intake
+        .submit(Submission {
+            envelope: register.clone(),
+            partition_key: "reference".into(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    let mut processor = new_processor(&backend, 16);
+    let (processed, _, _) = drain(&mut processor, &backend).await;
+    assert_eq!(processed, 1);
+
+    // The same command arrives again (a broker redelivery, a replayed dead letter).
+    backend
+        .queue
+        .enqueue(vec![QueueMessage {
+            message_id: Uuid::now_v7(),
+            partition_key: "reference".into(),
+            payload: register.encode(),
+        }])
+        .await
+        .unwrap();
+    let mut fresh = new_processor(&backend, 16);
+    let (processed, rejected, duplicates) = drain(&mut fresh, &backend).await;
+    assert_eq!((processed, rejected, duplicates), (0, 0, 1));
+    let events = backend.events.read_all(0, 100).await.unwrap();
+    assert_eq!(events.len(), 1, "one event for one command");
+    assert_eq!(events[0].metadata.command_id, register.command_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_new_processor_on_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let workload = w1(
+        11,
+        W1Size {
+            suppliers: 2,
+            stores: 2,
+            items: 20,
+            sales: 300,
+        },
+    );
+    let (reference, rest) = workload.commands.split_at(workload.reference_count + 40);
+    {
+        let store = Sqlite::open(dir.path()).unwrap();
+        let backend = store.backend();
+        submit_all(&backend, reference.to_vec()).await;
+        drain(&mut new_processor(&backend, 32), &backend).await;
+    }
+    // A new process: its cache is cold, the stores' stock must be read back from the log.
+    let store = Sqlite::open(dir.path()).unwrap();
+    let backend = store.backend();
+    submit_all(&backend, rest.to_vec()).await;
+    drain(&mut new_processor(&backend, 32), &backend).await;
+    Projector::new(
+        backend.events.clone(),
+        backend.read.clone(),
+        Signals::default(),
+    )
+    .catch_up()
+    .await
+    .unwrap();
+    let expected = &workload.expected;
+    verify(
+        backend.read.as_ref(),
+        expected,
+        expected.accepted,
+        expected.rejected,
+    )
+    .await
+    .unwrap();
+}
