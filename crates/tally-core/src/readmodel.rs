@@ -74,26 +74,6 @@ pub enum Delta {
     SupplierDaily(HashMap<(String, Date), SupplierDay>),
 }
 
-impl Delta {
-    pub fn empty_for(projection: &str) -> Option<Self> {
-        match projection {
-            INVENTORY => Some(Delta::Inventory(HashMap::new())),
-            STORE_DAILY => Some(Delta::StoreDaily(HashMap::new())),
-            SUPPLIER_DAILY => Some(Delta::SupplierDaily(HashMap::new())),
-            _ => None,
-        }
-    }
-
-    /// Folds one event into the delta.
-    pub fn fold(&mut self, event: &Event) {
-        match self {
-            Delta::Inventory(rows) => fold_inventory(rows, event),
-            Delta::StoreDaily(rows) => fold_store_daily(rows, event),
-            Delta::SupplierDaily(rows) => fold_supplier_daily(rows, event),
-        }
-    }
-}
-
 /// One projection's delta between two checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionUpdate {
@@ -103,132 +83,49 @@ pub struct ProjectionUpdate {
     pub delta: Delta,
 }
 
-fn fold_inventory(rows: &mut HashMap<(String, String), i64>, event: &Event) {
-    let mut add = |store: &str, item: &str, d: i64| {
-        *rows.entry((store.to_owned(), item.to_owned())).or_insert(0) += d;
+/// The change a store's day takes from an event: which store, which business date, which figures.
+fn store_day_change(event: &Event) -> Option<(&str, Date, DayFigures)> {
+    let units = |lines: &[tally_domain::event::SoldLine]| {
+        lines.iter().map(|l| l.quantity.get()).sum::<i64>()
     };
-    match event {
-        Event::GoodsDelivered(e) => {
-            for l in &e.lines {
-                add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get());
-            }
-        }
-        Event::SaleRecorded(e) => {
-            for l in &e.lines {
-                add(e.store_id.as_str(), l.item_id.as_str(), -l.quantity.get());
-            }
-        }
-        Event::SaleVoided(e) => {
-            for l in &e.lines {
-                add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get());
-            }
-        }
-        Event::ReturnRecorded(e) => {
-            for l in &e.lines {
-                add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get());
-            }
-        }
-        Event::StockAdjusted(e) => add(e.store_id.as_str(), e.item_id.as_str(), e.delta.get()),
-        Event::SupplierRegistered(_) | Event::StoreRegistered(_) | Event::ItemRegistered(_) => {}
-    }
-}
-
-fn fold_store_daily(rows: &mut HashMap<(String, Date), DayFigures>, event: &Event) {
-    let (store, date, change) = match event {
+    let cents = |lines: &[tally_domain::event::SoldLine]| {
+        lines
+            .iter()
+            .fold(0i64, |a, l| a.saturating_add(l.amount_cents()))
+    };
+    Some(match event {
         Event::SaleRecorded(e) => (
-            &e.store_id,
+            e.store_id.as_str(),
             e.business_date,
             DayFigures {
                 transactions: 1,
-                units_sold: e.lines.iter().map(|l| l.quantity.get()).sum(),
-                gross_cents: e
-                    .lines
-                    .iter()
-                    .fold(0i64, |a, l| a.saturating_add(l.amount_cents())),
+                units_sold: units(&e.lines),
+                gross_cents: cents(&e.lines),
                 ..DayFigures::default()
             },
         ),
         // A void takes the sale out of its own date, as if it never happened.
         Event::SaleVoided(e) => (
-            &e.store_id,
+            e.store_id.as_str(),
             e.sale_business_date,
             DayFigures {
                 transactions: -1,
-                units_sold: -e.lines.iter().map(|l| l.quantity.get()).sum::<i64>(),
-                gross_cents: -e
-                    .lines
-                    .iter()
-                    .fold(0i64, |a, l| a.saturating_add(l.amount_cents())),
+                units_sold: -units(&e.lines),
+                gross_cents: -cents(&e.lines),
                 ..DayFigures::default()
             },
         ),
         Event::ReturnRecorded(e) => (
-            &e.store_id,
+            e.store_id.as_str(),
             e.business_date,
             DayFigures {
-                returned_units: e.lines.iter().map(|l| l.quantity.get()).sum(),
-                returned_cents: e
-                    .lines
-                    .iter()
-                    .fold(0i64, |a, l| a.saturating_add(l.amount_cents())),
+                returned_units: units(&e.lines),
+                returned_cents: cents(&e.lines),
                 ..DayFigures::default()
             },
         ),
-        _ => return,
-    };
-    rows.entry((store.as_str().to_owned(), date))
-        .or_default()
-        .add(&change);
-}
-
-fn fold_supplier_daily(rows: &mut HashMap<(String, Date), SupplierDay>, event: &Event) {
-    let mut add = |supplier: &str, date: Date, change: SupplierDay| {
-        rows.entry((supplier.to_owned(), date))
-            .or_default()
-            .add(&change);
-    };
-    match event {
-        Event::GoodsDelivered(e) => add(
-            e.supplier_id.as_str(),
-            e.business_date,
-            SupplierDay {
-                deliveries: 1,
-                units_supplied: e.lines.iter().map(|l| l.quantity.get()).sum(),
-                supply_cost_cents: e.lines.iter().fold(0i64, |a, l| {
-                    a.saturating_add(l.quantity.get().saturating_mul(l.unit_cost_cents.get()))
-                }),
-                ..SupplierDay::default()
-            },
-        ),
-        Event::SaleRecorded(e) => {
-            for l in &e.lines {
-                add(
-                    l.supplier_id.as_str(),
-                    e.business_date,
-                    SupplierDay {
-                        units_sold: l.quantity.get(),
-                        sales_cents: l.amount_cents(),
-                        ..SupplierDay::default()
-                    },
-                );
-            }
-        }
-        Event::SaleVoided(e) => {
-            for l in &e.lines {
-                add(
-                    l.supplier_id.as_str(),
-                    e.sale_business_date,
-                    SupplierDay {
-                        units_sold: -l.quantity.get(),
-                        sales_cents: -l.amount_cents(),
-                        ..SupplierDay::default()
-                    },
-                );
-            }
-        }
-        // Supplier figures are before returns, like a store's units_sold and gross.
-        _ => {}
-    }
+        _ => return None,
+    })
 }
 
 type Fast<K, V> = foldhash::HashMap<K, V>;
@@ -310,13 +207,21 @@ impl Accumulator {
                 }
             }
             Accumulator::StoreDaily(rows) => {
-                let mut one = HashMap::new();
-                fold_store_daily(&mut one, event);
-                for ((store, date), f) in one {
-                    row(rows, &store, date).add(&f);
+                if let Some((store, date, change)) = store_day_change(event) {
+                    row(rows, store, date).add(&change);
                 }
             }
             Accumulator::SupplierDaily(rows) => match event {
+                Event::GoodsDelivered(e) => {
+                    let r = row(rows, e.supplier_id.as_str(), e.business_date);
+                    r.deliveries += 1;
+                    for l in &e.lines {
+                        r.units_supplied = r.units_supplied.saturating_add(l.quantity.get());
+                        r.supply_cost_cents = r.supply_cost_cents.saturating_add(
+                            l.quantity.get().saturating_mul(l.unit_cost_cents.get()),
+                        );
+                    }
+                }
                 Event::SaleRecorded(e) => {
                     for l in &e.lines {
                         let r = row(rows, l.supplier_id.as_str(), e.business_date);
@@ -324,11 +229,11 @@ impl Accumulator {
                         r.sales_cents = r.sales_cents.saturating_add(l.amount_cents());
                     }
                 }
-                Event::GoodsDelivered(_) | Event::SaleVoided(_) => {
-                    let mut one = HashMap::new();
-                    fold_supplier_daily(&mut one, event);
-                    for ((supplier, date), f) in one {
-                        row(rows, &supplier, date).add(&f);
+                Event::SaleVoided(e) => {
+                    for l in &e.lines {
+                        let r = row(rows, l.supplier_id.as_str(), e.sale_business_date);
+                        r.units_sold = r.units_sold.saturating_sub(l.quantity.get());
+                        r.sales_cents = r.sales_cents.saturating_sub(l.amount_cents());
                     }
                 }
                 _ => {}
@@ -349,5 +254,164 @@ impl Accumulator {
             Accumulator::StoreDaily(m) => Delta::StoreDaily(flatten(m).collect()),
             Accumulator::SupplierDaily(m) => Delta::SupplierDaily(flatten(m).collect()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tally_domain::event::{
+        DeliveredLine, GoodsDelivered, ReturnRecorded, SaleRecorded, SaleVoided, SoldLine,
+        StockAdjusted,
+    };
+    use tally_domain::values::{
+        AdjustmentId, AdjustmentReason, Cents, DeliveryId, ItemId, Quantity, ReturnId, SaleId,
+        StockDelta, StoreId, SupplierId, Text,
+    };
+
+    fn date(d: &str) -> Date {
+        d.parse().unwrap()
+    }
+
+    fn line(item: &str, qty: i64, price: i64) -> SoldLine {
+        SoldLine {
+            item_id: ItemId::parse(item).unwrap(),
+            supplier_id: SupplierId::parse("acme").unwrap(),
+            quantity: Quantity::new(qty).unwrap(),
+            unit_price_cents: Cents::new(price).unwrap(),
+        }
+    }
+
+    fn events() -> Vec<Event> {
+        let store = StoreId::parse("s1").unwrap();
+        vec![
+            Event::GoodsDelivered(GoodsDelivered {
+                delivery_id: DeliveryId::parse("d1").unwrap(),
+                supplier_id: SupplierId::parse("acme").unwrap(),
+                store_id: store.clone(),
+                business_date: date("2026-11-01"),
+                lines: vec![DeliveredLine {
+                    item_id: ItemId::parse("a").unwrap(),
+                    quantity: Quantity::new(10).unwrap(),
+                    unit_cost_cents: Cents::new(60).unwrap(),
+                }],
+            }),
+            Event::SaleRecorded(SaleRecorded {
+                sale_id: SaleId::parse("x1").unwrap(),
+                store_id: store.clone(),
+                business_date: date("2026-11-02"),
+                lines: vec![line("a", 3, 100)],
+            }),
+            Event::SaleRecorded(SaleRecorded {
+                sale_id: SaleId::parse("x2").unwrap(),
+                store_id: store.clone(),
+                business_date: date("2026-11-02"),
+                lines: vec![line("a", 2, 100)],
+            }),
+            Event::SaleVoided(SaleVoided {
+                sale_id: SaleId::parse("x2").unwrap(),
+                store_id: store.clone(),
+                reason: Text::parse("twice").unwrap(),
+                sale_business_date: date("2026-11-02"),
+                lines: vec![line("a", 2, 100)],
+            }),
+            Event::ReturnRecorded(ReturnRecorded {
+                return_id: ReturnId::parse("r1").unwrap(),
+                sale_id: SaleId::parse("x1").unwrap(),
+                store_id: store.clone(),
+                business_date: date("2026-11-03"),
+                lines: vec![line("a", 1, 100)],
+            }),
+            Event::StockAdjusted(StockAdjusted {
+                adjustment_id: AdjustmentId::parse("j1").unwrap(),
+                store_id: store,
+                item_id: ItemId::parse("a").unwrap(),
+                delta: StockDelta::new(-1).unwrap(),
+                reason: AdjustmentReason::Damage,
+                business_date: date("2026-11-03"),
+            }),
+        ]
+    }
+
+    fn fold(projection: &str) -> Delta {
+        let mut acc = Accumulator::for_projection(projection).unwrap();
+        events().iter().for_each(|e| acc.fold(e));
+        acc.finish()
+    }
+
+    #[test]
+    fn inventory_nets_every_movement() {
+        let Delta::Inventory(rows) = fold(INVENTORY) else {
+            panic!("wrong delta")
+        };
+        // 10 delivered - 3 - 2 sold + 2 voided + 1 returned - 1 damaged
+        assert_eq!(rows.get(&("s1".to_owned(), "a".to_owned())), Some(&7));
+    }
+
+    #[test]
+    fn store_days_follow_the_report_arithmetic() {
+        let Delta::StoreDaily(rows) = fold(STORE_DAILY) else {
+            panic!("wrong delta")
+        };
+        let day = |d: &str| {
+            rows.get(&("s1".to_owned(), date(d)))
+                .copied()
+                .unwrap_or_default()
+        };
+        // The voided sale drops out of its date; the return counts on its own date.
+        assert_eq!(
+            day("2026-11-02"),
+            DayFigures {
+                transactions: 1,
+                units_sold: 3,
+                gross_cents: 300,
+                ..DayFigures::default()
+            }
+        );
+        assert_eq!(
+            day("2026-11-03"),
+            DayFigures {
+                returned_units: 1,
+                returned_cents: 100,
+                ..DayFigures::default()
+            }
+        );
+        assert_eq!(day("2026-11-03").net_cents(), -100);
+        assert!(day("2026-11-01").is_empty(), "a delivery is not a sale");
+    }
+
+    #[test]
+    fn supplier_days_count_deliveries_and_sales_before_returns() {
+        let Delta::SupplierDaily(rows) = fold(SUPPLIER_DAILY) else {
+            panic!("wrong delta")
+        };
+        let day = |d: &str| {
+            rows.get(&("acme".to_owned(), date(d)))
+                .copied()
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            day("2026-11-01"),
+            SupplierDay {
+                deliveries: 1,
+                units_supplied: 10,
+                supply_cost_cents: 600,
+                ..SupplierDay::default()
+            }
+        );
+        assert_eq!(
+            day("2026-11-02"),
+            SupplierDay {
+                units_sold: 3,
+                sales_cents: 300,
+                ..SupplierDay::default()
+            }
+        );
+        assert!(
+            day("2026-11-03").is_empty(),
+            "returns are not in supplier figures"
+        );
     }
 }

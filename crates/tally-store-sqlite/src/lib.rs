@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use tally_core::{Backend, Error};
 
+mod checkpoint;
 mod events;
 mod keys;
 mod queue;
@@ -26,6 +27,8 @@ pub struct Sqlite {
     writer: Writer,
     readers: Readers,
     queue: queue::Mem,
+    /// Dropping it stops the checkpoint thread.
+    _checkpointer: checkpoint::Handle,
 }
 
 impl Sqlite {
@@ -40,13 +43,15 @@ impl Sqlite {
              PRAGMA synchronous=FULL;
              PRAGMA busy_timeout=5000;
              PRAGMA cache_size=-65536;
-             PRAGMA temp_store=MEMORY;",
+             PRAGMA temp_store=MEMORY;
+             PRAGMA wal_autocheckpoint=0;",
         )
         .map_err(sql_error)?;
         schema::migrate(&mut conn).map_err(sql_error)?;
         let pending = queue::load(&conn)?;
         let writer = Writer::start(conn)
             .map_err(|e| Error::Unavailable(format!("starting sqlite writer: {e}")))?;
+        let checkpointer = checkpoint::start(&path)?;
         Ok(Arc::new(Self {
             writer,
             readers: Readers {
@@ -54,6 +59,7 @@ impl Sqlite {
                 idle: Mutex::new(Vec::new()),
             },
             queue: queue::Mem::new(pending),
+            _checkpointer: checkpointer,
         }))
     }
 

@@ -104,7 +104,9 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let t = std::time::Instant::now();
         let committed = conn.execute_batch("COMMIT").map_err(sql_error);
+        tracing::trace!(jobs = completions.len(), commit = ?t.elapsed(), "group commit");
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
