@@ -146,10 +146,67 @@ impl Processor {
             received: deliveries.len(),
             ..StepReport::default()
         };
-        let mut commands = Vec::with_capacity(deliveries.len());
-        for d in &deliveries {
+        // Pipelined group commit: while chunk k is being committed, chunk k+1 is decoded and decided on
+        // top of k's effects; k+1 is only sent once k has committed, and each chunk is acked as soon as
+        // it has committed. A failed commit drops both from the cache and the rest of the batch is
+        // decided again, one chunk at a time, after reloading.
+        let size = self.config.commit_size.max(1);
+        let delivered: Vec<&[Delivery]> = deliveries.chunks(size).collect();
+        let mut decoded: Vec<Vec<(&Delivery, CommandEnvelope)>> =
+            Vec::with_capacity(delivered.len());
+        let mut in_flight: Option<(usize, InFlight)> = None;
+        let mut failed_at: Option<usize> = None;
+        let (mut deciding, mut waiting) = (Duration::ZERO, Duration::ZERO);
+        for (k, chunk) in delivered.iter().enumerate() {
+            let t = std::time::Instant::now();
+            decoded.push(self.decode(chunk, &mut report).await?);
+            let prepared = self.prepare(&decoded[k], false).await?;
+            deciding += t.elapsed();
+            let t = std::time::Instant::now();
+            if let Some((j, flight)) = in_flight.take() {
+                if !self.land(flight, &prepared.touched, &mut report).await {
+                    failed_at = Some(j);
+                    break;
+                }
+                self.ack(&decoded[j]).await?;
+            }
+            waiting += t.elapsed();
+            in_flight = Some((k, self.send(prepared)));
+        }
+        let t = std::time::Instant::now();
+        if failed_at.is_none()
+            && let Some((j, flight)) = in_flight.take()
+        {
+            if self.land(flight, &Set::default(), &mut report).await {
+                self.ack(&decoded[j]).await?;
+            } else {
+                failed_at = Some(j);
+            }
+        }
+        waiting += t.elapsed();
+        tracing::debug!(commands = deliveries.len(), ?deciding, ?waiting, "batch");
+        if let Some(first_failed) = failed_at {
+            for chunk in &delivered[decoded.len()..] {
+                decoded.push(self.decode(chunk, &mut report).await?);
+            }
+            for chunk in &decoded[first_failed..] {
+                self.commit_with_retries(chunk, &mut report).await?;
+                self.ack(chunk).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Decodes a chunk's envelopes; an undecodable message is nacked (and dead-lettered in the end).
+    async fn decode<'d>(
+        &self,
+        deliveries: &'d [Delivery],
+        report: &mut StepReport,
+    ) -> Result<Vec<(&'d Delivery, CommandEnvelope)>, Error> {
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
             match CommandEnvelope::decode(&d.payload) {
-                Ok(envelope) => commands.push((d, envelope)),
+                Ok(envelope) => out.push((d, envelope)),
                 Err(e) => {
                     report.poison += 1;
                     tracing::warn!(message_id = %d.message_id, error = %e, "undecodable command message");
@@ -163,45 +220,12 @@ impl Processor {
                 }
             }
         }
-        // Pipelined group commit: while chunk k is being committed, chunk k+1 is decided on top of
-        // k's effects; k+1 is only sent once k has committed. A failed commit drops both from the cache
-        // and the rest of the batch is decided again, one chunk at a time, after reloading.
-        let chunks: Vec<&[(&Delivery, CommandEnvelope)]> =
-            commands.chunks(self.config.commit_size.max(1)).collect();
-        let mut in_flight: Option<(usize, InFlight)> = None;
-        let mut failed_at: Option<usize> = None;
-        let (mut deciding, mut waiting) = (Duration::ZERO, Duration::ZERO);
-        for (k, chunk) in chunks.iter().enumerate() {
-            let t = std::time::Instant::now();
-            let prepared = self.prepare(chunk, false).await?;
-            deciding += t.elapsed();
-            let t = std::time::Instant::now();
-            if let Some((j, flight)) = in_flight.take()
-                && !self.land(flight, &prepared.touched, &mut report).await
-            {
-                failed_at = Some(j);
-                break;
-            }
-            waiting += t.elapsed();
-            in_flight = Some((k, self.send(prepared)));
-        }
-        let t = std::time::Instant::now();
-        if failed_at.is_none()
-            && let Some((j, flight)) = in_flight.take()
-            && !self.land(flight, &Set::default(), &mut report).await
-        {
-            failed_at = Some(j);
-        }
-        waiting += t.elapsed();
-        tracing::debug!(commands = commands.len(), ?deciding, ?waiting, "batch");
-        if let Some(first_failed) = failed_at {
-            for chunk in &chunks[first_failed..] {
-                self.commit_with_retries(chunk, &mut report).await?;
-            }
-        }
-        let tags: Vec<u64> = commands.iter().map(|(d, _)| d.tag).collect();
-        self.queue.ack(&tags).await?;
-        Ok(report)
+        Ok(out)
+    }
+
+    async fn ack(&self, chunk: &[(&Delivery, CommandEnvelope)]) -> Result<(), Error> {
+        let tags: Vec<u64> = chunk.iter().map(|(d, _)| d.tag).collect();
+        self.queue.ack(&tags).await
     }
 
     /// Decides a chunk sequentially with retries on conflict (the slow path after a failed commit).

@@ -85,11 +85,12 @@ fn reject<T>(code: RejectionCode, message: impl Into<String>) -> Result<T, Rejec
     })
 }
 
-fn unused(state: &State, stream: StreamId, what: &str) -> Result<(), Rejection> {
+/// The id's stream must not exist yet. `what` names the id, only built when the id is taken.
+fn unused(state: &State, stream: StreamId, what: impl FnOnce() -> String) -> Result<(), Rejection> {
     if state.exists(&stream) {
         return reject(
             RejectionCode::DuplicateId,
-            format!("{what} is already used"),
+            format!("{} is already used", what()),
         );
     }
     Ok(())
@@ -122,11 +123,9 @@ pub fn decide(
     }
     match command {
         Command::RegisterSupplier { supplier_id, name } => {
-            unused(
-                state,
-                StreamId::supplier(supplier_id),
-                &format!("supplier {supplier_id}"),
-            )?;
+            unused(state, StreamId::supplier(supplier_id), || {
+                format!("supplier {supplier_id}")
+            })?;
             Ok(vec![Event::SupplierRegistered(SupplierRegistered {
                 supplier_id: supplier_id.clone(),
                 name: name.clone(),
@@ -137,11 +136,9 @@ pub fn decide(
             name,
             timezone,
         } => {
-            unused(
-                state,
-                StreamId::store(store_id),
-                &format!("store {store_id}"),
-            )?;
+            unused(state, StreamId::store(store_id), || {
+                format!("store {store_id}")
+            })?;
             Ok(vec![Event::StoreRegistered(StoreRegistered {
                 store_id: store_id.clone(),
                 name: name.clone(),
@@ -154,7 +151,7 @@ pub fn decide(
             supplier_id,
             unit_price_cents,
         } => {
-            unused(state, StreamId::item(item_id), &format!("item {item_id}"))?;
+            unused(state, StreamId::item(item_id), || format!("item {item_id}"))?;
             if !state.has_supplier(supplier_id) {
                 return reject(C::UnknownSupplier, format!("no supplier {supplier_id}"));
             }
@@ -172,11 +169,9 @@ pub fn decide(
             occurred_at,
             lines,
         } => {
-            unused(
-                state,
-                StreamId::delivery(delivery_id),
-                &format!("delivery {delivery_id}"),
-            )?;
+            unused(state, StreamId::delivery(delivery_id), || {
+                format!("delivery {delivery_id}")
+            })?;
             if !state.has_supplier(supplier_id) {
                 return reject(C::UnknownSupplier, format!("no supplier {supplier_id}"));
             }
@@ -218,7 +213,7 @@ pub fn decide(
             occurred_at,
             lines,
         } => {
-            unused(state, StreamId::sale(sale_id), &format!("sale {sale_id}"))?;
+            unused(state, StreamId::sale(sale_id), || format!("sale {sale_id}"))?;
             let Some(store) = state.store(store_id) else {
                 return reject(C::UnknownStore, format!("no store {store_id}"));
             };
@@ -286,11 +281,9 @@ pub fn decide(
             occurred_at,
             lines,
         } => {
-            unused(
-                state,
-                StreamId::return_(return_id),
-                &format!("return {return_id}"),
-            )?;
+            unused(state, StreamId::return_(return_id), || {
+                format!("return {return_id}")
+            })?;
             let Some(store) = state.store(store_id) else {
                 return reject(C::UnknownStore, format!("no store {store_id}"));
             };
@@ -350,11 +343,9 @@ pub fn decide(
             reason,
             occurred_at,
         } => {
-            unused(
-                state,
-                StreamId::adjustment(adjustment_id),
-                &format!("adjustment {adjustment_id}"),
-            )?;
+            unused(state, StreamId::adjustment(adjustment_id), || {
+                format!("adjustment {adjustment_id}")
+            })?;
             let Some(store) = state.store(store_id) else {
                 return reject(C::UnknownStore, format!("no store {store_id}"));
             };

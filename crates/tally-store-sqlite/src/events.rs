@@ -80,7 +80,6 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
             "INSERT INTO stream_index (stream_id, version, position) VALUES (?1, ?2, ?3)",
         )
         .map_err(sql_error)?;
-    let t0 = std::time::Instant::now();
     let mut positions = Vec::with_capacity(batch.events.len());
     for event in &batch.events {
         let Some((primary, primary_version)) = event.streams.first() else {
@@ -131,7 +130,6 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
              VALUES (?1, '', '', 'admin', NULL, ?6, ?2, ?3, ?4, ?5)",
         )
         .map_err(sql_error)?;
-    let t1 = std::time::Instant::now();
     let now = ts_to_sql(jiff::Timestamp::now());
     for outcome in &batch.outcomes {
         let (status, position, code, message) = match &outcome.decision {
@@ -167,7 +165,6 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
                 .map_err(sql_error)?;
         }
     }
-    tracing::debug!(events = positions.len(), appending = ?(t1 - t0), outcomes = ?t1.elapsed(), "commit");
     Ok(positions)
 }
 
