@@ -14,6 +14,9 @@ use crate::ports::{Error, EventStore, ReadStore};
 use crate::readmodel::{Accumulator, PROJECTIONS, ProjectionUpdate};
 use crate::signals::{Signals, changed_or_poll};
 
+/// Most events per batch when following the log live; catch-up and rebuild use `batch_size`.
+const LIVE_BATCH: usize = 5000;
+
 pub struct Projector {
     store: Arc<dyn EventStore>,
     read: Arc<dyn ReadStore>,
@@ -28,7 +31,7 @@ impl Projector {
             store,
             read,
             signals,
-            batch_size: 20_000,
+            batch_size: 40_000,
             checkpoints: None,
         }
     }
@@ -60,7 +63,8 @@ impl Projector {
     /// Applies the next batch of events; returns how many events it read (0: caught up).
     pub async fn step(&mut self) -> Result<usize, Error> {
         let from = self.next_from().await?;
-        let events = self.store.read_all(from, self.batch_size).await?;
+        // Live batches stay small: a big apply would hold the single writer (and every 202) up.
+        let events = self.store.read_all(from, self.batch_size.min(LIVE_BATCH)).await?;
         if events.is_empty() {
             self.signals.projected(from);
             return Ok(0);
