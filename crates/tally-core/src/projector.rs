@@ -64,7 +64,10 @@ impl Projector {
     pub async fn step(&mut self) -> Result<usize, Error> {
         let from = self.next_from().await?;
         // Live batches stay small: a big apply would hold the single writer (and every 202) up.
-        let events = self.store.read_all(from, self.batch_size.min(LIVE_BATCH)).await?;
+        let events = self
+            .store
+            .read_all(from, self.batch_size.min(LIVE_BATCH))
+            .await?;
         if events.is_empty() {
             self.signals.projected(from);
             return Ok(0);
