@@ -208,3 +208,67 @@ async fn state_survives_a_new_processor_on_the_same_file() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_message_is_retried_then_dead_lettered_and_blocks_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(dir.path()).unwrap();
+    let backend = store.backend();
+    let poison = Uuid::now_v7();
+    backend
+        .queue
+        .enqueue(vec![QueueMessage {
+            message_id: poison,
+            partition_key: "store:x".into(),
+            payload: b"not an envelope".to_vec(),
+        }])
+        .await
+        .unwrap();
+    submit_all(
+        &backend,
+        vec![tally_domain::Command::RegisterSupplier {
+            supplier_id: tally_domain::values::SupplierId::parse("acme").unwrap(),
+            name: tally_domain::values::Text::parse("Acme").unwrap(),
+        }],
+    )
+    .await;
+    let mut processor = Processor::new(
+        backend.events.clone(),
+        backend.queue.clone(),
+        Signals::default(),
+        ProcessorConfig {
+            retry_after: Duration::ZERO,
+            ..ProcessorConfig::default()
+        },
+    );
+    let (mut processed, mut poisoned) = (0, 0);
+    for _ in 0..20 {
+        let r = processor.step(Duration::from_millis(20)).await.unwrap();
+        processed += r.processed;
+        poisoned += r.poison;
+        if backend.queue.depth().await.unwrap() == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        processed, 1,
+        "the good command is not held up by the poison one"
+    );
+    assert!(
+        poisoned > 1,
+        "the poison message is retried before it is dead-lettered"
+    );
+    let dead = backend.queue.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, poison);
+    assert!(
+        dead[0].reason.contains("undecodable"),
+        "the reason is kept: {}",
+        dead[0].reason
+    );
+    assert_eq!(
+        backend.events.head().await.unwrap(),
+        1,
+        "the poison message wrote nothing"
+    );
+}
