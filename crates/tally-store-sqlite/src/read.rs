@@ -226,30 +226,18 @@ impl ReadStore for Sqlite {
         from: Option<Date>,
         to: Option<Date>,
     ) -> Result<(u64, Vec<(Date, DayFigures)>)> {
-        let store_id = store_id.to_owned();
-        let (from, to) = range(from, to);
+        let (store_id, (from, to)) = (store_id.to_owned(), range(from, to));
         self.readers
             .read(move |conn| {
-                snapshot(conn, |conn| {
-                    let position = checkpoint(conn, STORE_DAILY)?;
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT date, transactions, units_sold, gross_cents, returned_units, returned_cents \
-                             FROM rm_store_daily WHERE store_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
-                        )
-                        .map_err(sql_error)?;
-                    let rows = stmt
-                        .query_map(params![store_id, from, to], |r| Ok((r.get::<_, String>(0)?, day_figures(r, 1)?)))
-                        .map_err(sql_error)?;
-                    let mut out = Vec::new();
-                    for row in rows {
-                        let (date, f) = row.map_err(sql_error)?;
-                        if !f.is_empty() {
-                            out.push((parse_date(&date)?, f));
-                        }
-                    }
-                    Ok((position, out))
-                })
+                report(
+                    conn,
+                    STORE_DAILY,
+                    "SELECT date, transactions, units_sold, gross_cents, returned_units, returned_cents \
+                     FROM rm_store_daily WHERE store_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
+                    params![store_id, from, to],
+                    |r| day_figures(r, 1),
+                    |date| parse_date(&date),
+                )
             })
             .await
     }
@@ -258,26 +246,15 @@ impl ReadStore for Sqlite {
         let date = date.to_string();
         self.readers
             .read(move |conn| {
-                snapshot(conn, |conn| {
-                    let position = checkpoint(conn, STORE_DAILY)?;
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT store_id, transactions, units_sold, gross_cents, returned_units, returned_cents \
-                             FROM rm_store_daily WHERE date = ?1 ORDER BY store_id",
-                        )
-                        .map_err(sql_error)?;
-                    let rows = stmt
-                        .query_map(params![date], |r| Ok((r.get::<_, String>(0)?, day_figures(r, 1)?)))
-                        .map_err(sql_error)?;
-                    let mut out = Vec::new();
-                    for row in rows {
-                        let (store, f) = row.map_err(sql_error)?;
-                        if !f.is_empty() {
-                            out.push((store, f));
-                        }
-                    }
-                    Ok((position, out))
-                })
+                report(
+                    conn,
+                    STORE_DAILY,
+                    "SELECT store_id, transactions, units_sold, gross_cents, returned_units, returned_cents \
+                     FROM rm_store_daily WHERE date = ?1 ORDER BY store_id",
+                    params![date],
+                    |r| day_figures(r, 1),
+                    Ok,
+                )
             })
             .await
     }
@@ -288,42 +265,72 @@ impl ReadStore for Sqlite {
         from: Option<Date>,
         to: Option<Date>,
     ) -> Result<(u64, Vec<(Date, SupplierDay)>)> {
-        let supplier_id = supplier_id.to_owned();
-        let (from, to) = range(from, to);
+        let (supplier_id, (from, to)) = (supplier_id.to_owned(), range(from, to));
         self.readers
             .read(move |conn| {
-                snapshot(conn, |conn| {
-                    let position = checkpoint(conn, SUPPLIER_DAILY)?;
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents \
-                             FROM rm_supplier_daily WHERE supplier_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
-                        )
-                        .map_err(sql_error)?;
-                    let rows = stmt
-                        .query_map(params![supplier_id, from, to], |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                SupplierDay {
-                                    deliveries: r.get(1)?,
-                                    units_supplied: r.get(2)?,
-                                    supply_cost_cents: r.get(3)?,
-                                    units_sold: r.get(4)?,
-                                    sales_cents: r.get(5)?,
-                                },
-                            ))
+                report(
+                    conn,
+                    SUPPLIER_DAILY,
+                    "SELECT date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents \
+                     FROM rm_supplier_daily WHERE supplier_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
+                    params![supplier_id, from, to],
+                    |r| {
+                        Ok(SupplierDay {
+                            deliveries: r.get(1)?,
+                            units_supplied: r.get(2)?,
+                            supply_cost_cents: r.get(3)?,
+                            units_sold: r.get(4)?,
+                            sales_cents: r.get(5)?,
                         })
-                        .map_err(sql_error)?;
-                    let mut out = Vec::new();
-                    for row in rows {
-                        let (date, f) = row.map_err(sql_error)?;
-                        if !f.is_empty() {
-                            out.push((parse_date(&date)?, f));
-                        }
-                    }
-                    Ok((position, out))
-                })
+                    },
+                    |date| parse_date(&date),
+                )
             })
             .await
     }
+}
+
+/// Something a report row holds; rows whose figures are all zero (a day whose only sale was voided)
+/// are left out of reports.
+trait Figures {
+    fn is_empty(&self) -> bool;
+}
+
+impl Figures for DayFigures {
+    fn is_empty(&self) -> bool {
+        DayFigures::is_empty(self)
+    }
+}
+
+impl Figures for SupplierDay {
+    fn is_empty(&self) -> bool {
+        SupplierDay::is_empty(self)
+    }
+}
+
+/// A report: in one snapshot, the projection's checkpoint and the non-empty rows of `sql`, whose first
+/// column is the row's key.
+fn report<K, F: Figures>(
+    conn: &Connection,
+    projection: &str,
+    sql: &str,
+    params: impl rusqlite::Params,
+    figures: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<F>,
+    key: impl Fn(String) -> Result<K>,
+) -> Result<(u64, Vec<(K, F)>)> {
+    snapshot(conn, |conn| {
+        let position = checkpoint(conn, projection)?;
+        let mut stmt = conn.prepare_cached(sql).map_err(sql_error)?;
+        let rows = stmt
+            .query_map(params, |r| Ok((r.get::<_, String>(0)?, figures(r)?)))
+            .map_err(sql_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, f) = row.map_err(sql_error)?;
+            if !f.is_empty() {
+                out.push((key(k)?, f));
+            }
+        }
+        Ok((position, out))
+    })
 }
