@@ -364,14 +364,18 @@ pub async fn command_status(
         return Err(not_found());
     }
     let record = if wait_ms > 0 {
-        tally_core::wait::command_outcome(
+        let wait = tally_core::wait::command_outcome(
             s.backend.commands.as_ref(),
             &s.signals,
             command_id,
             Duration::from_millis(wait_ms),
-        )
-        .await?
-        .ok_or_else(not_found)?
+        );
+        // A long poll ends early when the server shuts down, answering the status as it is.
+        let waited = tokio::select! {
+            r = wait => r?,
+            _ = crate::shutting_down(&s) => s.backend.commands.status(command_id).await?,
+        };
+        waited.ok_or_else(not_found)?
     } else {
         record
     };

@@ -40,6 +40,15 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Resolves once the server starts shutting down; long polls end early with it.
+pub(crate) async fn shutting_down(state: &AppState) {
+    let mut shutdown = state.shutdown.clone();
+    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+        // The sender is gone: the server is going away, or never had a shutdown signal (tests).
+        std::future::pending::<()>().await;
+    }
+}
+
 struct Security;
 
 impl Modify for Security {

@@ -88,7 +88,12 @@ async fn ready(
     let position: u64 = raw
         .parse()
         .map_err(|_| ApiError::invalid("min_position", "must be a non-negative integer"))?;
-    if tally_core::wait::projected(s.backend.read.as_ref(), &s.signals, position, MAX_WAIT).await? {
+    let wait = tally_core::wait::projected(s.backend.read.as_ref(), &s.signals, position, MAX_WAIT);
+    let reached = tokio::select! {
+        r = wait => r?,
+        _ = crate::shutting_down(s) => false,
+    };
+    if reached {
         Ok(())
     } else {
         Err(ApiError::Unavailable {
