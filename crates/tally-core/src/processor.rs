@@ -146,6 +146,35 @@ impl Processor {
             received: deliveries.len(),
             ..StepReport::default()
         };
+        let mut settled: HashSet<u64> = HashSet::with_capacity(deliveries.len());
+        if let Err(e) = self.run_batch(&deliveries, &mut report, &mut settled).await {
+            // Hand back what is neither acked nor nacked, so it is retried (with back-off, and
+            // dead-lettered after the queue's bounded number of deliveries) instead of staying in flight.
+            for d in deliveries.iter().filter(|d| !settled.contains(&d.tag)) {
+                if let Err(nack) = self
+                    .queue
+                    .nack(
+                        d.tag,
+                        &format!("processing failed: {e}"),
+                        self.config.retry_after,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %nack, message_id = %d.message_id, "could not hand a message back");
+                }
+            }
+            return Err(e);
+        }
+        Ok(report)
+    }
+
+    /// Decides, commits and acks one batch from the queue (see [`Processor::step`]).
+    async fn run_batch(
+        &mut self,
+        deliveries: &[Delivery],
+        report: &mut StepReport,
+        settled: &mut HashSet<u64>,
+    ) -> Result<(), Error> {
         // Pipelined group commit: while chunk k is being committed, chunk k+1 is decoded and decided on
         // top of k's effects; k+1 is only sent once k has committed, and each chunk is acked as soon as
         // it has committed. A failed commit drops both from the cache and the rest of the batch is
@@ -159,16 +188,16 @@ impl Processor {
         let (mut deciding, mut waiting) = (Duration::ZERO, Duration::ZERO);
         for (k, chunk) in delivered.iter().enumerate() {
             let t = std::time::Instant::now();
-            decoded.push(self.decode(chunk, &mut report).await?);
+            decoded.push(self.decode(chunk, report, settled).await?);
             let prepared = self.prepare(&decoded[k], false).await?;
             deciding += t.elapsed();
             let t = std::time::Instant::now();
             if let Some((j, flight)) = in_flight.take() {
-                if !self.land(flight, &prepared.touched, &mut report).await {
+                if !self.land(flight, &prepared.touched, report).await {
                     failed_at = Some(j);
                     break;
                 }
-                self.ack(&decoded[j]).await?;
+                self.ack(&decoded[j], settled).await?;
             }
             waiting += t.elapsed();
             in_flight = Some((k, self.send(prepared)));
@@ -177,8 +206,8 @@ impl Processor {
         if failed_at.is_none()
             && let Some((j, flight)) = in_flight.take()
         {
-            if self.land(flight, &Set::default(), &mut report).await {
-                self.ack(&decoded[j]).await?;
+            if self.land(flight, &Set::default(), report).await {
+                self.ack(&decoded[j], settled).await?;
             } else {
                 failed_at = Some(j);
             }
@@ -187,14 +216,14 @@ impl Processor {
         tracing::debug!(commands = deliveries.len(), ?deciding, ?waiting, "batch");
         if let Some(first_failed) = failed_at {
             for chunk in &delivered[decoded.len()..] {
-                decoded.push(self.decode(chunk, &mut report).await?);
+                decoded.push(self.decode(chunk, report, settled).await?);
             }
             for chunk in &decoded[first_failed..] {
-                self.commit_with_retries(chunk, &mut report).await?;
-                self.ack(chunk).await?;
+                self.commit_with_retries(chunk, report).await?;
+                self.ack(chunk, settled).await?;
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Decodes a chunk's envelopes; an undecodable message is nacked (and dead-lettered in the end).
@@ -202,6 +231,7 @@ impl Processor {
         &self,
         deliveries: &'d [Delivery],
         report: &mut StepReport,
+        settled: &mut HashSet<u64>,
     ) -> Result<Vec<(&'d Delivery, CommandEnvelope)>, Error> {
         let mut out = Vec::with_capacity(deliveries.len());
         for d in deliveries {
@@ -210,6 +240,7 @@ impl Processor {
                 Err(e) => {
                     report.poison += 1;
                     tracing::warn!(message_id = %d.message_id, error = %e, "undecodable command message");
+                    settled.insert(d.tag);
                     self.queue
                         .nack(
                             d.tag,
@@ -223,9 +254,15 @@ impl Processor {
         Ok(out)
     }
 
-    async fn ack(&self, chunk: &[(&Delivery, CommandEnvelope)]) -> Result<(), Error> {
+    async fn ack(
+        &self,
+        chunk: &[(&Delivery, CommandEnvelope)],
+        settled: &mut HashSet<u64>,
+    ) -> Result<(), Error> {
         let tags: Vec<u64> = chunk.iter().map(|(d, _)| d.tag).collect();
-        self.queue.ack(&tags).await
+        self.queue.ack(&tags).await?;
+        settled.extend(tags);
+        Ok(())
     }
 
     /// Decides a chunk sequentially with retries on conflict (the slow path after a failed commit).

@@ -272,3 +272,131 @@ async fn an_undecodable_message_is_retried_then_dead_lettered_and_blocks_nothing
         "the poison message wrote nothing"
     );
 }
+
+/// The real SQLite store, with its first commits made to fail as if the disk had gone away for a moment.
+struct FailingCommits {
+    inner: std::sync::Arc<dyn tally_core::EventStore>,
+    failures_left: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl tally_core::EventStore for FailingCommits {
+    async fn commit(
+        &self,
+        batch: tally_core::model::CommitBatch,
+    ) -> tally_core::ports::Result<Vec<u64>> {
+        let left = self.failures_left.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures_left
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(tally_core::Error::Unavailable(
+                "injected: disk went away".into(),
+            ));
+        }
+        self.inner.commit(batch).await
+    }
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> tally_core::ports::Result<Vec<tally_core::model::RecordedEvent>> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn read_streams(
+        &self,
+        streams: &[tally_domain::StreamId],
+    ) -> tally_core::ports::Result<
+        Vec<(
+            tally_domain::StreamId,
+            u64,
+            tally_core::model::RecordedEvent,
+        )>,
+    > {
+        self.inner.read_streams(streams).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &tally_domain::StreamId,
+    ) -> tally_core::ports::Result<Vec<tally_core::model::RecordedEvent>> {
+        self.inner.read_stream(stream).await
+    }
+    async fn stream_ids(&self) -> tally_core::ports::Result<Vec<tally_domain::StreamId>> {
+        self.inner.stream_ids().await
+    }
+    async fn head(&self) -> tally_core::ports::Result<u64> {
+        self.inner.head().await
+    }
+    async fn decided(&self, ids: &[Uuid]) -> tally_core::ports::Result<Vec<Uuid>> {
+        self.inner.decided(ids).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_hands_the_batch_back_and_it_is_processed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(dir.path()).unwrap();
+    let backend = store.backend();
+    let workload = w1(
+        3,
+        W1Size {
+            suppliers: 2,
+            stores: 2,
+            items: 10,
+            sales: 200,
+        },
+    );
+    submit_all(&backend, workload.commands).await;
+    // Two failures: the pipelined commit, then the step's own retry of it; the step gives up.
+    let events = std::sync::Arc::new(FailingCommits {
+        inner: backend.events.clone(),
+        failures_left: 2.into(),
+    });
+    let mut processor = Processor::new(
+        events,
+        backend.queue.clone(),
+        Signals::default(),
+        ProcessorConfig {
+            commit_size: 50,
+            retry_after: Duration::ZERO,
+            ..ProcessorConfig::default()
+        },
+    );
+    let first = processor.step(Duration::from_millis(50)).await;
+    assert!(first.is_err(), "the injected failure surfaces");
+    assert_eq!(
+        backend.events.head().await.unwrap(),
+        0,
+        "nothing of the failed batch was written"
+    );
+    let (mut processed, mut rejected) = (0, 0);
+    for _ in 0..50 {
+        if backend.queue.depth().await.unwrap() == 0 {
+            break;
+        }
+        let r = processor.step(Duration::from_millis(50)).await.unwrap();
+        processed += r.processed as u64;
+        rejected += r.rejected as u64;
+    }
+    assert_eq!(
+        backend.queue.depth().await.unwrap(),
+        0,
+        "the handed-back batch was processed"
+    );
+    assert!(backend.queue.dead_letters().await.unwrap().is_empty());
+    Projector::new(
+        backend.events.clone(),
+        backend.read.clone(),
+        Signals::default(),
+    )
+    .catch_up()
+    .await
+    .unwrap();
+    verify(
+        backend.read.as_ref(),
+        &workload.expected,
+        processed,
+        rejected,
+    )
+    .await
+    .unwrap();
+}
