@@ -55,6 +55,16 @@ pub enum CommandErrors {
     Unavailable(#[to_schema] Problem),
 }
 
+/// The optional `Idempotency-Key` header of every command endpoint (read by [`idempotency_key`]).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// 1–128 visible ASCII characters; a retry with the same key and body gets the first answer.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -149,7 +159,7 @@ async fn submit(
 }
 
 #[utoipa::path(post, path = "/v1/suppliers", tag = "commands", request_body = NewSupplier,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; a retry with the same key and body gets the first answer")), security(("api_key" = [])),
+    params(IdempotencyHeader), security(("api_key" = [])),
     responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
 pub async fn register_supplier(
     State(s): State<AppState>,
@@ -170,7 +180,7 @@ pub async fn register_supplier(
 }
 
 #[utoipa::path(post, path = "/v1/stores", tag = "commands", request_body = NewStore,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; a retry with the same key and body gets the first answer")), security(("api_key" = [])),
+    params(IdempotencyHeader), security(("api_key" = [])),
     responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
 pub async fn register_store(
     State(s): State<AppState>,
@@ -191,7 +201,7 @@ pub async fn register_store(
 }
 
 #[utoipa::path(post, path = "/v1/items", tag = "commands", request_body = NewItem,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; a retry with the same key and body gets the first answer")), security(("api_key" = [])),
+    params(IdempotencyHeader), security(("api_key" = [])),
     responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
 pub async fn register_item(
     State(s): State<AppState>,
@@ -212,7 +222,7 @@ pub async fn register_item(
 }
 
 #[utoipa::path(post, path = "/v1/deliveries", tag = "commands", request_body = NewDelivery,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; a retry with the same key and body gets the first answer")), security(("api_key" = [])),
+    params(IdempotencyHeader), security(("api_key" = [])),
     responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
 pub async fn record_delivery(
     State(s): State<AppState>,
@@ -226,7 +236,7 @@ pub async fn record_delivery(
 }
 
 #[utoipa::path(post, path = "/v1/sales", tag = "commands", request_body = NewSale,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; a retry with the same key and body gets the first answer")), security(("api_key" = [])),
+    params(IdempotencyHeader), security(("api_key" = [])),
     responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
 pub async fn record_sale(
     State(s): State<AppState>,
@@ -240,7 +250,7 @@ pub async fn record_sale(
 }
 
 #[utoipa::path(post, path = "/v1/sales/{sale_id}/void", tag = "commands", request_body = VoidSale,
-    params(("sale_id" = String, Path, description = "The sale to void"), ("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; a retry with the same key and body gets the first answer")), security(("api_key" = [])),
+    params(("sale_id" = String, Path, description = "The sale to void"), IdempotencyHeader), security(("api_key" = [])),
     responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
 pub async fn void_sale(
     State(s): State<AppState>,
@@ -276,7 +286,7 @@ pub async fn void_sale(
 }
 
 #[utoipa::path(post, path = "/v1/returns", tag = "commands", request_body = NewReturn,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; a retry with the same key and body gets the first answer")), security(("api_key" = [])),
+    params(IdempotencyHeader), security(("api_key" = [])),
     responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
 pub async fn record_return(
     State(s): State<AppState>,
@@ -290,7 +300,7 @@ pub async fn record_return(
 }
 
 #[utoipa::path(post, path = "/v1/stock-adjustments", tag = "commands", request_body = NewAdjustment,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–128 visible ASCII characters; a retry with the same key and body gets the first answer")), security(("api_key" = [])),
+    params(IdempotencyHeader), security(("api_key" = [])),
     responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
 pub async fn adjust_stock(
     State(s): State<AppState>,
