@@ -86,11 +86,13 @@ pub struct Processor {
     state: State,
     /// Streams whose state in `state` is complete (or that are known not to exist).
     loaded: Set<StreamId>,
-    /// Streams known to exist in the store; `None` until taken at the first step. A stream in neither
+    /// Streams known to exist in the store, taken at the first step. A stream in neither
     /// set is assumed not to exist: creating it is then guarded by its version (a stream someone else
     /// created makes the commit conflict), and a rejection for something unknown is confirmed with the
     /// store before it is final.
-    exists: Option<Set<StreamId>>,
+    exists: Set<StreamId>,
+    /// Whether `exists` has been taken from the store yet.
+    warmed: bool,
 }
 
 const CONFLICT_RETRIES: usize = 8;
@@ -109,7 +111,8 @@ impl Processor {
             config,
             state: State::default(),
             loaded: Set::default(),
-            exists: None,
+            exists: Set::default(),
+            warmed: false,
         }
     }
 
@@ -135,8 +138,9 @@ impl Processor {
     /// Takes one batch (waiting up to `wait` for the first message) and handles it completely: decided,
     /// committed and acked. On a storage error the batch stays unacked and is redelivered.
     pub async fn step(&mut self, wait: Duration) -> Result<StepReport, Error> {
-        if self.exists.is_none() {
-            self.exists = Some(self.store.stream_ids().await?.into_iter().collect());
+        if !self.warmed {
+            self.exists = self.store.stream_ids().await?.into_iter().collect();
+            self.warmed = true;
         }
         let deliveries = self.queue.receive(self.config.batch_size, wait).await?;
         if deliveries.is_empty() {
@@ -346,20 +350,16 @@ impl Processor {
             self.signals.events_committed(*last);
         }
         self.signals.outcomes_committed();
-        let exists = self.exists.get_or_insert_with(Set::default);
-        for s in touched {
-            self.loaded.insert(s.clone());
-            exists.insert(s);
-        }
+        // `prepare` already marked them loaded; now they also exist in the store.
+        self.exists.extend(touched);
     }
 
     /// The cache ran ahead of the store: drop what was touched so it is read again.
     fn rolled_back(&mut self, touched: &Set<StreamId>) {
-        let exists = self.exists.get_or_insert_with(Set::default);
         for s in touched {
             self.state.forget(s);
             self.loaded.remove(s);
-            exists.insert(s.clone());
+            self.exists.insert(s.clone());
         }
     }
 
@@ -388,8 +388,7 @@ impl Processor {
             .collect();
         counts.duplicates = commands.len() - todo.len();
 
-        let wanted = todo.iter().flat_map(|c| c.command.streams_read());
-        let wanted: Vec<StreamId> = wanted.filter(|s| !self.loaded.contains(s)).collect();
+        let wanted: Vec<StreamId> = todo.iter().flat_map(|c| c.command.streams_read()).collect();
         self.load(wanted, false).await?;
         let dependent: Vec<StreamId> = todo
             .iter()
@@ -476,10 +475,9 @@ impl Processor {
     /// Makes sure the state of every stream is complete. Streams not known to exist are assumed absent
     /// unless `confirm` asks the store. Returns whether anything was read.
     async fn load(&mut self, streams: Vec<StreamId>, confirm: bool) -> Result<bool, Error> {
-        let exists = self.exists.get_or_insert_with(Set::default);
         let mut missing: Vec<StreamId> = streams
             .into_iter()
-            .filter(|s| !self.loaded.contains(s) && (confirm || exists.contains(s)))
+            .filter(|s| !self.loaded.contains(s) && (confirm || self.exists.contains(s)))
             .collect();
         missing.sort();
         missing.dedup();
@@ -493,7 +491,7 @@ impl Processor {
                     .decode()
                     .map_err(|e| Error::Corrupt(format!("event {}: {e}", recorded.position)))?;
                 self.state.apply_to(&stream, version, &event);
-                exists.insert(stream);
+                self.exists.insert(stream);
             }
         }
         self.loaded.extend(missing);
