@@ -143,6 +143,12 @@ pub struct OutcomeRecord {
 pub struct CommitBatch {
     pub events: Vec<NewEvent>,
     pub outcomes: Vec<OutcomeRecord>,
+    /// The streams the batch's decisions read and do not append to, each with the version it had when
+    /// read (0 = the stream did not exist). The commit fails with a conflict when any of them is at
+    /// another version now: a decision taken on stale state (a rejection, or a lookup of a stream it
+    /// does not write) must not be committed. Streams the events append to are already guarded by the
+    /// versions they append at and need not be listed.
+    pub reads: Vec<(StreamId, u64)>,
 }
 
 /// A command's status as clients see it.

@@ -45,9 +45,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends the batch's events and records its outcomes atomically, returning the global position of
     /// each event in order. Positions grow strictly with commit order and are never reused.
     ///
-    /// Fails with [`Error::Conflict`] when any `(stream, version)` is already taken (a stale expected
-    /// version), and with [`Error::AlreadyDecided`] when a command already has an outcome; either way
-    /// nothing of the batch is written.
+    /// Fails with [`Error::Conflict`] naming the stream when any `(stream, version)` an event appends
+    /// is already taken (a stale expected version), or when a stream of [`CommitBatch::reads`] is no
+    /// longer at the version it was read at (0: it did not exist, so it must still not exist); and with
+    /// [`Error::AlreadyDecided`] when a command already has an outcome. In every case nothing of the
+    /// batch is written. The read versions must hold atomically with the appends: no other commit may
+    /// append to a read stream between the check and this commit.
     async fn commit(&self, batch: CommitBatch) -> Result<Vec<u64>>;
 
     /// Up to `limit` events with position > `after`, in global order, without gaps in what is committed.

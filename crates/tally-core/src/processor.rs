@@ -5,11 +5,14 @@
 //! id that already has an outcome is acked without being decided again; and the commit that records an
 //! outcome is the same transaction that appends the events, guarded by stream versions and the
 //! outcome's uniqueness. Aggregate state is cached in memory and only read from the store on a miss or
-//! after a failed commit.
+//! after a failed commit. Other processors may append to the same store, so the cache can be stale: a
+//! commit carries the version of every stream its decisions read (not only of those it appends to), and
+//! a decision taken on a stale version conflicts and is decided again after reloading.
 
 use std::collections::HashSet;
 
 type Set<T> = foldhash::HashSet<T>;
+type Map<K, V> = foldhash::HashMap<K, V>;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,7 +98,13 @@ pub struct Processor {
     warmed: bool,
 }
 
-const CONFLICT_RETRIES: usize = 8;
+/// How many times the slow path decides a chunk again after a conflict before it gives the batch back
+/// to the queue. With several processors sharing a store, conflicts are an ordinary event (another
+/// process appended to a stream this one had cached), not an error: a chunk can meet a few of them in a
+/// row, each reloading what it names, and from the second one on everything the chunk read is reloaded
+/// (see [`Processor::commit_with_retries`]), so only a competitor committing to the same streams again
+/// within each retry's short window can use these up.
+const CONFLICT_RETRIES: usize = 16;
 
 impl Processor {
     pub fn new(
@@ -280,6 +289,12 @@ impl Processor {
             let prepared = self.prepare(chunk, true).await?;
             let touched = prepared.touched.clone();
             let counts = prepared.counts;
+            // Kept only on this slow path, in case a second conflict calls for reloading all of them.
+            let reads: Vec<StreamId> = prepared
+                .batch
+                .as_ref()
+                .map(|b| b.reads.iter().map(|(s, _)| s.clone()).collect())
+                .unwrap_or_default();
             let result = match prepared.batch {
                 Some(batch) => self.store.commit(batch).await,
                 None => Ok(Vec::new()),
@@ -292,6 +307,15 @@ impl Processor {
                 }
                 Err(e) => {
                     self.rolled_back(&touched);
+                    self.forget_conflicting(&e);
+                    if attempt > 0 && matches!(e, Error::Conflict { .. }) {
+                        // A conflict names one stream only. If the cache was stale in several places
+                        // (another processor served these streams meanwhile), finding them one per
+                        // attempt could use up the retries; reloading all the chunk read ends that.
+                        for s in &reads {
+                            self.forget(s);
+                        }
+                    }
                     if !matches!(e, Error::Conflict { .. } | Error::AlreadyDecided { .. })
                         || attempt >= CONFLICT_RETRIES
                     {
@@ -340,6 +364,7 @@ impl Processor {
                 tracing::debug!(error = %e, "pipelined commit failed; deciding the rest again");
                 self.rolled_back(&flight.touched);
                 self.rolled_back(also);
+                self.forget_conflicting(&e);
                 false
             }
         }
@@ -357,10 +382,25 @@ impl Processor {
     /// The cache ran ahead of the store: drop what was touched so it is read again.
     fn rolled_back(&mut self, touched: &Set<StreamId>) {
         for s in touched {
-            self.state.forget(s);
-            self.loaded.remove(s);
-            self.exists.insert(s.clone());
+            self.forget(s);
         }
+    }
+
+    /// A conflict says the cached state of the stream it names is stale: another processor appended to
+    /// it (or created it) since it was read. That stream may be one the batch only read, which
+    /// `rolled_back` does not cover, so it is dropped too and read again before the next decision.
+    fn forget_conflicting(&mut self, e: &Error) {
+        if let Error::Conflict { stream } = e {
+            self.forget(&StreamId::from_stored(stream.as_str()));
+        }
+    }
+
+    /// Drops a stream from the cache. It is marked as existing so that the next `load` reads it from
+    /// the store rather than assuming it absent (if it is absent after all, the read finds nothing).
+    fn forget(&mut self, s: &StreamId) {
+        self.state.forget(s);
+        self.loaded.remove(s);
+        self.exists.insert(s.clone());
     }
 
     /// Decides a chunk against the cache (which then includes its effects) and builds its commit.
@@ -388,28 +428,46 @@ impl Processor {
             .collect();
         counts.duplicates = commands.len() - todo.len();
 
-        let wanted: Vec<StreamId> = todo.iter().flat_map(|c| c.command.streams_read()).collect();
-        self.load(wanted, false).await?;
+        let read_by: Vec<Vec<StreamId>> = todo.iter().map(|c| c.command.streams_read()).collect();
+        self.load(read_by.iter().flatten(), false).await?;
         let dependent: Vec<StreamId> = todo
             .iter()
             .flat_map(|c| c.command.dependent_streams(&self.state))
             .collect();
-        self.load(dependent, false).await?;
+        self.load(&dependent, false).await?;
 
         let now = Timestamp::now();
         let mut batch = CommitBatch::default();
         let mut touched: Set<StreamId> = Set::default();
-        for envelope in &todo {
+        // Every stream a decision read, at the version it read it at. When several decisions read a
+        // stream, the first one's version is kept: a later one sees another version only if the chunk
+        // appended to the stream (it is then not checked, see below) or a confirmation read it from the
+        // store, in which case the earlier decision was taken on stale state and must not commit.
+        let mut reads: Map<StreamId, u64> = Map::default();
+        for (envelope, read) in todo.iter().zip(&read_by) {
             let mut decision = decide(&self.state, &envelope.command, self.config.policy);
             if let Err(r) = &decision
                 && is_about_absence(r.code)
             {
                 // Absence was assumed from the start-up snapshot; ask the store before rejecting.
-                if self.load(envelope.command.streams_read(), true).await? {
+                if self.load(read, true).await? {
                     let dependent = envelope.command.dependent_streams(&self.state);
-                    self.load(dependent, true).await?;
+                    self.load(&dependent, true).await?;
                     decision = decide(&self.state, &envelope.command, self.config.policy);
                 }
+            }
+            // What the final decision was based on, before its own events move the versions. The cache
+            // may be stale (another processor may have appended since), and a rejection or a lookup
+            // appends nothing that a version could catch: the commit checks these versions instead.
+            for s in read {
+                // Cloned only the first time: most commands read streams an earlier one already read.
+                if !reads.contains_key(s) {
+                    reads.insert(s.clone(), self.state.version(s));
+                }
+            }
+            for s in envelope.command.dependent_streams(&self.state) {
+                let version = self.state.version(&s);
+                reads.entry(s).or_insert(version);
             }
             let decision = match decision {
                 Ok(events) => {
@@ -465,6 +523,15 @@ impl Processor {
                 decision,
             });
         }
+        // Streams the chunk appends to are guarded by the versions it appends at (which build on what
+        // was read), so checking them again would only cost time. Sorted, so that what a commit checks
+        // does not depend on hash order: the same stale batch always names the same stream, and a
+        // backend that locks the streams it checks takes the locks in one order.
+        batch.reads = reads
+            .into_iter()
+            .filter(|(s, _)| !touched.contains(s))
+            .collect();
+        batch.reads.sort_unstable();
         Ok(Prepared {
             batch: (!batch.outcomes.is_empty()).then_some(batch),
             touched,
@@ -474,10 +541,15 @@ impl Processor {
 
     /// Makes sure the state of every stream is complete. Streams not known to exist are assumed absent
     /// unless `confirm` asks the store. Returns whether anything was read.
-    async fn load(&mut self, streams: Vec<StreamId>, confirm: bool) -> Result<bool, Error> {
+    async fn load<'a>(
+        &mut self,
+        streams: impl IntoIterator<Item = &'a StreamId>,
+        confirm: bool,
+    ) -> Result<bool, Error> {
         let mut missing: Vec<StreamId> = streams
             .into_iter()
-            .filter(|s| !self.loaded.contains(s) && (confirm || self.exists.contains(s)))
+            .filter(|s| !self.loaded.contains(*s) && (confirm || self.exists.contains(*s)))
+            .cloned()
             .collect();
         missing.sort();
         missing.dedup();

@@ -67,7 +67,32 @@ impl RawEvent {
     }
 }
 
+/// Fails with a conflict naming the first stream of `reads` that is not at the version it was read at.
+/// It runs inside the writer's transaction, before anything is inserted, so no commit can come between
+/// the check and the batch's writes; one index seek per stream.
+fn check_reads(conn: &Connection, reads: &[(StreamId, u64)]) -> Result<()> {
+    if reads.is_empty() {
+        return Ok(());
+    }
+    let mut current = conn
+        .prepare_cached("SELECT max(version) FROM stream_index WHERE stream_id = ?1")
+        .map_err(sql_error)?;
+    for (stream, read_at) in reads {
+        // An aggregate always yields one row: NULL when the stream has no event (version 0).
+        let version: Option<i64> = current
+            .query_row(params![stream.as_str()], |r| r.get(0))
+            .map_err(sql_error)?;
+        if i64::try_from(*read_at).ok() != Some(version.unwrap_or(0)) {
+            return Err(Error::Conflict {
+                stream: stream.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
+    check_reads(conn, &batch.reads)?;
     let mut insert_event = conn
         .prepare_cached(
             "INSERT INTO events (stream_id, version, event_type, schema_version, occurred_at, \

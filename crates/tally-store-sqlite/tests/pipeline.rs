@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tally_core::model::{CommandEnvelope, Principal, QueueMessage, Role};
+use tally_core::model::{CommandEnvelope, CommandStatus, Principal, QueueMessage, Role};
 use tally_core::ports::Submission;
 use tally_core::processor::{Processor, ProcessorConfig};
 use tally_core::projector::Projector;
@@ -273,10 +273,34 @@ async fn an_undecodable_message_is_retried_then_dead_lettered_and_blocks_nothing
     );
 }
 
-/// The real SQLite store, with its first commits made to fail as if the disk had gone away for a moment.
+/// The real SQLite store, with its first commits made to fail as if the disk had gone away for a moment,
+/// the conflicts it reports counted, and the `reads` of every commit asked of it kept.
 struct FailingCommits {
     inner: std::sync::Arc<dyn tally_core::EventStore>,
     failures_left: std::sync::atomic::AtomicU32,
+    conflicts: std::sync::atomic::AtomicU32,
+    reads: std::sync::Mutex<Vec<Vec<(tally_domain::StreamId, u64)>>>,
+}
+
+impl FailingCommits {
+    fn new(inner: std::sync::Arc<dyn tally_core::EventStore>, failures: u32) -> Self {
+        Self {
+            inner,
+            failures_left: failures.into(),
+            conflicts: 0.into(),
+            reads: std::sync::Mutex::default(),
+        }
+    }
+    /// The `reads` of the commits asked since the last call, as `(stream, version)` strings.
+    fn take_reads(&self) -> Vec<Vec<(String, u64)>> {
+        std::mem::take(&mut *self.reads.lock().unwrap())
+            .into_iter()
+            .map(|r| r.into_iter().map(|(s, v)| (s.to_string(), v)).collect())
+            .collect()
+    }
+    fn conflicts(&self) -> u32 {
+        self.conflicts.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[async_trait::async_trait]
@@ -293,7 +317,13 @@ impl tally_core::EventStore for FailingCommits {
                 "injected: disk went away".into(),
             ));
         }
-        self.inner.commit(batch).await
+        self.reads.lock().unwrap().push(batch.reads.clone());
+        let result = self.inner.commit(batch).await;
+        if let Err(tally_core::Error::Conflict { .. }) = result {
+            self.conflicts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
     }
     async fn read_all(
         &self,
@@ -347,10 +377,7 @@ async fn a_failed_commit_hands_the_batch_back_and_it_is_processed_once() {
     );
     submit_all(&backend, workload.commands).await;
     // Two failures: the pipelined commit, then the step's own retry of it; the step gives up.
-    let events = std::sync::Arc::new(FailingCommits {
-        inner: backend.events.clone(),
-        failures_left: 2.into(),
-    });
+    let events = std::sync::Arc::new(FailingCommits::new(backend.events.clone(), 2));
     let mut processor = Processor::new(
         events,
         backend.queue.clone(),
@@ -399,4 +426,192 @@ async fn a_failed_commit_hands_the_batch_back_and_it_is_processed_once() {
     )
     .await
     .unwrap();
+}
+
+mod ids {
+    use tally_domain::values::{
+        Cents, DeliveryId, ItemId, Quantity, SaleId, StoreId, SupplierId, Text, TimeZoneName,
+    };
+
+    pub fn supplier() -> SupplierId {
+        SupplierId::parse("acme").unwrap()
+    }
+    pub fn store() -> StoreId {
+        StoreId::parse("s1").unwrap()
+    }
+    pub fn item() -> ItemId {
+        ItemId::parse("i1").unwrap()
+    }
+    pub fn text(raw: &str) -> Text {
+        Text::parse(raw).unwrap()
+    }
+    pub fn zone() -> TimeZoneName {
+        TimeZoneName::parse("Europe/Berlin").unwrap()
+    }
+    pub fn cents(value: i64) -> Cents {
+        Cents::new(value).unwrap()
+    }
+    pub fn quantity(value: i64) -> Quantity {
+        Quantity::new(value).unwrap()
+    }
+    pub fn delivery(raw: &str) -> DeliveryId {
+        DeliveryId::parse(raw).unwrap()
+    }
+    pub fn sale(raw: &str) -> SaleId {
+        SaleId::parse(raw).unwrap()
+    }
+}
+
+fn delivery(id: &str, units: i64) -> tally_domain::Command {
+    tally_domain::Command::RecordDelivery {
+        delivery_id: ids::delivery(id),
+        supplier_id: ids::supplier(),
+        store_id: ids::store(),
+        occurred_at: jiff::Timestamp::now(),
+        lines: vec![tally_domain::command::DeliveryLine {
+            item_id: ids::item(),
+            quantity: ids::quantity(units),
+            unit_cost_cents: ids::cents(100),
+        }],
+    }
+}
+
+fn sale(id: &str, units: i64) -> tally_domain::Command {
+    tally_domain::Command::RecordSale {
+        sale_id: ids::sale(id),
+        store_id: ids::store(),
+        occurred_at: jiff::Timestamp::now(),
+        lines: vec![tally_domain::command::SaleLine {
+            item_id: ids::item(),
+            quantity: ids::quantity(units),
+            unit_price_cents: ids::cents(250),
+        }],
+    }
+}
+
+/// Two processors on one store, each with its own cache, as two processes sharing a database would
+/// be: each one's cache of a stream goes stale whenever the other appends to it. A decision taken on
+/// the stale cache must not commit, whether it appends (caught by the version it appends at) or not (a
+/// rejection, caught by the version it read at); either way the conflict is retried after reloading,
+/// and never reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_on_a_stale_cache_is_decided_again_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(dir.path()).unwrap();
+    let backend = store.backend();
+    let events = std::sync::Arc::new(FailingCommits::new(backend.events.clone(), 0));
+    let processor = |events: std::sync::Arc<FailingCommits>| {
+        Processor::new(
+            events,
+            backend.queue.clone(),
+            Signals::default(),
+            ProcessorConfig {
+                policy: tally_domain::StockPolicy::Reject,
+                ..ProcessorConfig::default()
+            },
+        )
+    };
+    let mut a = processor(events.clone());
+    let mut b = processor(events.clone());
+    let on_hand = |p: &Processor| {
+        p.state()
+            .store(&ids::store())
+            .map(|s| s.on_hand(&ids::item()))
+    };
+
+    // A registers everything and takes a delivery of 5: its cache holds the store with 5 on hand.
+    submit_all(
+        &backend,
+        vec![
+            tally_domain::Command::RegisterSupplier {
+                supplier_id: ids::supplier(),
+                name: ids::text("Acme"),
+            },
+            tally_domain::Command::RegisterStore {
+                store_id: ids::store(),
+                name: ids::text("Store one"),
+                timezone: ids::zone(),
+            },
+            tally_domain::Command::RegisterItem {
+                item_id: ids::item(),
+                name: ids::text("Widget"),
+                supplier_id: ids::supplier(),
+                unit_price_cents: ids::cents(250),
+            },
+            delivery("d1", 5),
+        ],
+    )
+    .await;
+    assert_eq!(drain(&mut a, &backend).await, (4, 0, 0));
+    assert_eq!(on_hand(&a), Some(5));
+
+    // B takes a delivery of 10 to the same store: A's cache now says 5 where the store has 15.
+    submit_all(&backend, vec![delivery("d2", 10)]).await;
+    assert_eq!(drain(&mut b, &backend).await, (1, 0, 0));
+    assert_eq!(on_hand(&b), Some(15));
+    assert_eq!(on_hand(&a), Some(5), "A has not heard of B's delivery");
+    assert_eq!(events.conflicts(), 0);
+    events.take_reads();
+
+    // A sale of 12 handed to A: on its stale cache it would be rejected for insufficient stock, a
+    // decision that appends nothing. The store's version it read at makes the commit conflict, and A
+    // decides again on the reloaded store.
+    let sale_command = envelope(sale("x1", 12));
+    let sale_id = sale_command.command_id;
+    backend
+        .intake
+        .submit(Submission {
+            partition_key: sale_command.command.partition_key(),
+            envelope: sale_command,
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        drain(&mut a, &backend).await,
+        (1, 0, 0),
+        "the sale is processed, not rejected on stale stock"
+    );
+    assert_eq!(events.conflicts(), 1, "the stale read conflicted once");
+    let owned = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(s, v)| ((*s).to_owned(), *v)).collect()
+    };
+    assert_eq!(
+        events.take_reads(),
+        [
+            // The rejection read everything at the versions in A's cache: the sale did not exist.
+            owned(&[("item-i1", 1), ("sale-x1", 0), ("store-s1", 2)]),
+            // The sale appends to its own stream and the store, which its versions guard.
+            owned(&[("item-i1", 1)]),
+        ]
+    );
+    assert_eq!(on_hand(&a), Some(3));
+    let status = backend.commands.status(sale_id).await.unwrap().unwrap();
+    assert!(
+        matches!(status.status, CommandStatus::Processed { .. }),
+        "{status:?}"
+    );
+
+    // Now B's cache is stale: its delivery of 2 appends to the store at a version A's sale took. The
+    // conflict is retried inside the step (which succeeds), not surfaced.
+    submit_all(&backend, vec![delivery("d3", 2)]).await;
+    let report = b.step(Duration::from_millis(50)).await.unwrap();
+    assert_eq!((report.processed, report.rejected), (1, 0));
+    assert_eq!(backend.queue.depth().await.unwrap(), 0);
+    assert_eq!(events.conflicts(), 2, "the stale append conflicted once");
+    assert_eq!(on_hand(&b), Some(5));
+    assert!(backend.queue.dead_letters().await.unwrap().is_empty());
+
+    // The log agrees: 5 + 10 - 12 + 2 on hand, each command once.
+    Projector::new(
+        backend.events.clone(),
+        backend.read.clone(),
+        Signals::default(),
+    )
+    .catch_up()
+    .await
+    .unwrap();
+    let (_, stock) = backend.read.inventory_item("s1", "i1").await.unwrap();
+    assert_eq!(stock, 5);
+    assert_eq!(backend.events.read_all(0, 100).await.unwrap().len(), 7);
 }

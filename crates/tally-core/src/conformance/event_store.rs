@@ -275,6 +275,7 @@ pub async fn racing_writers_one_wins(b: &Backend) {
             let attempt = CommitBatch {
                 events: vec![event("race", 1, &format!("r{i}"))],
                 outcomes: vec![processed(id, 0)],
+                reads: Vec::new(),
             };
             start.wait().await;
             (i, events.commit(attempt).await)

@@ -16,14 +16,14 @@
 //!
 //! The checks follow the contracts written on the ports. Where they read a contract more precisely than
 //! its doc comment does, the reading is stated here: timestamps round-trip at microsecond precision
-//! (what PostgreSQL keeps); `Conflict` names the stream whose version was taken; the intake's queue
-//! message carries the encoded envelope; a queue dead-letters a message within [`queue::MAX_NACKS`]
-//! deliveries, a dead letter leaves `depth`, and a replayed one leaves `dead_letters`. Where a contract
-//! leaves a choice open, no check makes it: whether one `receive` may hand out several messages of a
-//! partition (the in-flight checks receive one at a time), the order of `daily_sales` rows and of
-//! streams in `read_streams`, whether `list` shows revoked keys, and when the message of a consumer that
-//! died unacked comes back. No check asserts speed: waits are bounded only so that a hang becomes a
-//! failure.
+//! (what PostgreSQL keeps); `Conflict` names the stream whose version was taken, or the stream of
+//! `reads` that moved (when only one did); the intake's queue message carries the encoded envelope; a
+//! queue dead-letters a message within [`queue::MAX_NACKS`] deliveries, a dead letter leaves `depth`,
+//! and a replayed one leaves `dead_letters`. Where a contract leaves a choice open, no check makes it:
+//! whether one `receive` may hand out several messages of a partition (the in-flight checks receive one
+//! at a time), the order of `daily_sales` rows and of streams in `read_streams`, whether `list` shows
+//! revoked keys, and when the message of a consumer that died unacked comes back. No check asserts
+//! speed: waits are bounded only so that a hang becomes a failure.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -96,6 +96,10 @@ macro_rules! conformance_tests {
                 event_store_records_outcomes_as_statuses =>
                     outcomes::records_outcomes_as_statuses,
                 event_store_reports_decided_commands => outcomes::reports_decided_commands,
+                event_store_stale_read_writes_nothing => outcomes::stale_read_writes_nothing,
+                event_store_read_of_a_stream_created_since_conflicts =>
+                    outcomes::read_of_a_stream_created_since_conflicts,
+                event_store_current_reads_commit => outcomes::current_reads_commit,
                 queue_delivers_messages_intact => queue::delivers_messages_intact,
                 queue_keeps_partition_order => queue::keeps_partition_order,
                 queue_holds_a_partition_while_a_message_is_in_flight =>

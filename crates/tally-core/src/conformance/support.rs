@@ -57,6 +57,7 @@ pub fn batch(events: Vec<NewEvent>) -> CommitBatch {
     CommitBatch {
         events,
         outcomes: Vec::new(),
+        reads: Vec::new(),
     }
 }
 
