@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+pub mod lease;
 pub mod model;
 pub mod ports;
 pub mod processor;
@@ -27,6 +28,7 @@ pub mod workload;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 
+pub use lease::{Lease, Leases, LocalLeases};
 pub use ports::{CommandLog, CommandQueue, Error, EventStore, Intake, KeyStore, ReadStore};
 pub use signals::Signals;
 
@@ -40,4 +42,6 @@ pub struct Backend {
     pub queue: Arc<dyn CommandQueue>,
     pub read: Arc<dyn ReadStore>,
     pub keys: Arc<dyn KeyStore>,
+    /// Roles only one process may hold at a time (the projector).
+    pub leases: Arc<dyn Leases>,
 }

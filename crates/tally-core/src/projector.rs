@@ -9,10 +9,16 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::lease::Leases;
 use crate::model::RecordedEvent;
 use crate::ports::{Error, EventStore, ReadStore};
 use crate::readmodel::{Accumulator, PROJECTIONS, ProjectionUpdate};
 use crate::signals::{Signals, changed_or_poll};
+
+/// The lease a projector holds while it applies to the read models.
+pub const PROJECTOR_LEASE: &str = "projector";
+/// How often a standing-by projector asks for the lease.
+pub const LEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// Most events per batch when following the log live; catch-up and rebuild use `batch_size`.
 const LIVE_BATCH: usize = 5000;
@@ -195,8 +201,62 @@ impl Projector {
         self.catch_up().await
     }
 
+    /// Follows the log until `shutdown` turns true, but only while holding the [`PROJECTOR_LEASE`]:
+    /// one projector applies to the read models at a time, however many processes run one. The others
+    /// wait and try again every [`LEASE_RETRY`]; when the holder dies its lease ends with its database
+    /// session and another takes over from the checkpoints.
+    pub async fn run_leader(
+        mut self,
+        leases: Arc<dyn Leases>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut waiting_logged = false;
+        while !*shutdown.borrow() {
+            let lease = match leases.try_acquire(PROJECTOR_LEASE).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    if !waiting_logged {
+                        tracing::info!("another projector is active; standing by");
+                        waiting_logged = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(LEASE_RETRY) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not ask for the projector lease; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(LEASE_RETRY) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            waiting_logged = false;
+            tracing::info!("projector lease taken; following the log");
+            // Whatever was cached may be stale: another projector may have moved on meanwhile.
+            self.checkpoints = None;
+            let mut lease = lease;
+            tokio::select! {
+                _ = self.follow(&mut shutdown) => {}
+                _ = lease.lost() => {
+                    tracing::warn!("projector lease lost; stopping until it can be taken again");
+                }
+            }
+            drop(lease);
+        }
+        tracing::info!("projector stopped");
+    }
+
     /// Follows the log until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.follow(&mut shutdown).await;
+        tracing::info!("projector stopped");
+    }
+
+    async fn follow(&mut self, shutdown: &mut watch::Receiver<bool>) {
         let mut head = self.signals.watch_head();
         let mut backoff = Duration::from_millis(50);
         while !*shutdown.borrow() {
@@ -218,6 +278,5 @@ impl Projector {
                 }
             }
         }
-        tracing::info!("projector stopped");
     }
 }

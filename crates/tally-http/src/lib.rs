@@ -132,6 +132,18 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
+/// Only the operations endpoints (`/healthz`, `/readyz`), for processes that serve no API: a
+/// processor or projector still answers its orchestrator's probes.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(ops::healthz))
+        .route("/readyz", axum::routing::get(ops::readyz))
+        .with_state(state)
+        .fallback(|| async {
+            ApiError::NotFound("this process serves no API (see its --role)".into())
+        })
+}
+
 /// The OpenAPI document alone (for `tally openapi` and tests).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().split_for_parts().1

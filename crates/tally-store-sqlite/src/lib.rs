@@ -29,6 +29,8 @@ pub struct Sqlite {
     queue: queue::Mem,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: checkpoint::Handle,
+    /// One process serves the file, so leases live in memory.
+    leases: tally_core::LocalLeases,
 }
 
 impl Sqlite {
@@ -60,6 +62,7 @@ impl Sqlite {
             },
             queue: queue::Mem::new(pending),
             _checkpointer: checkpointer,
+            leases: tally_core::LocalLeases::default(),
         }))
     }
 
@@ -72,6 +75,7 @@ impl Sqlite {
             queue: self.clone(),
             read: self.clone(),
             keys: self.clone(),
+            leases: Arc::new(self.leases.clone()),
         }
     }
 }

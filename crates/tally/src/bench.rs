@@ -1,5 +1,6 @@
 //! `tally bench w1`: W1 through the processor in-process, with durable appends (SQLite WAL,
-//! `synchronous=FULL`) in a fresh temporary data dir; then the projection catch-up from an empty read
+//! `synchronous=FULL`, in a fresh temporary data dir; or PostgreSQL with its `synchronous_commit`, in
+//! a scratch schema); then the projection catch-up from an empty read
 //! store; then the books checked against the ones computed directly from the commands.
 
 use std::time::{Duration, Instant};
@@ -14,24 +15,54 @@ use tally_core::workload::{W1Size, w1};
 use tally_core::{Backend, Signals};
 use uuid::Uuid;
 
-pub async fn w1_bench(seed: u64, sales: usize, batch: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir().context("creating a temporary data dir")?;
-    let store =
-        tally_store_sqlite::Sqlite::open(dir.path()).context("opening the benchmark database")?;
-    let backend = store.backend();
+pub async fn w1_bench(
+    seed: u64,
+    sales: usize,
+    batch: usize,
+    postgres: Option<String>,
+) -> anyhow::Result<()> {
+    match postgres {
+        None => {
+            let dir = tempfile::tempdir().context("creating a temporary data dir")?;
+            let store = tally_store_sqlite::Sqlite::open(dir.path())
+                .context("opening the benchmark database")?;
+            let place = format!("data in {}", dir.path().display());
+            run(&store.backend(), "sqlite", &place, seed, sales, batch).await
+        }
+        Some(url) => {
+            let mut options = tally_store_postgres::PgOptions::new(url);
+            options.schema = format!("bench_{}", Uuid::now_v7().simple());
+            let pg = tally_store_postgres::Postgres::connect(options)
+                .await
+                .context("connecting to the benchmark database")?;
+            let place = format!("scratch schema {}", pg.options().schema);
+            let result = run(&pg.backend(), "postgres", &place, seed, sales, batch).await;
+            let dropped = pg.drop_schema().await;
+            result?;
+            dropped.context("dropping the scratch schema")?;
+            Ok(())
+        }
+    }
+}
+
+async fn run(
+    backend: &Backend,
+    name: &str,
+    place: &str,
+    seed: u64,
+    sales: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
     let size = W1Size {
         sales,
         ..W1Size::FULL
     };
     let workload = w1(seed, size);
     let submitted = workload.commands.len();
-    eprintln!(
-        "W1: {submitted} commands (seed {seed}), data in {}",
-        dir.path().display()
-    );
+    eprintln!("W1 on {name}: {submitted} commands (seed {seed}), {place}");
 
     let started = Instant::now();
-    enqueue(&backend, workload.commands).await?;
+    enqueue(backend, workload.commands).await?;
     eprintln!(
         "enqueued durably in {:.2}s (not part of the figure)",
         started.elapsed().as_secs_f64()
@@ -91,10 +122,9 @@ pub async fn w1_bench(seed: u64, sales: usize, batch: usize) -> anyhow::Result<(
         "projection catch-up: {projected} events in {catchup_secs:.2}s = {catchup:.0} events/s"
     );
     println!(
-        "W1 backend=sqlite commands={submitted} accepted={accepted} rejected={rejected} cmd_per_s={cmd_per_s:.0} events={events} catchup_events_per_s={catchup:.0} verified={}",
+        "W1 backend={name} commands={submitted} accepted={accepted} rejected={rejected} cmd_per_s={cmd_per_s:.0} events={events} catchup_events_per_s={catchup:.0} verified={}",
         verified.is_ok()
     );
-    drop(store);
     if verified.is_err() {
         bail!("the books do not match W1's expected books: this run has no figure");
     }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `keys`, `bench`, `rebuild`, `openapi`.
+//! The command line: `serve`, `keys`, `bench`, `rebuild`, `migrate`, `openapi`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,20 +10,64 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tally", version, about = "An event-sourced retail ledger")]
 pub struct Cli {
+    /// Configuration file (TOML); `./tally.toml` is read when it exists and this is not given.
+    #[arg(long, env = "TALLY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(subcommand)]
     pub command: Cmd,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct DataDir {
-    /// Where the embedded database lives.
+/// Where the data lives. Without a database URL, tally runs on its embedded SQLite default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Where the embedded database lives [default: ./tally-data].
+    #[arg(long, env = "TALLY_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user@host:port/db): event store, read models, keys and queue there.
     #[arg(
         long,
-        env = "TALLY_DATA_DIR",
-        default_value = "./tally-data",
-        global = true
+        env = "TALLY_DATABASE_URL",
+        global = true,
+        hide_env_values = true
     )]
-    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    /// The PostgreSQL schema holding tally's tables [default: tally].
+    #[arg(long, env = "TALLY_DATABASE_SCHEMA", global = true)]
+    pub database_schema: Option<String>,
+    /// Most PostgreSQL connections per process [default: 16].
+    #[arg(long, env = "TALLY_DATABASE_POOL_SIZE", global = true)]
+    pub database_pool_size: Option<usize>,
+    /// The durable command queue: `embedded` (SQLite) or `postgres` [default: the database's own].
+    #[arg(long, env = "TALLY_QUEUE_KIND", global = true, value_enum)]
+    pub queue_kind: Option<QueueKind>,
+    /// Seconds a queue consumer that stopped answering keeps its partitions [default: 30].
+    #[arg(long, env = "TALLY_QUEUE_LEASE_SECONDS", global = true)]
+    pub queue_lease_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    Embedded,
+    Postgres,
+}
+
+/// What a `tally serve` process does.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in one process.
+    All,
+    /// The HTTP API: accepts commands onto the queue, answers queries and statuses.
+    Gateway,
+    /// Takes commands from the queue, decides them and appends events.
+    Processor,
+    /// Folds the log into the read models (one active per database; the others stand by).
+    Projector,
+    /// The HTTP API for read traffic (the same contract as the gateway).
+    Query,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -34,13 +78,14 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Run the service: HTTP API, processor and projector in one process.
+    /// Run the service (by default HTTP API, processor and projector in one process).
     Serve {
-        #[command(flatten)]
-        data: DataDir,
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// What this process does; several processes with different roles can share one database.
+        #[arg(long, env = "TALLY_ROLE", value_enum)]
+        role: Option<Role>,
+        /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080].
+        #[arg(long, env = "TALLY_LISTEN")]
+        listen: Option<SocketAddr>,
         /// Make this secret an admin key at start-up (for automation).
         #[arg(long, env = "TALLY_ADMIN_KEY", hide_env_values = true)]
         admin_key: Option<String>,
@@ -50,10 +95,8 @@ pub enum Cmd {
         #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, default_value = "human")]
         log_format: LogFormat,
     },
-    /// Manage API keys directly in the data dir (also while the server runs).
+    /// Manage API keys directly in the store (also while the server runs).
     Keys {
-        #[command(flatten)]
-        data: DataDir,
         #[command(subcommand)]
         action: KeysCmd,
     },
@@ -62,11 +105,10 @@ pub enum Cmd {
         #[command(subcommand)]
         which: BenchCmd,
     },
-    /// Empty the read models and build them again from the event log (server stopped).
-    Rebuild {
-        #[command(flatten)]
-        data: DataDir,
-    },
+    /// Empty the read models and build them again from the event log (projectors stopped).
+    Rebuild,
+    /// Create or update the database schema (PostgreSQL; safe to run twice, or beside running servers).
+    Migrate,
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -106,6 +148,10 @@ pub enum BenchCmd {
         /// Commands decided and committed per transaction.
         #[arg(long, default_value_t = 2048)]
         batch: usize,
+        /// Run on this PostgreSQL database (in a scratch schema, dropped afterwards) instead of a
+        /// temporary SQLite data dir.
+        #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
+        postgres: Option<String>,
     },
 }
 
@@ -114,9 +160,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let file = crate::config::FileConfig::load(cli.config.as_deref())?;
+    let store = crate::config::StoreConfig::resolve(&cli.store, &file)?;
     match cli.command {
         Cmd::Serve {
-            data,
+            role,
             listen,
             admin_key,
             stock_policy,
@@ -127,23 +175,37 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Policy::Reject => tally_domain::StockPolicy::Reject,
                 Policy::AllowNegative => tally_domain::StockPolicy::AllowNegative,
             };
+            let listen = listen
+                .or(file.server.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
             runtime.block_on(crate::serve::serve(crate::serve::Options {
-                data_dir: data.data_dir,
+                store,
+                role: role.or(file.server.role).unwrap_or(Role::All),
                 listen,
                 admin_key,
                 policy,
             }))?;
         }
-        Cmd::Keys { data, action } => runtime.block_on(crate::keys::run(&data.data_dir, action))?,
+        Cmd::Keys { action } => runtime.block_on(crate::keys::run(&store, action))?,
         Cmd::Bench {
-            which: BenchCmd::W1 { seed, sales, batch },
+            which:
+                BenchCmd::W1 {
+                    seed,
+                    sales,
+                    batch,
+                    postgres,
+                },
         } => {
             init_logging(LogFormat::Human);
-            runtime.block_on(crate::bench::w1_bench(seed, sales, batch))?
+            runtime.block_on(crate::bench::w1_bench(seed, sales, batch, postgres))?
         }
-        Cmd::Rebuild { data } => {
+        Cmd::Rebuild => {
             init_logging(LogFormat::Human);
-            runtime.block_on(crate::serve::rebuild(&data.data_dir))?
+            runtime.block_on(crate::serve::rebuild(&store))?
+        }
+        Cmd::Migrate => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::serve::migrate(&store))?
         }
         Cmd::Openapi => {
             let doc = tally_http::openapi();

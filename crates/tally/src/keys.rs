@@ -1,6 +1,4 @@
-//! `tally keys`: key administration on the data dir, without the server.
-
-use std::path::Path;
+//! `tally keys`: key administration on the store, without the server.
 
 use anyhow::Context;
 use jiff::Timestamp;
@@ -9,11 +7,11 @@ use tally_http::auth::generate_key;
 use tally_http::keys::{NewKeyRequest, check_key_request};
 
 use crate::cli::KeysCmd;
+use crate::config::{Opened, StoreConfig};
 
-pub async fn run(data_dir: &Path, action: KeysCmd) -> anyhow::Result<()> {
-    let store = tally_store_sqlite::Sqlite::open(data_dir)
-        .with_context(|| format!("opening {}", data_dir.display()))?;
-    let keys = store.backend().keys;
+pub async fn run(store: &StoreConfig, action: KeysCmd) -> anyhow::Result<()> {
+    let opened = Opened::open(store, true, std::time::Duration::from_secs(10)).await?;
+    let keys = opened.backend().keys;
     match action {
         KeysCmd::Create {
             role,

@@ -2,11 +2,11 @@
 //! process, and stops them in order on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use jiff::Timestamp;
-use tally_core::model::{ApiKey, Role};
+use tally_core::model::{ApiKey, Role as KeyRole};
 use tally_core::processor::{Processor, ProcessorConfig};
 use tally_core::projector::Projector;
 use tally_core::{Backend, Signals};
@@ -15,52 +15,83 @@ use tally_http::AppState;
 use tally_http::auth::{generate_key, hash_secret};
 use tokio::sync::watch;
 
+use crate::cli::Role;
+use crate::config::{Opened, StoreConfig};
+
 pub struct Options {
-    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    pub role: Role,
     pub listen: SocketAddr,
     pub admin_key: Option<String>,
     pub policy: StockPolicy,
 }
 
+/// How long a starting server waits for its database before giving up.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(60);
+
 pub async fn serve(opts: Options) -> anyhow::Result<()> {
-    let store = tally_store_sqlite::Sqlite::open(&opts.data_dir)
-        .with_context(|| format!("opening the data dir {}", opts.data_dir.display()))?;
-    let backend = store.backend();
-    ensure_admin_key(&backend, opts.admin_key.as_deref()).await?;
+    if opts.role != Role::All && matches!(opts.store, StoreConfig::Embedded { .. }) {
+        bail!(
+            "--role {:?} needs a database shared by several processes: set TALLY_DATABASE_URL (the embedded store serves one process, with --role all)",
+            opts.role
+        );
+    }
+    let opened = Opened::open(&opts.store, true, DATABASE_PATIENCE).await?;
+    let backend = opened.backend();
+    let api = matches!(opts.role, Role::All | Role::Gateway | Role::Query);
+    let processes = matches!(opts.role, Role::All | Role::Processor);
+    let projects = matches!(opts.role, Role::All | Role::Projector);
+    if api {
+        ensure_admin_key(&backend, opts.admin_key.as_deref()).await?;
+    }
 
     let signals = Signals::default();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let processor = Processor::new(
-        backend.events.clone(),
-        backend.queue.clone(),
-        signals.clone(),
-        ProcessorConfig {
-            policy: opts.policy,
-            ..ProcessorConfig::default()
-        },
-    );
-    let processor = tokio::spawn(processor.run(stop_rx.clone()));
-    let projector = Projector::new(
-        backend.events.clone(),
-        backend.read.clone(),
-        signals.clone(),
-    );
-    let projector = tokio::spawn(projector.run(stop_rx.clone()));
+    let mut workers = Vec::new();
+    if processes {
+        let processor = Processor::new(
+            backend.events.clone(),
+            backend.queue.clone(),
+            signals.clone(),
+            ProcessorConfig {
+                policy: opts.policy,
+                ..ProcessorConfig::default()
+            },
+        );
+        workers.push(("processor", tokio::spawn(processor.run(stop_rx.clone()))));
+    }
+    if projects {
+        let projector = Projector::new(
+            backend.events.clone(),
+            backend.read.clone(),
+            signals.clone(),
+        );
+        workers.push((
+            "projector",
+            tokio::spawn(projector.run_leader(backend.leases.clone(), stop_rx.clone())),
+        ));
+    }
 
-    let app = tally_http::router(AppState {
+    let state = AppState {
         backend,
         signals,
         shutdown: stop_rx,
-    });
+    };
+    let app = if api {
+        tally_http::router(state)
+    } else {
+        tally_http::ops_router(state)
+    };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let role = format!("{:?}", opts.role).to_lowercase();
     println!(
-        "tally listening on http://{addr} (data in {})",
-        opts.data_dir.display()
+        "tally listening on http://{addr} ({}) as {role}",
+        opts.store.describe()
     );
-    tracing::info!(%addr, data_dir = %opts.data_dir.display(), "listening");
+    tracing::info!(%addr, role, store = %opts.store.describe(), "listening");
 
     let stop = stop_tx.clone();
     axum::serve(listener, app)
@@ -72,8 +103,10 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     let _ = stop_tx.send(true);
-    processor.await.context("processor task")?;
-    projector.await.context("projector task")?;
+    for (name, worker) in workers {
+        worker.await.with_context(|| format!("{name} task"))?;
+    }
+    drop(opened);
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -111,9 +144,12 @@ async fn ensure_admin_key(backend: &Backend, from_env: Option<&str>) -> anyhow::
             .is_none()
         {
             let key_id = format!("key_env_{}", &hex_prefix(&hash));
-            keys.create(admin(key_id), hash)
-                .await
-                .context("storing TALLY_ADMIN_KEY")?;
+            if let Err(e) = keys.create(admin(key_id), hash).await {
+                // Another process starting at the same moment may have stored it first.
+                if keys.find(hash).await.ok().flatten().is_none() {
+                    return Err(e).context("storing TALLY_ADMIN_KEY");
+                }
+            }
         }
         return Ok(());
     }
@@ -135,7 +171,7 @@ fn hex_prefix(hash: &[u8; 32]) -> String {
 fn admin(key_id: String) -> ApiKey {
     ApiKey {
         key_id,
-        role: Role::Admin,
+        role: KeyRole::Admin,
         scope: None,
         rate_per_second: None,
         created_at: Timestamp::now(),
@@ -144,10 +180,18 @@ fn admin(key_id: String) -> ApiKey {
 }
 
 /// `tally rebuild`: every read model emptied and folded again from the log.
-pub async fn rebuild(data_dir: &Path) -> anyhow::Result<()> {
-    let store = tally_store_sqlite::Sqlite::open(data_dir)
-        .with_context(|| format!("opening {}", data_dir.display()))?;
-    let backend = store.backend();
+pub async fn rebuild(store: &StoreConfig) -> anyhow::Result<()> {
+    let opened = Opened::open(store, true, Duration::from_secs(10)).await?;
+    let backend = opened.backend();
+    // Hold the projector lease throughout, so no running projector applies into half-rebuilt models.
+    let _lease = backend
+        .leases
+        .try_acquire(tally_core::projector::PROJECTOR_LEASE)
+        .await
+        .context("asking for the projector lease")?
+        .context(
+            "a projector is running on this store: stop it (or its process) before rebuilding",
+        )?;
     let started = std::time::Instant::now();
     let mut projector = Projector::new(
         backend.events.clone(),
@@ -160,5 +204,35 @@ pub async fn rebuild(data_dir: &Path) -> anyhow::Result<()> {
         .context("rebuilding the read models")?;
     let secs = started.elapsed().as_secs_f64();
     println!("rebuilt the read models from {events} events in {secs:.2}s");
+    Ok(())
+}
+
+/// `tally migrate`: brings the database schema up to date.
+pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
+    match Opened::open(store, false, Duration::from_secs(10)).await? {
+        Opened::Postgres(pg) => {
+            let done = pg.migrate().await.context("migrating the schema")?;
+            if done.from == done.to {
+                println!(
+                    "schema {} is up to date (version {})",
+                    pg.options().schema,
+                    done.to
+                );
+            } else {
+                println!(
+                    "schema {} migrated from version {} to {}",
+                    pg.options().schema,
+                    done.from,
+                    done.to
+                );
+            }
+        }
+        Opened::Embedded(_) => {
+            println!(
+                "{}: the embedded store migrates itself when opened",
+                store.describe()
+            );
+        }
+    }
     Ok(())
 }

@@ -1096,11 +1096,10 @@ async fn check_idempotency(d: &mut Driver) {
     d.sale_times.insert(position, at.to_owned());
 }
 
-#[tokio::test]
-async fn retail_scenario_across_three_time_zones() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs the whole scenario through `app` and checks every figure; returns the driver for more checks.
+async fn scenario(app: App) -> Driver {
     let mut d = Driver {
-        app: spawn_app(dir.path()),
+        app,
         model: Model::default(),
         last_position: 0,
         processed: Vec::new(),
@@ -1125,5 +1124,58 @@ async fn retail_scenario_across_three_time_zones() {
     check_supplier_reports(&d).await;
     check_csv(&d).await;
     check_events(&d).await;
+    d
+}
+
+#[tokio::test]
+async fn retail_scenario_across_three_time_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = scenario(spawn_app(dir.path())).await;
     d.app.stop();
+}
+
+/// The same scenario on PostgreSQL, with each role in its own process: a gateway, two processors, a
+/// projector and a query server. Commands go in through the gateway; every figure is checked through
+/// the gateway and again through the query server.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn retail_scenario_on_postgres_across_separate_processes() {
+    use common::{ADMIN_KEY, Schema, spawn_role};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Schema::new("e2e");
+    let (url, schema) = (db.url.as_str(), db.name.as_str());
+    db.migrate_with_cli(dir.path());
+    let gateway = spawn_role(dir.path(), "gateway", "gateway", url, schema);
+    let mut others = vec![
+        spawn_role(dir.path(), "processor-1", "processor", url, schema),
+        spawn_role(dir.path(), "processor-2", "processor", url, schema),
+        spawn_role(dir.path(), "projector", "projector", url, schema),
+    ];
+    let mut query = spawn_role(dir.path(), "query", "query", url, schema);
+    // Processes that serve no API say so, and still answer probes.
+    let (status, _) = others[0].get("/v1/inventory/la", ADMIN_KEY).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        others[0].get_raw("/readyz", None).await.status(),
+        StatusCode::OK
+    );
+
+    let mut d = scenario(gateway).await;
+    // Whichever process a request reaches, the answer is the same.
+    let head = d.app.head().await;
+    for path in [
+        format!("/v1/inventory/la?min_position={head}"),
+        format!("/v1/reports/stores/ber/daily-sales?min_position={head}"),
+        format!("/v1/reports/suppliers/acme/daily?min_position={head}"),
+        "/v1/events?after=0&limit=1000".to_owned(),
+    ] {
+        let via_gateway = d.app.get_ok(&path, ADMIN_KEY).await;
+        let via_query = query.get_ok(&path, ADMIN_KEY).await;
+        assert_eq!(via_gateway, via_query, "{path}");
+    }
+    d.app.stop();
+    query.stop();
+    for o in &mut others {
+        o.stop();
+    }
 }

@@ -27,6 +27,8 @@ pub struct App {
     /// The admin key's secret.
     pub admin: String,
     pub data_dir: PathBuf,
+    /// The file holding the server's stderr.
+    pub log: PathBuf,
     pub client: reqwest::Client,
     child: Option<Child>,
 }
@@ -39,20 +41,74 @@ pub fn stderr_log(data_dir: &Path) -> PathBuf {
 /// Starts `tally serve --data-dir DATA_DIR --listen 127.0.0.1:0` with `TALLY_ADMIN_KEY` set and waits
 /// for its listening line.
 pub fn spawn_app(data_dir: &Path) -> App {
+    let dir = data_dir.display().to_string();
+    spawn_server(
+        data_dir,
+        &stderr_log(data_dir),
+        &["--data-dir", &dir],
+        &[],
+        Some(&format!("(data in {dir})")),
+    )
+}
+
+/// The PostgreSQL server the `postgres` suites use.
+pub fn test_database_url() -> String {
+    std::env::var("TALLY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Starts `tally serve --role ROLE` on PostgreSQL (`url`, `schema`), its stderr in `dir/NAME.log`.
+pub fn spawn_role(dir: &Path, name: &str, role: &str, url: &str, schema: &str) -> App {
+    spawn_server(
+        dir,
+        &dir.join(format!("{name}.log")),
+        &["--role", role],
+        &[
+            ("TALLY_DATABASE_URL", url),
+            ("TALLY_DATABASE_SCHEMA", schema),
+            ("TALLY_DATABASE_POOL_SIZE", "4"),
+            // A processor killed mid-batch gives its partitions back within seconds.
+            ("TALLY_QUEUE_LEASE_SECONDS", "3"),
+        ],
+        None,
+    )
+}
+
+fn spawn_server(
+    data_dir: &Path,
+    log_path: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    expect_in_line: Option<&str>,
+) -> App {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(stderr_log(data_dir))
+        .open(log_path)
         .expect("open the stderr log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+    command
         .arg("serve")
-        .arg("--data-dir")
-        .arg(data_dir)
+        .args(args)
         .arg("--listen")
         .arg("127.0.0.1:0")
         .env("TALLY_ADMIN_KEY", ADMIN_KEY)
-        .env_remove("TALLY_DATA_DIR")
-        .env_remove("TALLY_LISTEN")
+        .current_dir(data_dir);
+    for var in [
+        "TALLY_DATA_DIR",
+        "TALLY_LISTEN",
+        "TALLY_DATABASE_URL",
+        "TALLY_DATABASE_SCHEMA",
+        "TALLY_QUEUE_KIND",
+        "TALLY_ROLE",
+        "TALLY_CONFIG",
+    ] {
+        command.env_remove(var);
+    }
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -78,10 +134,12 @@ pub fn spawn_app(data_dir: &Path) -> App {
                         .next()
                         .expect("an address")
                         .to_owned();
-                    assert!(
-                        rest.contains(&format!("(data in {})", data_dir.display())),
-                        "listening line names the data dir: {line}"
-                    );
+                    if let Some(expected) = expect_in_line {
+                        assert!(
+                            rest.contains(expected),
+                            "listening line says {expected}: {line}"
+                        );
+                    }
                     break url;
                 }
             }
@@ -90,7 +148,7 @@ pub fn spawn_app(data_dir: &Path) -> App {
                 let _ = child.wait();
                 panic!(
                     "tally serve did not print its listening line; stderr:\n{}",
-                    read_log(data_dir)
+                    std::fs::read_to_string(log_path).unwrap_or_default()
                 );
             }
         }
@@ -99,13 +157,17 @@ pub fn spawn_app(data_dir: &Path) -> App {
         url,
         admin: ADMIN_KEY.to_owned(),
         data_dir: data_dir.to_owned(),
+        log: log_path.to_owned(),
         client: reqwest::Client::new(),
         child: Some(child),
     }
 }
 
-fn read_log(data_dir: &Path) -> String {
-    std::fs::read_to_string(stderr_log(data_dir)).unwrap_or_default()
+impl App {
+    /// What the server wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 /// Turns a response into (status, JSON body); a body that is not JSON becomes a JSON string.
@@ -361,7 +423,7 @@ impl App {
                 let _ = child.wait();
                 panic!(
                     "server did not stop after SIGTERM; stderr:\n{}",
-                    read_log(&self.data_dir)
+                    self.log_text()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -369,7 +431,7 @@ impl App {
         assert!(
             exit.success(),
             "server exit after SIGTERM: {exit:?}; stderr:\n{}",
-            read_log(&self.data_dir)
+            self.log_text()
         );
     }
 
@@ -387,5 +449,74 @@ impl Drop for App {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A scratch PostgreSQL schema for one test, dropped at the end (a test needing PostgreSQL fails
+/// when it cannot reach it: these suites never skip).
+pub struct Schema {
+    pub url: String,
+    pub name: String,
+}
+
+impl Schema {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            url: test_database_url(),
+            name: format!("{prefix}_{}", uuid::Uuid::now_v7().simple()),
+        }
+    }
+
+    /// `tally migrate`, twice: the second run must find nothing to do.
+    pub fn migrate_with_cli(&self, dir: &Path) {
+        for expected in ["migrated from version 0 to", "is up to date"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+                .arg("migrate")
+                .env("TALLY_DATABASE_URL", &self.url)
+                .env("TALLY_DATABASE_SCHEMA", &self.name)
+                .current_dir(dir)
+                .output()
+                .expect("run tally migrate");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains(expected),
+                "tally migrate: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Runs SQL on the test database (outside the schema's search path).
+    pub async fn sql(&self, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", self.url));
+        tokio::spawn(conn);
+        client.simple_query(sql).await.expect("SQL")
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }

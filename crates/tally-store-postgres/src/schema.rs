@@ -1,0 +1,248 @@
+//! The schema, versioned in `tally_migrations`. Migrations only ever add. Each runs in its own
+//! transaction under a transaction-level advisory lock scoped to the schema, so two processes starting
+//! at once (or `tally migrate` beside a running server) apply each migration exactly once: the second
+//! waits, then finds it applied.
+
+use tally_core::ports::Error;
+
+use crate::pg_error;
+
+/// Each migration, in order; version n is `MIGRATIONS[n - 1]`.
+pub const MIGRATIONS: &[&str] = &[r#"
+-- The log's head: one row, locked first by every append and held until its commit, so appends are
+-- serialized and positions are handed out densely, in commit order.
+CREATE TABLE log_head (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    position  bigint  NOT NULL
+);
+INSERT INTO log_head (position) VALUES (0);
+
+CREATE TABLE events (
+    position       bigint      PRIMARY KEY,
+    stream_id      text        NOT NULL,
+    version        bigint      NOT NULL,
+    event_type     text        NOT NULL,
+    schema_version integer     NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    recorded_at    timestamptz NOT NULL,
+    data           text        NOT NULL,
+    command_id     uuid        NOT NULL,
+    correlation_id text,
+    principal      text        NOT NULL
+);
+-- Every (stream, version) an event holds; an event in several streams has a row in each.
+CREATE TABLE stream_index (
+    stream_id text   NOT NULL,
+    version   bigint NOT NULL,
+    position  bigint NOT NULL,
+    PRIMARY KEY (stream_id, version)
+);
+
+-- Commands as accepted by the intake, and their outcomes as committed with their events.
+CREATE TABLE commands (
+    command_id  uuid        PRIMARY KEY,
+    kind        text        NOT NULL,
+    key_id      text        NOT NULL,
+    role        text        NOT NULL,
+    scope       text,
+    accepted_at timestamptz NOT NULL
+);
+CREATE TABLE outcomes (
+    command_id uuid        PRIMARY KEY,
+    decided_at timestamptz NOT NULL,
+    position   bigint,
+    code       text,
+    message    text
+);
+CREATE TABLE idempotency (
+    key_id       text        NOT NULL,
+    idem_key     text        NOT NULL,
+    request_hash bytea       NOT NULL,
+    command_id   uuid        NOT NULL,
+    created_at   timestamptz NOT NULL,
+    PRIMARY KEY (key_id, idem_key)
+);
+
+-- The command queue. A partition is worked by one consumer at a time: the one whose lease on its
+-- row is current. `delivered_upto` is the last message handed to that consumer.
+CREATE TABLE queue (
+    seq           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id    uuid        NOT NULL UNIQUE,
+    partition_key text        NOT NULL,
+    payload       bytea       NOT NULL,
+    deliveries    integer     NOT NULL DEFAULT 0,
+    available_at  timestamptz NOT NULL DEFAULT now(),
+    enqueued_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX queue_by_partition ON queue (partition_key, seq);
+CREATE TABLE queue_partitions (
+    partition_key  text PRIMARY KEY,
+    lease_until    timestamptz,
+    leased_by      uuid,
+    delivered_upto bigint
+);
+CREATE TABLE dead_letters (
+    message_id    uuid        PRIMARY KEY,
+    partition_key text        NOT NULL,
+    payload       bytea       NOT NULL,
+    reason        text        NOT NULL,
+    failed_at     timestamptz NOT NULL
+);
+
+CREATE TABLE checkpoints (
+    projection text   PRIMARY KEY,
+    position   bigint NOT NULL
+);
+CREATE TABLE rm_inventory (
+    store_id text   NOT NULL,
+    item_id  text   NOT NULL,
+    on_hand  bigint NOT NULL,
+    PRIMARY KEY (store_id, item_id)
+);
+CREATE TABLE rm_store_daily (
+    store_id       text   NOT NULL,
+    date           date   NOT NULL,
+    transactions   bigint NOT NULL,
+    units_sold     bigint NOT NULL,
+    gross_cents    bigint NOT NULL,
+    returned_units bigint NOT NULL,
+    returned_cents bigint NOT NULL,
+    PRIMARY KEY (store_id, date)
+);
+CREATE INDEX rm_store_daily_by_date ON rm_store_daily (date);
+CREATE TABLE rm_supplier_daily (
+    supplier_id       text   NOT NULL,
+    date              date   NOT NULL,
+    deliveries        bigint NOT NULL,
+    units_supplied    bigint NOT NULL,
+    supply_cost_cents bigint NOT NULL,
+    units_sold        bigint NOT NULL,
+    sales_cents       bigint NOT NULL,
+    PRIMARY KEY (supplier_id, date)
+);
+
+CREATE TABLE api_keys (
+    key_id          text        PRIMARY KEY,
+    secret_hash     bytea       NOT NULL UNIQUE,
+    role            text        NOT NULL,
+    scope           text,
+    rate_per_second bigint,
+    created_at      timestamptz NOT NULL,
+    revoked_at      timestamptz
+);
+"#];
+
+/// What a migration run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The schema version found.
+    pub from: usize,
+    /// The schema version now.
+    pub to: usize,
+}
+
+/// A schema name tally accepts: it is spliced into SQL, so only `[a-z0-9_]`, not starting with a digit.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Applies the missing migrations, each in its own transaction under the schema's migration lock.
+pub(crate) async fn migrate(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+) -> Result<Migrated, Error> {
+    let lock_key = format!("{schema}:migrate");
+    // The schema and the bookkeeping table, created under the same lock: two processes creating them
+    // at once would otherwise race on the catalog.
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg_error("starting the migration", e))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&lock_key],
+    )
+    .await
+    .map_err(|e| pg_error("taking the migration lock", e))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.tally_migrations (
+             version    integer     PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )"
+    ))
+    .await
+    .map_err(|e| pg_error("creating the schema", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| pg_error("creating the schema", e))?;
+    let mut from = None;
+    let mut to = 0;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = (i + 1) as i32;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error("starting a migration", e))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&lock_key],
+        )
+        .await
+        .map_err(|e| pg_error("taking the migration lock", e))?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM tally_migrations WHERE version = $1",
+                &[&version],
+            )
+            .await
+            .map_err(|e| pg_error("reading tally_migrations", e))?
+            .is_some();
+        if done {
+            to = i + 1;
+            tx.rollback()
+                .await
+                .map_err(|e| pg_error("ending a migration check", e))?;
+            continue;
+        }
+        from.get_or_insert(i);
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| pg_error(&format!("applying migration {version}"), e))?;
+        tx.execute(
+            "INSERT INTO tally_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(|e| pg_error("recording a migration", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(&format!("committing migration {version}"), e))?;
+        to = i + 1;
+    }
+    Ok(Migrated {
+        from: from.unwrap_or(to),
+        to,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(valid_name("tally"));
+        assert!(valid_name("t_0192_abc"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("Tally"));
+        assert!(!valid_name("1abc"));
+        assert!(!valid_name("a;drop table x"));
+        assert!(!valid_name(&"a".repeat(64)));
+    }
+}

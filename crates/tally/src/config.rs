@@ -1,0 +1,213 @@
+//! Configuration: each setting comes from a command-line flag, else its `TALLY_*` environment
+//! variable, else `tally.toml` (`--config`/`TALLY_CONFIG`, or `./tally.toml` when it exists), else the
+//! default. This module reads the file and resolves where the data lives.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tally_core::Backend;
+use tally_store_postgres::{PgOptions, Postgres};
+use tally_store_sqlite::Sqlite;
+
+use crate::cli::{QueueKind, StoreArgs};
+
+/// `tally.toml`. Unknown keys are refused, so a typo is an error, not a silently ignored setting.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub queue: QueueSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<std::net::SocketAddr>,
+    pub role: Option<crate::cli::Role>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub url: Option<String>,
+    pub schema: Option<String>,
+    pub pool_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    pub kind: Option<QueueKind>,
+    /// Seconds a queue consumer keeps a partition without settling it (PostgreSQL queue).
+    pub lease_seconds: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or `./tally.toml` if no path is given and it exists; no file means all defaults.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("tally.toml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// Where the ports live.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// One SQLite file in a data dir, with its embedded queue.
+    Embedded { data_dir: PathBuf },
+    /// PostgreSQL, with the queue in it.
+    Postgres { options: PgOptions },
+}
+
+impl StoreConfig {
+    pub fn resolve(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let url = args
+            .database_url
+            .clone()
+            .or_else(|| file.database.url.clone());
+        let queue = args.queue_kind.or(file.queue.kind);
+        match url {
+            None => {
+                if queue == Some(QueueKind::Postgres) {
+                    bail!(
+                        "the postgres queue needs a database: set TALLY_DATABASE_URL (or --database-url, or database.url in tally.toml)"
+                    );
+                }
+                let data_dir = args
+                    .data_dir
+                    .clone()
+                    .or_else(|| file.data_dir.clone())
+                    .unwrap_or_else(|| PathBuf::from("./tally-data"));
+                Ok(Self::Embedded { data_dir })
+            }
+            Some(url) => {
+                if queue == Some(QueueKind::Embedded) {
+                    bail!(
+                        "the embedded queue lives in the SQLite data dir and cannot serve several processes: with a database URL use TALLY_QUEUE_KIND=postgres"
+                    );
+                }
+                let mut options = PgOptions::new(url);
+                if let Some(schema) = args
+                    .database_schema
+                    .clone()
+                    .or_else(|| file.database.schema.clone())
+                {
+                    options.schema = schema;
+                }
+                if let Some(n) = args.database_pool_size.or(file.database.pool_size) {
+                    options.pool_size = n;
+                }
+                if let Some(s) = args.queue_lease_seconds.or(file.queue.lease_seconds) {
+                    options.queue_lease = Duration::from_secs(s.max(1));
+                }
+                Ok(Self::Postgres { options })
+            }
+        }
+    }
+
+    /// Where the data is, for messages (never the database password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Embedded { data_dir } => format!("data in {}", data_dir.display()),
+            Self::Postgres { options } => {
+                let host = options
+                    .url
+                    .parse::<tally_store_postgres::PgConfig>()
+                    .ok()
+                    .map(|c| describe_pg(&c))
+                    .unwrap_or_else(|| "PostgreSQL".to_owned());
+                format!("{host}, schema {}", options.schema)
+            }
+        }
+    }
+}
+
+fn describe_pg(c: &tally_store_postgres::PgConfig) -> String {
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tally_store_postgres::PgHost::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tally_store_postgres::PgHost::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    format!(
+        "PostgreSQL at {} database {}",
+        hosts.join(","),
+        c.get_dbname().unwrap_or("(default)")
+    )
+}
+
+/// An opened backend.
+pub enum Opened {
+    Embedded(Arc<Sqlite>),
+    Postgres(Arc<Postgres>),
+}
+
+impl Opened {
+    /// Opens the store. PostgreSQL is retried with back-off while it cannot be reached (a server
+    /// starting before its database), until `give_up_after` passes.
+    pub async fn open(
+        config: &StoreConfig,
+        migrate: bool,
+        give_up_after: Duration,
+    ) -> anyhow::Result<Self> {
+        match config {
+            StoreConfig::Embedded { data_dir } => Ok(Self::Embedded(
+                Sqlite::open(data_dir)
+                    .with_context(|| format!("opening the data dir {}", data_dir.display()))?,
+            )),
+            StoreConfig::Postgres { options } => {
+                let mut options = options.clone();
+                options.migrate = migrate;
+                let deadline = tokio::time::Instant::now() + give_up_after;
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let attempt = async {
+                        let pg = Postgres::connect(options.clone()).await?;
+                        pg.ping().await?;
+                        Ok::<_, tally_core::Error>(pg)
+                    };
+                    match attempt.await {
+                        Ok(pg) => return Ok(Self::Postgres(pg)),
+                        Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                            tracing::warn!(error = %e, ?backoff, "database not reachable yet; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                        Err(e) => {
+                            return Err(anyhow::anyhow!("{e}"))
+                                .context(format!("connecting to {}", config.describe()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Embedded(s) => s.backend(),
+            Self::Postgres(p) => p.backend(),
+        }
+    }
+}
