@@ -142,6 +142,34 @@ macro_rules! conformance_tests {
     };
 }
 
+/// Only the [`CommandQueue`](crate::CommandQueue) checks, for a queue adapter (a broker) whose other
+/// ports come from a database backend: `tally_core::queue_conformance_tests!(RabbitFactory);`. The
+/// factory's backend must have the broker's queue as `queue`.
+#[macro_export]
+macro_rules! queue_conformance_tests {
+    ($factory:expr) => {
+        $crate::__conformance_tests! {
+            factory: $factory;
+            plain: [
+                queue_delivers_messages_intact => queue::delivers_messages_intact,
+                queue_keeps_partition_order => queue::keeps_partition_order,
+                queue_holds_a_partition_while_a_message_is_in_flight =>
+                    queue::holds_a_partition_while_a_message_is_in_flight,
+                queue_ack_removes_messages => queue::ack_removes_messages,
+                queue_nack_redelivers_in_partition_order =>
+                    queue::nack_redelivers_in_partition_order,
+                queue_nack_delays_redelivery => queue::nack_delays_redelivery,
+                queue_dead_letters_after_max_deliveries =>
+                    queue::dead_letters_after_max_deliveries,
+                queue_receive_on_empty_queue_returns_empty =>
+                    queue::receive_on_empty_queue_returns_empty,
+                queue_receive_waits_for_a_message => queue::receive_waits_for_a_message,
+            ];
+            concurrent: [];
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
