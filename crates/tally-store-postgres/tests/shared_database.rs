@@ -435,3 +435,37 @@ async fn a_command_decided_by_one_process_cannot_be_decided_by_another() {
         1
     );
 }
+
+/// Several processes starting at once on an empty database all migrate it: each migration is
+/// applied once, nobody fails, and a later run finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_apply_each_step_once() {
+    let scratch = support::Scratch::new();
+    let starts: Vec<_> = (0..6)
+        .map(|_| {
+            let options = scratch.options();
+            tokio::spawn(async move { tally_store_postgres::Postgres::connect(options).await })
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for s in starts {
+        opened.push(
+            s.await
+                .expect("task")
+                .expect("every concurrent start succeeds"),
+        );
+    }
+    let again = opened[0].migrate().await.expect("migrate again");
+    let latest = tally_store_postgres::schema::MIGRATIONS.len();
+    assert_eq!(
+        (again.from, again.to),
+        (latest, latest),
+        "nothing left to do"
+    );
+    assert_eq!(
+        tally_core::EventStore::head(opened[1].as_ref())
+            .await
+            .expect("head"),
+        0
+    );
+}

@@ -211,3 +211,95 @@ impl Opened {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid tally.toml")
+    }
+
+    #[test]
+    fn without_a_database_url_the_store_is_embedded() {
+        let c =
+            StoreConfig::resolve(&StoreArgs::default(), &FileConfig::default()).expect("resolve");
+        assert!(
+            matches!(c, StoreConfig::Embedded { data_dir } if data_dir == Path::new("./tally-data"))
+        );
+    }
+
+    #[test]
+    fn the_file_fills_in_what_flags_and_environment_leave_open() {
+        let f = file(
+            "data_dir = \"/srv/tally\"\n[database]\nurl = \"postgres://db/x\"\nschema = \"shop\"\npool_size = 7\n[queue]\nlease_seconds = 9\n",
+        );
+        let c = StoreConfig::resolve(&StoreArgs::default(), &f).expect("resolve");
+        let StoreConfig::Postgres { options } = c else {
+            panic!("expected PostgreSQL");
+        };
+        assert_eq!(options.url, "postgres://db/x");
+        assert_eq!(options.schema, "shop");
+        assert_eq!(options.pool_size, 7);
+        assert_eq!(options.queue_lease, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let f = file("[database]\nurl = \"postgres://file/x\"\nschema = \"from_file\"\n");
+        let args = StoreArgs {
+            database_url: Some("postgres://flag/y".into()),
+            database_schema: Some("from_flag".into()),
+            ..StoreArgs::default()
+        };
+        let StoreConfig::Postgres { options } = StoreConfig::resolve(&args, &f).expect("resolve")
+        else {
+            panic!("expected PostgreSQL");
+        };
+        assert_eq!(options.url, "postgres://flag/y");
+        assert_eq!(options.schema, "from_flag");
+    }
+
+    #[test]
+    fn contradictory_queue_kinds_are_refused() {
+        let args = StoreArgs {
+            queue_kind: Some(QueueKind::Postgres),
+            ..StoreArgs::default()
+        };
+        let e = StoreConfig::resolve(&args, &FileConfig::default()).expect_err("no database");
+        assert!(e.to_string().contains("TALLY_DATABASE_URL"), "{e}");
+        let args = StoreArgs {
+            database_url: Some("postgres://db/x".into()),
+            queue_kind: Some(QueueKind::Embedded),
+            ..StoreArgs::default()
+        };
+        assert!(StoreConfig::resolve(&args, &FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        assert!(toml::from_str::<FileConfig>("[database]\nulr = \"x\"\n").is_err());
+        assert!(toml::from_str::<FileConfig>("listen = \"x\"\n").is_err());
+        let f = file("[server]\nrole = \"processor\"\nlisten = \"0.0.0.0:9000\"\n");
+        assert_eq!(f.server.role, Some(crate::cli::Role::Processor));
+    }
+
+    #[test]
+    fn an_explicit_config_file_must_exist() {
+        let e = FileConfig::load(Some(Path::new("/nonexistent/tally.toml"))).expect_err("missing");
+        assert!(
+            format!("{e:#}").contains("/nonexistent/tally.toml"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn descriptions_never_show_the_password() {
+        let c = StoreConfig::Postgres {
+            options: PgOptions::new("postgres://tally:secret@db.internal:5432/retail"),
+        };
+        let d = c.describe();
+        assert!(!d.contains("secret"), "{d}");
+        assert!(d.contains("db.internal") && d.contains("retail"), "{d}");
+    }
+}
