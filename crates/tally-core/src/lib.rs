@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+pub mod intake;
 pub mod lease;
 pub mod model;
 pub mod ports;
@@ -29,7 +30,9 @@ pub mod workload;
 pub mod conformance;
 
 pub use lease::{Lease, Leases, LocalLeases};
-pub use ports::{CommandLog, CommandQueue, Error, EventStore, Intake, KeyStore, ReadStore};
+pub use ports::{
+    CommandLog, CommandQueue, Error, EventStore, Intake, IntakeLedger, KeyStore, ReadStore,
+};
 pub use signals::Signals;
 
 /// Every port, as one backend provides them. The binary builds one from configuration and hands its
@@ -44,4 +47,19 @@ pub struct Backend {
     pub keys: Arc<dyn KeyStore>,
     /// Roles only one process may hold at a time (the projector).
     pub leases: Arc<dyn Leases>,
+    /// Accepted records and the outbox, for an intake in front of a broker ([`intake::BrokerIntake`]).
+    pub ledger: Arc<dyn IntakeLedger>,
+}
+
+impl Backend {
+    /// This backend with a broker as its command queue: the intake records commands here and publishes
+    /// them to the broker ([`intake::BrokerIntake`]).
+    pub fn with_broker(mut self, queue: Arc<dyn CommandQueue>) -> Self {
+        self.intake = Arc::new(intake::BrokerIntake::new(
+            self.ledger.clone(),
+            queue.clone(),
+        ));
+        self.queue = queue;
+        self
+    }
 }

@@ -172,3 +172,19 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Revokes a key at once; false if there is no live key with that id.
     async fn revoke(&self, key_id: &str, at: Timestamp) -> Result<bool>;
 }
+
+/// What the intake needs from the database when the command queue is a separate broker: a command's
+/// `accepted` record and idempotency key, made durable together with an outbox row holding its queue
+/// message. The row stays until the broker has confirmed the message, so a command recorded as
+/// accepted is never lost, even when the broker is down or the gateway dies between the two steps.
+#[async_trait]
+pub trait IntakeLedger: Send + Sync + 'static {
+    /// Records the submissions in one durable step, with idempotency exactly as [`Intake::submit_many`]
+    /// (the first submission of a key wins); each accepted one also gets its outbox row.
+    async fn record(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>>;
+    /// The broker has confirmed these messages: their outbox rows go.
+    async fn published(&self, message_ids: &[Uuid]) -> Result<()>;
+    /// Outbox rows recorded at least `older_than` ago, oldest first: messages whose publish failed or
+    /// was never confirmed.
+    async fn unpublished(&self, older_than: Duration, limit: usize) -> Result<Vec<QueueMessage>>;
+}

@@ -142,6 +142,7 @@ impl Postgres {
             read: self.clone(),
             keys: self.clone(),
             leases: Arc::new(PgLeases::new(self.pg_config.clone(), &self.options.schema)),
+            ledger: self.clone(),
         }
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tally_core::model::{DeadLetter, Delivery, QueueMessage};
-use tally_core::ports::{CommandQueue, Error, Intake, Result, Submission, Submitted};
+use tally_core::ports::{CommandQueue, Error, Intake, IntakeLedger, Result, Submission, Submitted};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -328,6 +328,7 @@ impl Postgres {
     pub(crate) async fn submit_group(
         &self,
         submissions: Vec<Submission>,
+        to: Destination,
     ) -> Result<Vec<Submitted>> {
         let mut client = self.client().await?;
         let tx = client
@@ -459,7 +460,23 @@ impl Postgres {
                     }
                 })
                 .collect();
-            Self::insert_messages(&tx, &messages).await?;
+            match to {
+                Destination::Queue => Self::insert_messages(&tx, &messages).await?,
+                Destination::Outbox => {
+                    let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
+                    let keys: Vec<&str> =
+                        messages.iter().map(|m| m.partition_key.as_str()).collect();
+                    let payloads: Vec<&[u8]> =
+                        messages.iter().map(|m| m.payload.as_slice()).collect();
+                    tx.execute(
+                        "INSERT INTO outbox (message_id, partition_key, payload) \
+                         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])",
+                        &[&ids, &keys, &payloads],
+                    )
+                    .await
+                    .map_err(|e| pg_error("recording the outbox", e))?;
+                }
+            }
             for i in accepted {
                 results[i] = Some(Submitted::Accepted {
                     command_id: submissions[i].envelope.command_id,
@@ -650,7 +667,7 @@ impl IntakeBatcher {
                 };
                 tokio::spawn(async move {
                     let (submissions, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                    match store.submit_group(submissions).await {
+                    match store.submit_group(submissions, Destination::Queue).await {
                         Ok(results) => {
                             for (reply, result) in replies.into_iter().zip(results) {
                                 let _ = reply.send(Ok(result));
@@ -685,6 +702,53 @@ impl Intake for Postgres {
     }
 
     async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
-        self.submit_group(submissions).await
+        self.submit_group(submissions, Destination::Queue).await
+    }
+}
+
+/// Where an accepted submission's message goes: onto this database's queue, or into the outbox for a
+/// broker ([`IntakeLedger`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Destination {
+    Queue,
+    Outbox,
+}
+
+#[async_trait]
+impl IntakeLedger for Postgres {
+    async fn record(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
+        self.submit_group(submissions, Destination::Outbox).await
+    }
+
+    async fn published(&self, message_ids: &[Uuid]) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM outbox WHERE message_id = ANY($1)",
+                &[&message_ids],
+            )
+            .await
+            .map_err(|e| pg_error("clearing the outbox", e))?;
+        Ok(())
+    }
+
+    async fn unpublished(&self, older_than: Duration, limit: usize) -> Result<Vec<QueueMessage>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT message_id, partition_key, payload FROM outbox \
+                 WHERE created_at <= now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
+                &[&older_than.as_secs_f64(), &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await
+            .map_err(|e| pg_error("reading the outbox", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| QueueMessage {
+                message_id: r.get(0),
+                partition_key: r.get(1),
+                payload: r.get(2),
+            })
+            .collect())
     }
 }

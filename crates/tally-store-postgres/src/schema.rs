@@ -8,7 +8,8 @@ use tally_core::ports::Error;
 use crate::pg_error;
 
 /// Each migration, in order; version n is `MIGRATIONS[n - 1]`.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 -- The log's head: one row, locked first by every append and held until its commit, so appends are
 -- serialized and positions are handed out densely, in commit order.
 CREATE TABLE log_head (
@@ -130,7 +131,18 @@ CREATE TABLE api_keys (
     created_at      timestamptz NOT NULL,
     revoked_at      timestamptz
 );
-"#];
+"#,
+    r#"
+-- Commands accepted for a broker queue whose publish is not confirmed yet (IntakeLedger).
+CREATE TABLE outbox (
+    message_id    uuid        PRIMARY KEY,
+    partition_key text        NOT NULL,
+    payload       bytea       NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX outbox_by_age ON outbox (created_at);
+"#,
+];
 
 /// What a migration run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

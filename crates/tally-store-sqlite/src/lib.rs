@@ -76,6 +76,7 @@ impl Sqlite {
             read: self.clone(),
             keys: self.clone(),
             leases: Arc::new(self.leases.clone()),
+            ledger: self.clone(),
         }
     }
 }

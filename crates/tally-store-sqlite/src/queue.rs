@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tally_core::model::{DeadLetter, Delivery, QueueMessage};
-use tally_core::ports::{CommandQueue, Error, Intake, Result, Submission, Submitted};
+use tally_core::ports::{CommandQueue, Error, Intake, IntakeLedger, Result, Submission, Submitted};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -382,7 +382,19 @@ impl CommandQueue for Sqlite {
     }
 }
 
-fn submit_one(conn: &Connection, s: Submission) -> Result<(Submitted, Option<(i64, Msg)>)> {
+/// Where an accepted submission's message goes: onto this database's queue, or into the outbox for a
+/// broker ([`IntakeLedger`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    Queue,
+    Outbox,
+}
+
+fn submit_one(
+    conn: &Connection,
+    s: Submission,
+    to: Destination,
+) -> Result<(Submitted, Option<(i64, Msg)>)> {
     let e = &s.envelope;
     let key_id = e.principal.key_id.as_str();
     if let Some((key, hash)) = &s.idempotency {
@@ -430,13 +442,25 @@ fn submit_one(conn: &Connection, s: Submission) -> Result<(Submitted, Option<(i6
         partition_key: s.partition_key.clone(),
         payload: e.encode(),
     };
+    let accepted = Submitted::Accepted {
+        command_id: e.command_id,
+    };
+    if to == Destination::Outbox {
+        conn.prepare_cached(
+            "INSERT INTO outbox (message_id, partition_key, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(sql_error)?
+        .execute(params![
+            m.message_id.as_bytes().as_slice(),
+            m.partition_key,
+            m.payload,
+            ts_to_sql(jiff::Timestamp::now())
+        ])
+        .map_err(sql_error)?;
+        return Ok((accepted, None));
+    }
     let seq = insert_message(conn, &m)?;
-    Ok((
-        Submitted::Accepted {
-            command_id: e.command_id,
-        },
-        Some(fresh(seq, m)),
-    ))
+    Ok((accepted, Some(fresh(seq, m))))
 }
 
 #[async_trait]
@@ -454,7 +478,7 @@ impl Intake for Sqlite {
                 let mut results = Vec::with_capacity(submissions.len());
                 let mut rows = Vec::new();
                 for s in submissions {
-                    let (r, row) = submit_one(conn, s)?;
+                    let (r, row) = submit_one(conn, s, Destination::Queue)?;
                     results.push(r);
                     rows.extend(row);
                 }
@@ -463,6 +487,66 @@ impl Intake for Sqlite {
             .await?;
         self.queue.add(rows)?;
         Ok(results)
+    }
+}
+
+#[async_trait]
+impl IntakeLedger for Sqlite {
+    async fn record(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
+        self.writer
+            .write(move |conn| {
+                submissions
+                    .into_iter()
+                    .map(|s| submit_one(conn, s, Destination::Outbox).map(|(r, _)| r))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn published(&self, message_ids: &[Uuid]) -> Result<()> {
+        let ids = message_ids.to_vec();
+        self.writer
+            .write(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("DELETE FROM outbox WHERE message_id = ?1")
+                    .map_err(sql_error)?;
+                for id in &ids {
+                    stmt.execute(params![id.as_bytes().as_slice()])
+                        .map_err(sql_error)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn unpublished(&self, older_than: Duration, limit: usize) -> Result<Vec<QueueMessage>> {
+        let cutoff = ts_to_sql(jiff::Timestamp::now())
+            .saturating_sub(i64::try_from(older_than.as_nanos()).unwrap_or(i64::MAX));
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT message_id, partition_key, payload FROM outbox WHERE created_at <= ?1 \
+                         ORDER BY created_at LIMIT ?2",
+                    )
+                    .map_err(sql_error)?;
+                let rows = stmt
+                    .query_map(params![cutoff, limit as i64], |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
+                    })
+                    .map_err(sql_error)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (id, partition_key, payload) = row.map_err(sql_error)?;
+                    out.push(QueueMessage {
+                        message_id: uuid_from_sql(&id)?,
+                        partition_key,
+                        payload,
+                    });
+                }
+                Ok(out)
+            })
+            .await
     }
 }
 

@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     position       INTEGER PRIMARY KEY,
     stream_id      TEXT    NOT NULL,
@@ -96,7 +97,18 @@ CREATE TABLE api_keys (
     created_at      INTEGER NOT NULL,
     revoked_at      INTEGER
 );
-"#];
+"#,
+    r#"
+-- Commands accepted for a broker queue whose publish is not confirmed yet (IntakeLedger).
+CREATE TABLE outbox (
+    message_id    BLOB PRIMARY KEY,
+    partition_key TEXT    NOT NULL,
+    payload       BLOB    NOT NULL,
+    created_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX outbox_by_age ON outbox (created_at);
+"#,
+];
 
 /// Brings the schema up to date; safe to run on every start.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

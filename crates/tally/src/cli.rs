@@ -1,4 +1,4 @@
-//! The command line: `serve`, `keys`, `bench`, `rebuild`, `migrate`, `openapi`.
+//! The command line: `serve`, `keys`, `dlq`, `bench`, `rebuild`, `migrate`, `openapi`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,9 +39,14 @@ pub struct StoreArgs {
     /// Most PostgreSQL connections per process [default: 16].
     #[arg(long, env = "TALLY_DATABASE_POOL_SIZE", global = true)]
     pub database_pool_size: Option<usize>,
-    /// The durable command queue: `embedded` (SQLite) or `postgres` [default: the database's own].
+    /// The durable command queue: the database's own (`embedded` for SQLite, `postgres`) or a broker
+    /// (`activemq`, `rabbitmq`, `nats`) [default: the database's own].
     #[arg(long, env = "TALLY_QUEUE_KIND", global = true, value_enum)]
     pub queue_kind: Option<QueueKind>,
+    /// The broker's address: stomp://127.0.0.1:61613, amqp://guest:guest@127.0.0.1:5672/%2f,
+    /// nats://127.0.0.1:4222 [default: that broker's local address].
+    #[arg(long, env = "TALLY_QUEUE_URL", global = true, hide_env_values = true)]
+    pub queue_url: Option<String>,
     /// Seconds a queue consumer that stopped answering keeps its partitions [default: 30].
     #[arg(long, env = "TALLY_QUEUE_LEASE_SECONDS", global = true)]
     pub queue_lease_seconds: Option<u64>,
@@ -52,6 +57,15 @@ pub struct StoreArgs {
 pub enum QueueKind {
     Embedded,
     Postgres,
+    Activemq,
+    Rabbitmq,
+    Nats,
+}
+
+impl QueueKind {
+    pub fn is_broker(self) -> bool {
+        matches!(self, Self::Activemq | Self::Rabbitmq | Self::Nats)
+    }
 }
 
 /// What a `tally serve` process does.
@@ -109,6 +123,11 @@ pub enum Cmd {
     Rebuild,
     /// Create or update the database schema (PostgreSQL; safe to run twice, or beside running servers).
     Migrate,
+    /// Commands that could not be handled after their retries (the dead-letter queue).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCmd,
+    },
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -134,6 +153,25 @@ pub enum KeysCmd {
     List,
     /// Revoke a key; it stops working at once.
     Revoke { key_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCmd {
+    /// List the dead letters: id, partition, when, why, and the command when it can be decoded.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the command queue (their retries start again).
+    Replay {
+        /// Message (command) ids to replay.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<uuid::Uuid>,
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +245,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::serve::migrate(&store))?
         }
+        Cmd::Dlq { action } => runtime.block_on(crate::dlq::run(&store, action))?,
         Cmd::Openapi => {
             let doc = tally_http::openapi();
             println!(

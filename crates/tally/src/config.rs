@@ -46,6 +46,8 @@ pub struct DatabaseSection {
 #[serde(deny_unknown_fields)]
 pub struct QueueSection {
     pub kind: Option<QueueKind>,
+    /// The broker's address (brokers only).
+    pub url: Option<String>,
     /// Seconds a queue consumer keeps a partition without settling it (PostgreSQL queue).
     pub lease_seconds: Option<u64>,
 }
@@ -72,13 +74,61 @@ impl FileConfig {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     /// One SQLite file in a data dir, with its embedded queue.
-    Embedded { data_dir: PathBuf },
+    Embedded {
+        data_dir: PathBuf,
+        broker: Option<BrokerConfig>,
+    },
     /// PostgreSQL, with the queue in it.
-    Postgres { options: PgOptions },
+    Postgres {
+        options: PgOptions,
+        broker: Option<BrokerConfig>,
+    },
+}
+
+/// A broker as the command queue; the database keeps accepted records and the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    pub kind: QueueKind,
+    pub url: String,
+}
+
+impl BrokerConfig {
+    fn resolve(kind: QueueKind, url: Option<String>) -> Self {
+        let default = match kind {
+            QueueKind::Activemq => "stomp://127.0.0.1:61613",
+            QueueKind::Rabbitmq => "amqp://guest:guest@127.0.0.1:5672/%2f",
+            _ => "nats://127.0.0.1:4222",
+        };
+        Self {
+            kind,
+            url: url.unwrap_or_else(|| default.to_owned()),
+        }
+    }
 }
 
 impl StoreConfig {
     pub fn resolve(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let store = Self::resolve_store(args, file)?;
+        let queue = args.queue_kind.or(file.queue.kind);
+        let broker = queue.filter(|q| q.is_broker()).map(|kind| {
+            BrokerConfig::resolve(
+                kind,
+                args.queue_url.clone().or_else(|| file.queue.url.clone()),
+            )
+        });
+        Ok(match store {
+            Self::Embedded { data_dir, .. } => Self::Embedded { data_dir, broker },
+            Self::Postgres { options, .. } => Self::Postgres { options, broker },
+        })
+    }
+
+    pub fn broker(&self) -> Option<&BrokerConfig> {
+        match self {
+            Self::Embedded { broker, .. } | Self::Postgres { broker, .. } => broker.as_ref(),
+        }
+    }
+
+    fn resolve_store(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<Self> {
         let url = args
             .database_url
             .clone()
@@ -96,7 +146,10 @@ impl StoreConfig {
                     .clone()
                     .or_else(|| file.data_dir.clone())
                     .unwrap_or_else(|| PathBuf::from("./tally-data"));
-                Ok(Self::Embedded { data_dir })
+                Ok(Self::Embedded {
+                    data_dir,
+                    broker: None,
+                })
             }
             Some(url) => {
                 if queue == Some(QueueKind::Embedded) {
@@ -118,16 +171,19 @@ impl StoreConfig {
                 if let Some(s) = args.queue_lease_seconds.or(file.queue.lease_seconds) {
                     options.queue_lease = Duration::from_secs(s.max(1));
                 }
-                Ok(Self::Postgres { options })
+                Ok(Self::Postgres {
+                    options,
+                    broker: None,
+                })
             }
         }
     }
 
     /// Where the data is, for messages (never the database password).
     pub fn describe(&self) -> String {
-        match self {
-            Self::Embedded { data_dir } => format!("data in {}", data_dir.display()),
-            Self::Postgres { options } => {
+        let store = match self {
+            Self::Embedded { data_dir, .. } => format!("data in {}", data_dir.display()),
+            Self::Postgres { options, .. } => {
                 let host = options
                     .url
                     .parse::<tally_store_postgres::PgConfig>()
@@ -136,6 +192,14 @@ impl StoreConfig {
                     .unwrap_or_else(|| "PostgreSQL".to_owned());
                 format!("{host}, schema {}", options.schema)
             }
+        };
+        match self.broker() {
+            None => store,
+            Some(b) => format!(
+                "{store}; queue {} at {}",
+                format!("{:?}", b.kind).to_lowercase(),
+                redact(&b.url)
+            ),
         }
     }
 }
@@ -157,26 +221,83 @@ fn describe_pg(c: &tally_store_postgres::PgConfig) -> String {
     )
 }
 
-/// An opened backend.
-pub enum Opened {
+/// A URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// An opened store, and the broker when the queue is one.
+pub struct Opened {
+    pub store: OpenedStore,
+    pub broker: Option<Arc<dyn tally_core::CommandQueue>>,
+}
+
+pub enum OpenedStore {
     Embedded(Arc<Sqlite>),
     Postgres(Arc<Postgres>),
 }
 
 impl Opened {
-    /// Opens the store. PostgreSQL is retried with back-off while it cannot be reached (a server
-    /// starting before its database), until `give_up_after` passes.
+    /// Opens the store and, when the queue is a broker, connects to it. Both are retried with
+    /// back-off while they cannot be reached (a server starting before its database), until
+    /// `give_up_after`.
     pub async fn open(
         config: &StoreConfig,
         migrate: bool,
         give_up_after: Duration,
     ) -> anyhow::Result<Self> {
+        let store = OpenedStore::open(config, migrate, give_up_after).await?;
+        let broker = match config.broker() {
+            None => None,
+            Some(b) => Some(crate::brokers::connect(b, give_up_after).await?),
+        };
+        Ok(Self { store, broker })
+    }
+
+    /// Only the store, for commands that need no broker (keys, migrate, rebuild).
+    pub async fn store_only(
+        config: &StoreConfig,
+        migrate: bool,
+        give_up_after: Duration,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: OpenedStore::open(config, migrate, give_up_after).await?,
+            broker: None,
+        })
+    }
+
+    /// The ports; with a broker, the queue is the broker and the intake records in the database first.
+    pub fn backend(&self) -> Backend {
+        let backend = match &self.store {
+            OpenedStore::Embedded(s) => s.backend(),
+            OpenedStore::Postgres(p) => p.backend(),
+        };
+        match &self.broker {
+            None => backend,
+            Some(queue) => backend.with_broker(queue.clone()),
+        }
+    }
+}
+
+impl OpenedStore {
+    async fn open(
+        config: &StoreConfig,
+        migrate: bool,
+        give_up_after: Duration,
+    ) -> anyhow::Result<Self> {
         match config {
-            StoreConfig::Embedded { data_dir } => Ok(Self::Embedded(
+            StoreConfig::Embedded { data_dir, .. } => Ok(Self::Embedded(
                 Sqlite::open(data_dir)
                     .with_context(|| format!("opening the data dir {}", data_dir.display()))?,
             )),
-            StoreConfig::Postgres { options } => {
+            StoreConfig::Postgres { options, .. } => {
                 let mut options = options.clone();
                 options.migrate = migrate;
                 let deadline = tokio::time::Instant::now() + give_up_after;
@@ -203,13 +324,6 @@ impl Opened {
             }
         }
     }
-
-    pub fn backend(&self) -> Backend {
-        match self {
-            Self::Embedded(s) => s.backend(),
-            Self::Postgres(p) => p.backend(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -225,7 +339,7 @@ mod tests {
         let c =
             StoreConfig::resolve(&StoreArgs::default(), &FileConfig::default()).expect("resolve");
         assert!(
-            matches!(c, StoreConfig::Embedded { data_dir } if data_dir == Path::new("./tally-data"))
+            matches!(c, StoreConfig::Embedded { data_dir, broker: None } if data_dir == Path::new("./tally-data"))
         );
     }
 
@@ -235,7 +349,7 @@ mod tests {
             "data_dir = \"/srv/tally\"\n[database]\nurl = \"postgres://db/x\"\nschema = \"shop\"\npool_size = 7\n[queue]\nlease_seconds = 9\n",
         );
         let c = StoreConfig::resolve(&StoreArgs::default(), &f).expect("resolve");
-        let StoreConfig::Postgres { options } = c else {
+        let StoreConfig::Postgres { options, .. } = c else {
             panic!("expected PostgreSQL");
         };
         assert_eq!(options.url, "postgres://db/x");
@@ -252,7 +366,8 @@ mod tests {
             database_schema: Some("from_flag".into()),
             ..StoreArgs::default()
         };
-        let StoreConfig::Postgres { options } = StoreConfig::resolve(&args, &f).expect("resolve")
+        let StoreConfig::Postgres { options, .. } =
+            StoreConfig::resolve(&args, &f).expect("resolve")
         else {
             panic!("expected PostgreSQL");
         };
@@ -297,9 +412,14 @@ mod tests {
     fn descriptions_never_show_the_password() {
         let c = StoreConfig::Postgres {
             options: PgOptions::new("postgres://tally:secret@db.internal:5432/retail"),
+            broker: Some(BrokerConfig::resolve(
+                QueueKind::Rabbitmq,
+                Some("amqp://guest:hunter2@mq:5672/%2f".into()),
+            )),
         };
         let d = c.describe();
-        assert!(!d.contains("secret"), "{d}");
+        assert!(!d.contains("secret") && !d.contains("hunter2"), "{d}");
+        assert!(d.contains("rabbitmq") && d.contains("mq:5672"), "{d}");
         assert!(d.contains("db.internal") && d.contains("retail"), "{d}");
     }
 }

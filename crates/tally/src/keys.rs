@@ -10,7 +10,7 @@ use crate::cli::KeysCmd;
 use crate::config::{Opened, StoreConfig};
 
 pub async fn run(store: &StoreConfig, action: KeysCmd) -> anyhow::Result<()> {
-    let opened = Opened::open(store, true, std::time::Duration::from_secs(10)).await?;
+    let opened = Opened::store_only(store, true, std::time::Duration::from_secs(10)).await?;
     let keys = opened.backend().keys;
     match action {
         KeysCmd::Create {

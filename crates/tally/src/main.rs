@@ -1,8 +1,10 @@
 //! The tally binary: parses the command line and hands over to the command it names. See `cli.rs`.
 
 mod bench;
+mod brokers;
 mod cli;
 mod config;
+mod dlq;
 mod keys;
 mod serve;
 

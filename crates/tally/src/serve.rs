@@ -16,7 +16,7 @@ use tally_http::auth::{generate_key, hash_secret};
 use tokio::sync::watch;
 
 use crate::cli::Role;
-use crate::config::{Opened, StoreConfig};
+use crate::config::{Opened, OpenedStore, StoreConfig};
 
 pub struct Options {
     pub store: StoreConfig,
@@ -48,6 +48,17 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     let signals = Signals::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
+    if api && let Some(broker) = &opened.broker {
+        // Sends what the outbox holds: commands recorded while the broker could not confirm them.
+        workers.push((
+            "outbox relay",
+            tokio::spawn(tally_core::intake::relay(
+                backend.ledger.clone(),
+                broker.clone(),
+                stop_rx.clone(),
+            )),
+        ));
+    }
     if processes {
         let processor = Processor::new(
             backend.events.clone(),
@@ -181,7 +192,7 @@ fn admin(key_id: String) -> ApiKey {
 
 /// `tally rebuild`: every read model emptied and folded again from the log.
 pub async fn rebuild(store: &StoreConfig) -> anyhow::Result<()> {
-    let opened = Opened::open(store, true, Duration::from_secs(10)).await?;
+    let opened = Opened::store_only(store, true, Duration::from_secs(10)).await?;
     let backend = opened.backend();
     // Hold the projector lease throughout, so no running projector applies into half-rebuilt models.
     let _lease = backend
@@ -209,8 +220,11 @@ pub async fn rebuild(store: &StoreConfig) -> anyhow::Result<()> {
 
 /// `tally migrate`: brings the database schema up to date.
 pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
-    match Opened::open(store, false, Duration::from_secs(10)).await? {
-        Opened::Postgres(pg) => {
+    match Opened::store_only(store, false, Duration::from_secs(10))
+        .await?
+        .store
+    {
+        OpenedStore::Postgres(pg) => {
             let done = pg.migrate().await.context("migrating the schema")?;
             if done.from == done.to {
                 println!(
@@ -227,7 +241,7 @@ pub async fn migrate(store: &StoreConfig) -> anyhow::Result<()> {
                 );
             }
         }
-        Opened::Embedded(_) => {
+        OpenedStore::Embedded(_) => {
             println!(
                 "{}: the embedded store migrates itself when opened",
                 store.describe()

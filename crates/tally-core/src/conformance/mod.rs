@@ -36,6 +36,7 @@ use crate::Backend;
 pub mod event_store;
 pub mod intake;
 pub mod keys;
+pub mod ledger;
 pub mod outcomes;
 pub mod queue;
 pub mod read_store;
@@ -130,6 +131,18 @@ macro_rules! conformance_tests {
                     read_store::store_daily_filters_dates_and_skips_empty_days,
                 read_store_supplier_daily_filters_dates_and_skips_empty_days =>
                     read_store::supplier_daily_filters_dates_and_skips_empty_days,
+                ledger_records_without_queueing => ledger::records_without_queueing,
+                ledger_keeps_what_the_broker_refused_and_relays_it_later =>
+                    ledger::keeps_what_the_broker_refused_and_relays_it_later,
+                broker_intake_accepts_and_records_the_command =>
+                    ledger::broker_intake_accepts_and_records_the_command,
+                broker_intake_replays_the_same_key_and_request =>
+                    ledger::broker_intake_replays_the_same_key_and_request,
+                broker_intake_refuses_a_reused_key => ledger::broker_intake_refuses_a_reused_key,
+                broker_intake_scopes_idempotency_keys_per_api_key =>
+                    ledger::broker_intake_scopes_idempotency_keys_per_api_key,
+                broker_intake_submit_many_returns_each_result =>
+                    ledger::broker_intake_submit_many_returns_each_result,
                 keys_create_find_and_list => keys::create_find_and_list,
                 keys_revoke_hides_a_key_once => keys::revoke_hides_a_key_once,
             ];
