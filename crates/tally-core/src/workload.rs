@@ -265,6 +265,97 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
     }
 }
 
+/// The books that a set of accepted commands implies, computed directly from the commands (not through
+/// the domain's rules): what WORKLOAD.md verifies when the order of sales within a store is the
+/// server's to choose (W1 over HTTP with concurrent connections). `accepted(i)` says whether
+/// `commands[i]` was accepted. Handles the command kinds W1 sends (reference data, deliveries, sales).
+pub fn books_of(commands: &[Command], accepted: impl Fn(usize) -> bool) -> Books {
+    let mut books = Books {
+        submitted: commands.len() as u64,
+        ..Books::default()
+    };
+    let mut zones = HashMap::new();
+    let mut supplier_of = HashMap::new();
+    for (n, c) in commands.iter().enumerate() {
+        if !accepted(n) {
+            books.rejected += 1;
+            continue;
+        }
+        books.accepted += 1;
+        match c {
+            Command::RegisterStore {
+                store_id, timezone, ..
+            } => {
+                zones.insert(store_id.to_string(), timezone.clone());
+            }
+            Command::RegisterItem {
+                item_id,
+                supplier_id,
+                ..
+            } => {
+                supplier_of.insert(item_id.to_string(), supplier_id.to_string());
+            }
+            Command::RecordDelivery {
+                supplier_id,
+                store_id,
+                occurred_at,
+                lines,
+                ..
+            } => {
+                let Some(tz) = zones.get(store_id.as_str()) else {
+                    continue;
+                };
+                let day = books
+                    .supplier_days
+                    .entry((supplier_id.to_string(), tz.business_date(*occurred_at)))
+                    .or_default();
+                day.deliveries += 1;
+                for l in lines {
+                    let (q, cost) = (l.quantity.get(), l.unit_cost_cents.get());
+                    day.units_supplied += q;
+                    day.supply_cost_cents += q * cost;
+                    *books
+                        .stock
+                        .entry((store_id.to_string(), l.item_id.to_string()))
+                        .or_insert(0) += q;
+                }
+            }
+            Command::RecordSale {
+                store_id,
+                occurred_at,
+                lines,
+                ..
+            } => {
+                let Some(tz) = zones.get(store_id.as_str()) else {
+                    continue;
+                };
+                let date = tz.business_date(*occurred_at);
+                let day = books
+                    .store_days
+                    .entry((store_id.to_string(), date))
+                    .or_default();
+                day.transactions += 1;
+                for l in lines {
+                    let (q, price) = (l.quantity.get(), l.unit_price_cents.get());
+                    day.units_sold += q;
+                    day.gross_cents += q * price;
+                    *books
+                        .stock
+                        .entry((store_id.to_string(), l.item_id.to_string()))
+                        .or_insert(0) -= q;
+                    if let Some(sup) = supplier_of.get(l.item_id.as_str()) {
+                        let sd = books.supplier_days.entry((sup.clone(), date)).or_default();
+                        sd.units_sold += q;
+                        sd.sales_cents += q * price;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    books
+}
+
 /// Compares the outcome counts and every read model with the books computed from the commands.
 pub async fn verify(
     read: &dyn ReadStore,

@@ -123,6 +123,11 @@ pub enum Cmd {
     Rebuild,
     /// Create or update the database schema (PostgreSQL; safe to run twice, or beside running servers).
     Migrate,
+    /// Load generators that drive a running tally over HTTP.
+    Load {
+        #[command(subcommand)]
+        which: LoadCmd,
+    },
     /// Commands that could not be handled after their retries (the dead-letter queue).
     Dlq {
         #[command(subcommand)]
@@ -153,6 +158,28 @@ pub enum KeysCmd {
     List,
     /// Revoke a key; it stops working at once.
     Revoke { key_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoadCmd {
+    /// W1 over HTTP: reference data, deliveries, then sales in per-store order; figures and verified
+    /// books (see BENCHMARKS.md).
+    W1 {
+        /// The server (gateway) to load.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin key of that server.
+        #[arg(long, env = "TALLY_ADMIN_KEY", hide_env_values = true)]
+        key: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Number of sales (W1 has 100000).
+        #[arg(long, default_value_t = 100_000)]
+        sales: usize,
+        /// Keep-alive connections (W1 specifies 64).
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +271,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Migrate => {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::serve::migrate(&store))?
+        }
+        Cmd::Load {
+            which:
+                LoadCmd::W1 {
+                    url,
+                    key,
+                    seed,
+                    sales,
+                    connections,
+                },
+        } => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::load::w1_load(crate::load::LoadOptions {
+                url,
+                key,
+                seed,
+                sales,
+                connections,
+            }))?
         }
         Cmd::Dlq { action } => runtime.block_on(crate::dlq::run(&store, action))?,
         Cmd::Openapi => {
