@@ -68,6 +68,9 @@ fn request(command: &Command) -> anyhow::Result<(String, Value)> {
     Ok((path, body))
 }
 
+/// A W1 command with its index in W1.
+type Numbered = (usize, Command);
+
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -189,9 +192,9 @@ pub async fn w1_load(opts: LoadOptions) -> anyhow::Result<()> {
         },
     );
     let submitted = workload.commands.len();
-    let commands: Vec<(usize, Command)> = workload.commands.iter().cloned().enumerate().collect();
+    let commands: Vec<Numbered> = workload.commands.iter().cloned().enumerate().collect();
     let (reference, rest) = commands.split_at(workload.reference_count);
-    let (deliveries, sales): (Vec<(usize, Command)>, Vec<(usize, Command)>) = rest
+    let (deliveries, sales): (Vec<Numbered>, Vec<Numbered>) = rest
         .iter()
         .cloned()
         .partition(|(_, c)| matches!(c, Command::RecordDelivery { .. }));
@@ -310,7 +313,7 @@ pub async fn w1_load(opts: LoadOptions) -> anyhow::Result<()> {
 async fn run_spread(
     client: &Arc<Client>,
     tally: &Arc<Mutex<Tally>>,
-    commands: Vec<(usize, Command)>,
+    commands: Vec<Numbered>,
     connections: usize,
 ) -> anyhow::Result<()> {
     let queue = Arc::new(Mutex::new(commands.into_iter()));
@@ -342,7 +345,7 @@ async fn outcomes(
     ids: &[String],
     connections: usize,
 ) -> anyhow::Result<Vec<(Option<String>, u64)>> {
-    let queue = Arc::new(Mutex::new(ids.to_vec().into_iter().enumerate()));
+    let queue = Arc::new(Mutex::new(ids.iter().cloned().enumerate()));
     let mut workers = Vec::new();
     for _ in 0..connections {
         let (client, queue) = (client.clone(), queue.clone());
