@@ -345,7 +345,8 @@ async fn outcomes(
     ids: &[String],
     connections: usize,
 ) -> anyhow::Result<Vec<(Option<String>, u64)>> {
-    let queue = Arc::new(Mutex::new(ids.iter().cloned().enumerate()));
+    let owned: Vec<String> = ids.to_owned();
+    let queue = Arc::new(Mutex::new(owned.into_iter().enumerate()));
     let mut workers = Vec::new();
     for _ in 0..connections {
         let (client, queue) = (client.clone(), queue.clone());
