@@ -237,3 +237,78 @@ async fn the_gateway_answers_503_while_the_database_is_unreachable() {
     gateway.stop();
     processor.stop();
 }
+
+fn tally_cli(db: &Schema, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .env("TALLY_DATABASE_URL", &db.url)
+        .env("TALLY_DATABASE_SCHEMA", &db.name)
+        .env_remove("TALLY_QUEUE_KIND")
+        .current_dir(dir)
+        .output()
+        .expect("run tally");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A message the processor cannot decode is retried a bounded number of times, then dead-lettered
+/// with its reason; `tally dlq list` shows it and `tally dlq replay` puts it back on the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_command_is_dead_lettered_listed_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Schema::new("dlq");
+    db.migrate_with_cli(dir.path());
+    let mut processor = spawn_role(dir.path(), "processor", "processor", &db.url, &db.name);
+    let poison = uuid::Uuid::now_v7();
+    db.sql(&format!(
+        "INSERT INTO {s}.queue_partitions (partition_key) VALUES ('store:x') ON CONFLICT DO NOTHING;
+         INSERT INTO {s}.queue (message_id, partition_key, payload) VALUES ('{poison}', 'store:x', '\\x00ff')",
+        s = db.name
+    ))
+    .await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let (ok, out, err) = tally_cli(&db, dir.path(), &["dlq", "list", "--json"]);
+        assert!(ok, "tally dlq list: {err}");
+        if let Some(line) = out.lines().find(|l| l.contains(&poison.to_string())) {
+            break serde_json::from_str::<Value>(line).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never dead-lettered:\n{}",
+            processor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(listed["partition_key"], json!("store:x"));
+    assert!(
+        listed["reason"].as_str().unwrap().contains("undecodable"),
+        "the reason is kept: {listed}"
+    );
+    processor.stop();
+
+    let (ok, out, err) = tally_cli(&db, dir.path(), &["dlq", "replay", &poison.to_string()]);
+    assert!(ok && out.contains("replayed"), "{out} {err}");
+    let (_, out, _) = tally_cli(&db, dir.path(), &["dlq", "list"]);
+    assert!(out.contains("no dead letters"), "{out}");
+    let rows = db
+        .sql(&format!(
+            "SELECT count(*) FROM {}.queue WHERE message_id = '{poison}'",
+            db.name
+        ))
+        .await;
+    let back = rows
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("1")));
+    assert!(back, "replayed onto the queue");
+    let (ok, _, err) = tally_cli(
+        &db,
+        dir.path(),
+        &["dlq", "replay", &uuid::Uuid::now_v7().to_string()],
+    );
+    assert!(!ok && err.contains("no dead letter"), "{err}");
+}
