@@ -75,6 +75,14 @@ struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
+    /// Makes this run's idempotency keys its own.
+    run: String,
+}
+
+impl Client {
+    fn idempotency_key(&self, index: usize) -> String {
+        format!("w1-{}-{index}", self.run)
+    }
 }
 
 struct Sent {
@@ -83,20 +91,31 @@ struct Sent {
 }
 
 impl Client {
-    /// POSTs a command; retries 429/503 (after Retry-After) so a busy server slows the run instead of
-    /// failing it. Anything else but 202 is an error.
-    async fn send(&self, path: &str, body: &Value) -> anyhow::Result<Sent> {
+    /// POSTs a command with an idempotency key; retries 429/503 (after Retry-After) and lost
+    /// connections with the same key, as a careful client does, so a busy or failing server slows the
+    /// run instead of failing it, and a retried command is never applied twice. Anything else but 202
+    /// is an error.
+    async fn send(&self, path: &str, body: &Value, key: &str) -> anyhow::Result<Sent> {
         let url = format!("{}{path}", self.base);
         loop {
             let started = Instant::now();
-            let r = self
+            let sent = self
                 .http
                 .post(&url)
                 .bearer_auth(&self.key)
+                .header("Idempotency-Key", key)
                 .json(body)
                 .send()
-                .await
-                .with_context(|| format!("POST {path}"))?;
+                .await;
+            let r = match sent {
+                Ok(r) => r,
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                    tracing::debug!(error = %e, "request failed; retrying with the same key");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("POST {path}")),
+            };
             let latency = started.elapsed();
             let status = r.status().as_u16();
             if status == 202 {
@@ -179,6 +198,7 @@ pub async fn w1_load(opts: LoadOptions) -> anyhow::Result<()> {
         http,
         base: opts.url.trim_end_matches('/').to_owned(),
         key: opts.key.clone(),
+        run: uuid::Uuid::now_v7().simple().to_string(),
     });
     client
         .get("/v1/admin/api-keys")
@@ -212,7 +232,7 @@ pub async fn w1_load(opts: LoadOptions) -> anyhow::Result<()> {
     let mut last = None;
     for (i, c) in reference {
         let (path, body) = request(c)?;
-        let sent = client.send(&path, &body).await?;
+        let sent = client.send(&path, &body, &client.idempotency_key(*i)).await?;
         let mut t = tally.lock().await;
         t.latencies.push(sent.latency);
         t.ids.push((*i, sent.command_id.clone()));
@@ -326,7 +346,7 @@ async fn run_spread(
                     return Ok::<_, anyhow::Error>(());
                 };
                 let (path, body) = request(&c)?;
-                let sent = client.send(&path, &body).await?;
+                let sent = client.send(&path, &body, &client.idempotency_key(i)).await?;
                 let mut t = tally.lock().await;
                 t.latencies.push(sent.latency);
                 t.ids.push((i, sent.command_id));
