@@ -10,32 +10,79 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::model::QueueMessage;
 use crate::ports::{CommandQueue, Error, Intake, IntakeLedger, Result, Submission, Submitted};
 
 pub struct BrokerIntake {
+    inner: Arc<Inner>,
+    group: mpsc::Sender<(Submission, oneshot::Sender<Result<Submitted>>)>,
+}
+
+struct Inner {
     ledger: Arc<dyn IntakeLedger>,
     queue: Arc<dyn CommandQueue>,
 }
 
+/// Most submissions per group (one ledger transaction, one batch of publishes), and groups in flight.
+const GROUP: usize = 1024;
+const GROUPS_IN_FLIGHT: usize = 4;
+
 impl BrokerIntake {
+    /// Starts the grouping task on the current tokio runtime.
     pub fn new(ledger: Arc<dyn IntakeLedger>, queue: Arc<dyn CommandQueue>) -> Self {
-        Self { ledger, queue }
+        let inner = Arc::new(Inner { ledger, queue });
+        let (group, mut rx) =
+            mpsc::channel::<(Submission, oneshot::Sender<Result<Submitted>>)>(GROUP * 4);
+        let worker = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+            while let Some(first) = rx.recv().await {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < GROUP {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let Some(inner) = worker.upgrade() else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let (submissions, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    match inner.submit_group(submissions).await {
+                        Ok((results, published)) => {
+                            for (reply, result) in replies.into_iter().zip(results) {
+                                let _ = reply.send(Ok(result));
+                            }
+                            inner.clear_outbox(&published).await;
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { inner, group }
     }
 }
 
-#[async_trait]
-impl Intake for BrokerIntake {
-    async fn submit(&self, submission: Submission) -> Result<Submitted> {
-        let mut out = self.submit_many(vec![submission]).await?;
-        out.pop()
-            .ok_or_else(|| Error::Corrupt("the ledger returned no result".into()))
-    }
-
-    async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
+impl Inner {
+    /// Records the group, then publishes its accepted commands; returns the results and the ids
+    /// whose outbox rows can go.
+    async fn submit_group(
+        &self,
+        submissions: Vec<Submission>,
+    ) -> Result<(Vec<Submitted>, Vec<Uuid>)> {
         let messages: Vec<(Uuid, QueueMessage)> = submissions
             .iter()
             .map(|s| {
@@ -52,15 +99,14 @@ impl Intake for BrokerIntake {
         let results = self.ledger.record(submissions).await?;
         let accepted: Vec<QueueMessage> = messages
             .into_iter()
-            .filter(|(id, _)| {
-                results
-                    .iter()
-                    .any(|r| matches!(r, Submitted::Accepted { command_id } if command_id == id))
-            })
-            .map(|(_, m)| m)
+            .zip(&results)
+            .filter(
+                |((id, _), r)| matches!(r, Submitted::Accepted { command_id } if command_id == id),
+            )
+            .map(|((_, m), _)| m)
             .collect();
         if accepted.is_empty() {
-            return Ok(results);
+            return Ok((results, Vec::new()));
         }
         let ids: Vec<Uuid> = accepted.iter().map(|m| m.message_id).collect();
         self.queue.enqueue(accepted).await.map_err(|e| {
@@ -68,10 +114,37 @@ impl Intake for BrokerIntake {
                 "the command queue did not confirm the command (it is kept and sent when the queue is back): {e}"
             ))
         })?;
-        if let Err(e) = self.ledger.published(&ids).await {
+        Ok((results, ids))
+    }
+
+    /// After the 202s: the broker confirmed these, so their outbox rows go.
+    async fn clear_outbox(&self, ids: &[Uuid]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ledger.published(ids).await {
             // Confirmed by the broker, so the 202 stands; the relay will send a harmless second copy.
             tracing::warn!(error = %e, "could not clear the outbox after a confirmed publish");
         }
+    }
+}
+
+#[async_trait]
+impl Intake for BrokerIntake {
+    async fn submit(&self, submission: Submission) -> Result<Submitted> {
+        let (reply, answer) = oneshot::channel();
+        self.group
+            .send((submission, reply))
+            .await
+            .map_err(|_| Error::Unavailable("the intake has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the intake dropped a submission".into()))?
+    }
+
+    async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
+        let (results, published) = self.inner.submit_group(submissions).await?;
+        self.inner.clear_outbox(&published).await;
         Ok(results)
     }
 }

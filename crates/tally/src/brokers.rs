@@ -48,7 +48,7 @@ async fn connect_once(broker: &BrokerConfig) -> Result<Arc<dyn CommandQueue>, Co
         QueueKind::Activemq => {
             #[cfg(feature = "activemq")]
             {
-                return BROKER_ACTIVEMQ(broker).await.map_err(Failed);
+                return activemq(broker).await.map_err(Failed);
             }
             #[cfg(not(feature = "activemq"))]
             Err(Missing("activemq"))
@@ -56,7 +56,7 @@ async fn connect_once(broker: &BrokerConfig) -> Result<Arc<dyn CommandQueue>, Co
         QueueKind::Rabbitmq => {
             #[cfg(feature = "rabbitmq")]
             {
-                return BROKER_RABBITMQ(broker).await.map_err(Failed);
+                return rabbitmq(broker).await.map_err(Failed);
             }
             #[cfg(not(feature = "rabbitmq"))]
             Err(Missing("rabbitmq"))
@@ -64,7 +64,7 @@ async fn connect_once(broker: &BrokerConfig) -> Result<Arc<dyn CommandQueue>, Co
         QueueKind::Nats => {
             #[cfg(feature = "nats")]
             {
-                return BROKER_NATS(broker).await.map_err(Failed);
+                return nats(broker).await.map_err(Failed);
             }
             #[cfg(not(feature = "nats"))]
             Err(Missing("nats"))
@@ -73,4 +73,12 @@ async fn connect_once(broker: &BrokerConfig) -> Result<Arc<dyn CommandQueue>, Co
             "not a broker".into(),
         ))),
     }
+}
+
+#[cfg(feature = "rabbitmq")]
+async fn rabbitmq(broker: &BrokerConfig) -> Result<Arc<dyn CommandQueue>, tally_core::Error> {
+    let mut options = tally_queue_rabbitmq::RabbitOptions::new(broker.url.clone());
+    options.namespace = broker.namespace.clone();
+    let queue: Arc<dyn CommandQueue> = tally_queue_rabbitmq::connect(options).await?;
+    Ok(queue)
 }

@@ -47,6 +47,10 @@ pub struct StoreArgs {
     /// nats://127.0.0.1:4222 [default: that broker's local address].
     #[arg(long, env = "TALLY_QUEUE_URL", global = true, hide_env_values = true)]
     pub queue_url: Option<String>,
+    /// Prefix of the broker's queue, stream and subject names, so deployments can share a broker
+    /// [default: tally].
+    #[arg(long, env = "TALLY_QUEUE_NAMESPACE", global = true)]
+    pub queue_namespace: Option<String>,
     /// Seconds a queue consumer that stopped answering keeps its partitions [default: 30].
     #[arg(long, env = "TALLY_QUEUE_LEASE_SECONDS", global = true)]
     pub queue_lease_seconds: Option<u64>,

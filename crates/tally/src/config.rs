@@ -48,6 +48,8 @@ pub struct QueueSection {
     pub kind: Option<QueueKind>,
     /// The broker's address (brokers only).
     pub url: Option<String>,
+    /// Prefix of the broker's queue names (brokers only).
+    pub namespace: Option<String>,
     /// Seconds a queue consumer keeps a partition without settling it (PostgreSQL queue).
     pub lease_seconds: Option<u64>,
 }
@@ -90,10 +92,11 @@ pub enum StoreConfig {
 pub struct BrokerConfig {
     pub kind: QueueKind,
     pub url: String,
+    pub namespace: String,
 }
 
 impl BrokerConfig {
-    fn resolve(kind: QueueKind, url: Option<String>) -> Self {
+    fn resolve(kind: QueueKind, url: Option<String>, namespace: Option<String>) -> Self {
         let default = match kind {
             QueueKind::Activemq => "stomp://127.0.0.1:61613",
             QueueKind::Rabbitmq => "amqp://guest:guest@127.0.0.1:5672/%2f",
@@ -102,6 +105,7 @@ impl BrokerConfig {
         Self {
             kind,
             url: url.unwrap_or_else(|| default.to_owned()),
+            namespace: namespace.unwrap_or_else(|| "tally".to_owned()),
         }
     }
 }
@@ -114,6 +118,9 @@ impl StoreConfig {
             BrokerConfig::resolve(
                 kind,
                 args.queue_url.clone().or_else(|| file.queue.url.clone()),
+                args.queue_namespace
+                    .clone()
+                    .or_else(|| file.queue.namespace.clone()),
             )
         });
         Ok(match store {
@@ -415,6 +422,7 @@ mod tests {
             broker: Some(BrokerConfig::resolve(
                 QueueKind::Rabbitmq,
                 Some("amqp://guest:hunter2@mq:5672/%2f".into()),
+                None,
             )),
         };
         let d = c.describe();

@@ -232,7 +232,9 @@ pub async fn w1_load(opts: LoadOptions) -> anyhow::Result<()> {
     let mut last = None;
     for (i, c) in reference {
         let (path, body) = request(c)?;
-        let sent = client.send(&path, &body, &client.idempotency_key(*i)).await?;
+        let sent = client
+            .send(&path, &body, &client.idempotency_key(*i))
+            .await?;
         let mut t = tally.lock().await;
         t.latencies.push(sent.latency);
         t.ids.push((*i, sent.command_id.clone()));
@@ -346,7 +348,9 @@ async fn run_spread(
                     return Ok::<_, anyhow::Error>(());
                 };
                 let (path, body) = request(&c)?;
-                let sent = client.send(&path, &body, &client.idempotency_key(i)).await?;
+                let sent = client
+                    .send(&path, &body, &client.idempotency_key(i))
+                    .await?;
                 let mut t = tally.lock().await;
                 t.latencies.push(sent.latency);
                 t.ids.push((i, sent.command_id));

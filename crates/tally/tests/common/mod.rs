@@ -59,17 +59,31 @@ pub fn test_database_url() -> String {
 
 /// Starts `tally serve --role ROLE` on PostgreSQL (`url`, `schema`), its stderr in `dir/NAME.log`.
 pub fn spawn_role(dir: &Path, name: &str, role: &str, url: &str, schema: &str) -> App {
+    spawn_role_env(dir, name, role, url, schema, &[])
+}
+
+/// [`spawn_role`] with more environment (a broker queue, say).
+pub fn spawn_role_env(
+    dir: &Path,
+    name: &str,
+    role: &str,
+    url: &str,
+    schema: &str,
+    extra: &[(&str, &str)],
+) -> App {
+    let mut envs = vec![
+        ("TALLY_DATABASE_URL", url),
+        ("TALLY_DATABASE_SCHEMA", schema),
+        ("TALLY_DATABASE_POOL_SIZE", "4"),
+        // A processor killed mid-batch gives its partitions back within seconds.
+        ("TALLY_QUEUE_LEASE_SECONDS", "3"),
+    ];
+    envs.extend_from_slice(extra);
     spawn_server(
         dir,
         &dir.join(format!("{name}.log")),
         &["--role", role],
-        &[
-            ("TALLY_DATABASE_URL", url),
-            ("TALLY_DATABASE_SCHEMA", schema),
-            ("TALLY_DATABASE_POOL_SIZE", "4"),
-            // A processor killed mid-batch gives its partitions back within seconds.
-            ("TALLY_QUEUE_LEASE_SECONDS", "3"),
-        ],
+        &envs,
         None,
     )
 }
@@ -100,6 +114,8 @@ fn spawn_server(
         "TALLY_DATABASE_URL",
         "TALLY_DATABASE_SCHEMA",
         "TALLY_QUEUE_KIND",
+        "TALLY_QUEUE_URL",
+        "TALLY_QUEUE_NAMESPACE",
         "TALLY_ROLE",
         "TALLY_CONFIG",
     ] {
