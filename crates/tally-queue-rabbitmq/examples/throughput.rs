@@ -2,7 +2,8 @@
 //! partitions, one consumer, enqueues in batches of 1,000. Prints figures; asserts nothing.
 //!
 //! `cargo run --release -p tally-queue-rabbitmq --features rabbitmq --example throughput`
-//! (`TALLY_TEST_AMQP_URL` picks the broker; a fresh namespace is used and deleted afterwards).
+//! (`TALLY_TEST_AMQP_URL` picks the broker, `TALLY_BENCH_QUEUES` the number of quorum queues,
+//! `TALLY_BENCH_BATCH` the batch size; a fresh namespace is used and deleted afterwards).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,8 +17,14 @@ use uuid::Uuid;
 
 const MESSAGES: usize = 100_000;
 const PARTITIONS: usize = 20;
-const BATCH: usize = 1_000;
 const PAYLOAD: usize = 160;
+
+fn batch_size() -> usize {
+    std::env::var("TALLY_BENCH_BATCH")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000)
+}
 
 fn messages() -> Vec<QueueMessage> {
     (0..MESSAGES)
@@ -58,16 +65,38 @@ async fn main() {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     let mut options = RabbitOptions::new(url);
     options.namespace = format!("tally-bench-{}", Uuid::now_v7().simple());
+    if let Some(n) = std::env::var("TALLY_BENCH_QUEUES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        options.queues = n;
+    }
     let q: Arc<Rabbit> = connect(options.clone()).await.expect("connect");
     println!(
-        "{MESSAGES} messages of {PAYLOAD} bytes, {PARTITIONS} partitions, {} quorum queues, batches of {BATCH}",
-        options.queues
+        "{MESSAGES} messages of {PAYLOAD} bytes, {PARTITIONS} partitions, {} quorum queues, batches of {}",
+        options.queues,
+        batch_size()
     );
+
+    // 0. Latency of one enqueue of one message (a gateway request), sequentially.
+    let mut took = Vec::new();
+    for m in messages().into_iter().take(200) {
+        let started = Instant::now();
+        q.enqueue(vec![m]).await.expect("enqueue");
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!(
+        "enqueue of 1 message:             median {:?}, p99 {:?}",
+        took[took.len() / 2],
+        took[took.len() * 99 / 100]
+    );
+    drain(&q, took.len()).await;
 
     // 1. Enqueue alone, one batch at a time (each batch pipelined, then all its confirms awaited).
     let all = messages();
     let started = Instant::now();
-    for batch in all.chunks(BATCH) {
+    for batch in all.chunks(batch_size()) {
         q.enqueue(batch.to_vec()).await.expect("enqueue");
     }
     println!(
@@ -86,7 +115,7 @@ async fn main() {
     let producer = {
         let q = q.clone();
         tokio::spawn(async move {
-            for batch in all.chunks(BATCH) {
+            for batch in all.chunks(batch_size()) {
                 q.enqueue(batch.to_vec()).await.expect("enqueue");
             }
         })
@@ -105,7 +134,7 @@ async fn main() {
             let q = q.clone();
             tokio::spawn(async move {
                 let mine: Vec<QueueMessage> = messages().into_iter().take(MESSAGES / 4).collect();
-                for batch in mine.chunks(BATCH) {
+                for batch in mine.chunks(batch_size()) {
                     q.enqueue(batch.to_vec()).await.expect("enqueue");
                 }
             })
@@ -119,6 +148,28 @@ async fn main() {
         "4 producers + 1 consumer:         {}",
         rate(MESSAGES, started.elapsed())
     );
+
+    // 5. Four producers at once, nothing consuming meanwhile.
+    let started = Instant::now();
+    let producers: Vec<_> = (0..4)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mine: Vec<QueueMessage> = messages().into_iter().take(MESSAGES / 4).collect();
+                for batch in mine.chunks(batch_size()) {
+                    q.enqueue(batch.to_vec()).await.expect("enqueue");
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.await.expect("producer");
+    }
+    println!(
+        "enqueue, 4 producers at once:     {}",
+        rate(MESSAGES, started.elapsed())
+    );
+    drain(&q, MESSAGES).await;
 
     q.delete_queues().await.expect("delete queues");
 }

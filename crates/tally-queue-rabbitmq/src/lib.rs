@@ -39,6 +39,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -211,13 +212,15 @@ impl Link {
     }
 }
 
-/// Closes a connection that is no longer used. The consumers are dropped only after the close: a
-/// consumer dropped first would send `basic.cancel`, and a single active consumer that is cancelled
-/// keeps its unacked messages while the next consumer already starts.
+/// Closes a connection that is no longer used. The close is queued before anything else can be:
+/// the first poll of `close` sends it, and only then may the consumers be dropped (a consumer
+/// dropped on a live connection sends `basic.cancel`, and RabbitMQ 3.10 then makes the next single
+/// active consumer active while the cancelled one still holds its unacked messages, which would
+/// reach the next consumer after later messages of their partitions).
 fn retire(link: Arc<Link>) {
     link.broken.store(true, Ordering::SeqCst);
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(async move {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let mut closing = Box::pin(async move {
             if link.connection.status().connected() {
                 let _ = tokio::time::timeout(
                     CLOSE_TIMEOUT,
@@ -227,6 +230,17 @@ fn retire(link: Arc<Link>) {
             }
             drop(link);
         });
+        if (&mut closing).now_or_never().is_none() {
+            tokio::spawn(closing);
+        }
+    } else {
+        if link.connection.status().connected() {
+            let _ = link
+                .connection
+                .close(200, "tally: closing".into())
+                .now_or_never();
+        }
+        drop(link);
     }
 }
 
@@ -1001,27 +1015,35 @@ impl Rabbit {
         .inspect_err(|_| link.broken.store(true, Ordering::SeqCst))
     }
 
-    /// Publishes messages pipelined on the confirm channel and waits for every confirm.
+    /// Publishes messages pipelined on the confirm channels and waits for every confirm.
     async fn publish(&self, link: &Link, messages: &[QueueMessage]) -> Result<()> {
         let run = async {
-            let mut confirms = Vec::with_capacity(messages.len());
+            // The first poll of a publish queues its frames (a later one only waits for the I/O
+            // thread to have written them): polling each once, in order, keeps the enqueue order on
+            // each channel without a round trip to the I/O thread per message.
+            let mut sends = Vec::with_capacity(messages.len());
             for m in messages {
                 let queue = queue_index(&m.partition_key, self.options.queues);
-                let confirm = link
-                    .publisher(queue)
-                    .basic_publish(
-                        "".into(),
-                        self.names[queue].as_str().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            immediate: false,
-                        },
-                        &m.payload,
-                        properties(m.message_id, &m.partition_key, &[]),
-                    )
-                    .await
-                    .map_err(|e| link.fail("publishing", e))?;
-                confirms.push(confirm);
+                let mut send = Box::pin(link.publisher(queue).basic_publish(
+                    "".into(),
+                    self.names[queue].as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &m.payload,
+                    properties(m.message_id, &m.partition_key, &[]),
+                ));
+                let first = futures_util::poll!(send.as_mut());
+                sends.push((first, send));
+            }
+            let mut confirms = Vec::with_capacity(sends.len());
+            for (first, send) in sends {
+                let sent = match first {
+                    Poll::Ready(sent) => sent,
+                    Poll::Pending => send.await,
+                };
+                confirms.push(sent.map_err(|e| link.fail("publishing", e))?);
             }
             for confirm in confirms {
                 confirmed(link, confirm).await?;

@@ -270,6 +270,135 @@ async fn a_consumer_that_dies_hands_its_messages_over_in_order() {
     assert_eq!(b.depth().await, Ok(0));
 }
 
+/// Not a test by itself: the consumer process that `a_killed_consumer_process_…` starts (this
+/// test binary again) and kills. Without `TALLY_RABBIT_CHILD_NAMESPACE` it does nothing.
+#[tokio::test]
+async fn child_process_consumer() {
+    let Ok(namespace) = std::env::var("TALLY_RABBIT_CHILD_NAMESPACE") else {
+        return;
+    };
+    let mut options = fresh_options(4);
+    options.namespace = namespace;
+    let q = open(&options).await;
+    let mut held = Vec::new();
+    while held.len() < 100 {
+        held.extend(
+            q.receive(100, Duration::from_secs(5))
+                .await
+                .expect("receive"),
+        );
+    }
+    let mut out = String::new();
+    for d in &held {
+        out.push_str(&format!("HELD {}\n", d.message_id));
+    }
+    out.push_str("READY\n");
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes()).expect("stdout");
+    stdout.flush().expect("stdout");
+    drop(stdout);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_consumer_process_hands_its_messages_over_in_order() {
+    use tokio::io::AsyncBufReadExt;
+
+    let _shared_broker = BROKER.read().await;
+    let options = fresh_options(4);
+    let _cleanup = Cleanup(options.clone());
+    let producer = open(&options).await;
+    let partitions: Vec<String> = (0..20).map(|p| format!("k{p}")).collect();
+    producer
+        .enqueue(workload(20, 30, "k"))
+        .await
+        .expect("enqueue");
+
+    // Another process takes the queues and a batch of messages, and holds them unacked.
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_process_consumer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TALLY_RABBIT_CHILD_NAMESPACE", &options.namespace)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the consumer process");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut held_ids = HashSet::new();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read the consumer process") {
+            if let Some(id) = line.strip_prefix("HELD ") {
+                held_ids.insert(Uuid::parse_str(id).expect("message id"));
+            } else if line == "READY" {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "the consumer process took its batch");
+
+    // This process waits behind it; more messages arrive while it is killed.
+    let b = open(&options).await;
+    assert_eq!(
+        b.receive(16, Duration::from_millis(50)).await,
+        Ok(Vec::new())
+    );
+    let late: Vec<QueueMessage> = (30..60)
+        .flat_map(|seq| (0..20).map(move |p| message(&format!("k{p}"), seq)))
+        .collect();
+    let feeding = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            for batch in late.chunks(20) {
+                producer.enqueue(batch.to_vec()).await.expect("enqueue");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    child.kill().await.expect("kill the consumer process");
+    feeding.await.expect("producer");
+
+    let total = 20 * 60;
+    let mut log = Vec::new();
+    let mut unique = HashSet::new();
+    let mut handed_over = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while unique.len() < total && Instant::now() < deadline {
+        let got = b
+            .receive(500, Duration::from_millis(200))
+            .await
+            .expect("receive");
+        for d in &got {
+            if held_ids.contains(&d.message_id) {
+                handed_over += 1;
+                assert!(
+                    d.redeliveries >= 1,
+                    "a message the dead process had is a redelivery"
+                );
+            }
+            log.push((d.partition_key.clone(), seq_of(d), d.redeliveries));
+            unique.insert(d.message_id);
+        }
+        let tags: Vec<u64> = got.iter().map(|d| d.tag).collect();
+        b.ack(&tags).await.expect("ack");
+    }
+    assert_eq!(unique.len(), total, "every message reached this process");
+    assert_eq!(
+        handed_over,
+        held_ids.len(),
+        "everything the dead process held came back once"
+    );
+    assert_in_order(&log, &partitions, 60);
+    assert_eq!(b.depth().await, Ok(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn depth_is_exact_while_deliveries_are_in_transit() {
     let _shared_broker = BROKER.read().await;
