@@ -21,8 +21,10 @@
 //!   the head of its partition, which waits until `retry_after`. The count and the due time are also
 //!   remembered by message id, so a redelivery after a reconnect keeps both. After `max_deliveries`
 //!   deliveries the message is published to `ns.dead-letters` with its reason (confirmed) and then
-//!   acked, and its partition moves on. A message that comes back from the broker already delivered
-//!   `max_deliveries` times (its consumers died) is dead-lettered the same way.
+//!   acked, and its partition moves on. A message the broker has handed back `max_returns` times
+//!   (`x-delivery-count`: its consumers' connections ended while holding it) is dead-lettered the
+//!   same way; that limit is higher because every prefetched message is counted when a consumer's
+//!   connection ends. `redeliveries` is nacks plus returns.
 //! - **Depth** is what the broker reports as ready (a passive `queue.declare` per queue, on the
 //!   consumer's channel, followed by a second round trip so that deliveries sent before the answer
 //!   have arrived) plus what this process holds unacked. Messages held unacked by *another* process
@@ -61,6 +63,8 @@ use uuid::Uuid;
 
 /// Deliveries after which a nacked message is dead-lettered.
 pub const MAX_DELIVERIES: u32 = 5;
+/// Returns by the broker (consumers that stopped holding it) after which a message is dead-lettered.
+pub const MAX_RETURNS: u32 = 20;
 
 const PARTITION_HEADER: &str = "tally-partition";
 const REASON_HEADER: &str = "tally-reason";
@@ -86,8 +90,15 @@ pub struct RabbitOptions {
     pub queues: u16,
     /// Unacked deliveries the broker sends ahead, per queue (`basic.qos`).
     pub prefetch: u16,
-    /// Deliveries after which a nacked message is dead-lettered.
+    /// Deliveries after which a nacked message is dead-lettered (nacks by this process, which
+    /// remembers them across its reconnects).
     pub max_deliveries: u32,
+    /// Times the broker may hand a message back (its consumer's connection ended while holding it,
+    /// counted in `x-delivery-count`) before it is dead-lettered, so that a message that kills
+    /// every consumer cannot hold its partition forever. Higher than `max_deliveries`, because
+    /// every message a consumer had prefetched is counted when its connection ends, handled or not
+    /// (so a backlog that outlives this many consumer restarts is dead-lettered too). 0: never.
+    pub max_returns: u32,
     /// Bound of every call to the broker (connecting, a batch of confirms, a declare…).
     pub timeout: Duration,
     /// Longest wait between two failed attempts to reconnect.
@@ -102,6 +113,7 @@ impl RabbitOptions {
             queues: 16,
             prefetch: 2000,
             max_deliveries: MAX_DELIVERIES,
+            max_returns: MAX_RETURNS,
             timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(2),
         }
@@ -251,7 +263,16 @@ struct Msg {
     message_id: Uuid,
     partition: String,
     payload: Vec<u8>,
-    redeliveries: u32,
+    /// Nacks by this process (remembered across its reconnects).
+    nacks: u32,
+    /// Times the broker handed it back (`x-delivery-count`): its consumer's connection ended.
+    returns: u32,
+}
+
+impl Msg {
+    fn redeliveries(&self) -> u32 {
+        self.nacks.saturating_add(self.returns)
+    }
 }
 
 #[derive(Default)]
@@ -279,7 +300,7 @@ impl Part {
 
 /// What a nack left behind, kept by message id across reconnects.
 struct Memory {
-    redeliveries: u32,
+    nacks: u32,
     due: Instant,
 }
 
@@ -377,16 +398,14 @@ impl Local {
         }
     }
 
-    fn push(&mut self, generation: u64, mut msg: Msg, broker_returns: u32, now: Instant) {
+    fn push(&mut self, generation: u64, mut msg: Msg, now: Instant) {
         if generation != self.generation {
             return;
         }
         let mut due = None;
         if let Some(m) = self.memory.get(&msg.message_id) {
-            msg.redeliveries = m.redeliveries.saturating_add(broker_returns);
+            msg.nacks = m.nacks;
             due = Some(m.due);
-        } else {
-            msg.redeliveries = broker_returns;
         }
         if let Some(o) = self.outstanding.get_mut(msg.queue) {
             o.insert(msg.broker_tag);
@@ -412,14 +431,10 @@ impl Local {
             .min()
     }
 
-    /// Hands out up to `max` messages of partitions with nothing in flight; messages delivered too
-    /// often already are set apart to be dead-lettered (they count as in flight until then).
-    fn take(
-        &mut self,
-        max: usize,
-        max_deliveries: u32,
-        now: Instant,
-    ) -> (Vec<Delivery>, Vec<Dying>) {
+    /// Hands out up to `max` messages of partitions with nothing in flight; messages the broker
+    /// handed back `max_returns` times are set apart to be dead-lettered (they count as in flight
+    /// until then).
+    fn take(&mut self, max: usize, max_returns: u32, now: Instant) -> (Vec<Delivery>, Vec<Dying>) {
         let due: Vec<String> = self
             .held
             .iter()
@@ -458,7 +473,7 @@ impl Local {
                 let tag = self.next_tag;
                 self.next_tag += 1;
                 part.in_flight += 1;
-                if msg.redeliveries >= max_deliveries {
+                if max_returns > 0 && msg.returns >= max_returns {
                     dying.push(Dying {
                         tag,
                         queue: msg.queue,
@@ -473,7 +488,7 @@ impl Local {
                         message_id: msg.message_id,
                         partition_key: msg.partition.clone(),
                         payload: msg.payload.clone(),
-                        redeliveries: msg.redeliveries,
+                        redeliveries: msg.redeliveries(),
                     });
                 }
                 self.out.insert(tag, msg);
@@ -536,7 +551,7 @@ impl Local {
         let Some(msg) = self.out.get(&tag) else {
             return NackOutcome::Unknown;
         };
-        if msg.redeliveries.saturating_add(1) >= max_deliveries {
+        if msg.nacks.saturating_add(1) >= max_deliveries {
             return NackOutcome::Dead(Dying {
                 tag,
                 queue: msg.queue,
@@ -549,7 +564,7 @@ impl Local {
         let Some(mut msg) = self.out.remove(&tag) else {
             return NackOutcome::Unknown;
         };
-        msg.redeliveries += 1;
+        msg.nacks += 1;
         let due = now + retry_after;
         if self.memory.len() >= MEMORY_LIMIT {
             let stale = now.checked_sub(Duration::from_secs(3600)).unwrap_or(now);
@@ -558,7 +573,7 @@ impl Local {
         self.memory.insert(
             msg.message_id,
             Memory {
-                redeliveries: msg.redeliveries,
+                nacks: msg.nacks,
                 due,
             },
         );
@@ -874,10 +889,10 @@ impl Rabbit {
             message_id: message_id(props).unwrap_or_else(Uuid::now_v7),
             partition: header_string(props, PARTITION_HEADER).unwrap_or_default(),
             payload: delivery.data,
-            redeliveries: 0,
+            nacks: 0,
+            returns: broker_returns,
         };
-        self.local()
-            .push(link.generation, msg, broker_returns, Instant::now());
+        self.local().push(link.generation, msg, Instant::now());
         Ok(())
     }
 
@@ -1136,13 +1151,13 @@ impl CommandQueue for Rabbit {
                 if local.generation != link.generation {
                     return Err(link.fail("receiving", "the connection was replaced"));
                 }
-                local.take(max, self.options.max_deliveries, now)
+                local.take(max, self.options.max_returns, now)
             };
             let died = !dying.is_empty();
             for d in dying {
                 let reason = format!(
-                    "delivered {} times without being acked (its consumers stopped)",
-                    self.options.max_deliveries
+                    "handed back by the broker {} times: its consumers stopped while holding it",
+                    self.options.max_returns
                 );
                 self.dead_letter(&link, d, &reason).await?;
             }

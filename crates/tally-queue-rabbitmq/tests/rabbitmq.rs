@@ -454,6 +454,39 @@ async fn a_stale_tag_acks_nothing_after_a_reconnect() {
     assert_eq!(q.depth().await, Ok(0));
 }
 
+#[tokio::test]
+async fn a_message_handed_back_too_often_is_dead_lettered() {
+    let _shared_broker = BROKER.read().await;
+    let mut options = fresh_options(2);
+    options.max_returns = 2;
+    let _cleanup = Cleanup(options.clone());
+    let q = open(&options).await;
+    let (poison, after) = (message("x", 0), message("x", 1));
+    q.enqueue(vec![poison.clone()]).await.expect("enqueue");
+    // Twice the consumer's connection ends while it holds the message (as when a message kills
+    // its processor): the broker hands it back each time, counted.
+    for returns in 0..2 {
+        let got = q.receive(1, Duration::from_secs(5)).await.expect("receive");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].message_id, poison.message_id);
+        assert_eq!(got[0].redeliveries, returns);
+        q.close().await;
+    }
+    // (Enqueued only now: a message prefetched behind it would have been handed back as often.)
+    q.enqueue(vec![after.clone()]).await.expect("enqueue");
+    // The third time it goes to the dead letters instead, and the partition moves on.
+    let got = q.receive(1, Duration::from_secs(5)).await.expect("receive");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message_id, after.message_id);
+    let dead = q.dead_letters().await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, poison.message_id);
+    assert_eq!(dead[0].partition_key, "x");
+    assert!(dead[0].reason.contains("handed back"), "{}", dead[0].reason);
+    q.ack(&[got[0].tag]).await.expect("ack");
+    assert_eq!(q.depth().await, Ok(0));
+}
+
 async fn rabbitmqctl(args: &[&str]) {
     let out = tokio::process::Command::new("rabbitmqctl")
         .args(args)
