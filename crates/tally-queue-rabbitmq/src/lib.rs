@@ -6,9 +6,10 @@
 //! in one queue, in enqueue order.
 //!
 //! - **Enqueue** publishes persistent messages (`delivery_mode` 2, `message_id`, the partition key in
-//!   a header) on a channel in confirm mode, all of a batch pipelined, and returns once the broker has
-//!   confirmed every one (a quorum queue confirms after a majority — here the single node — has
-//!   written it to its log and fsynced it).
+//!   a header) on confirm-mode channels (four; a queue, hence a partition, always uses the same one),
+//!   all of a batch pipelined, and returns once the broker has confirmed every one. A quorum queue
+//!   confirms once a majority of its members (here the single node) has the message in its Raft
+//!   WAL, written and `fdatasync`ed (RabbitMQ 3.10 runs ra with `wal_sync_method = datasync`).
 //! - **Order across processes**: single active consumer gives each queue to one consumer at a time, so
 //!   one process holds a partition's messages; when it dies the broker returns its unacked messages
 //!   (ahead of the rest, marked redelivered, counted in `x-delivery-count`) before the next consumer
@@ -32,7 +33,18 @@
 //! - **Reconnection**: any broker or channel error marks the connection broken; the next call opens a
 //!   new one (with back-off between failed attempts), declares the topology again and starts fresh.
 //!   Messages delivered on the old connection come back from the broker; tags of the old connection
-//!   are forgotten, so acking them is a no-op. Every broker call is bounded by `timeout`.
+//!   are forgotten, so acking them is a no-op. Every broker call is bounded by `timeout`. A retired
+//!   connection is closed before its consumers are dropped: a dropped consumer would send
+//!   `basic.cancel`, and RabbitMQ 3.10 then activates the next single active consumer while the
+//!   cancelled one still holds its unacked messages (the hand-over test catches that order).
+//!
+//! Limits: one process is active per queue (the others are hot standbys), so processes share the
+//! queues only as registration happens to spread them; a partition held by a nack for a long time
+//! keeps up to `prefetch` messages of its queue in this process, which can stall the other
+//! partitions of that queue; a message held unacked longer than the broker's `consumer_timeout`
+//! (30 minutes by default) makes the broker close the channel (the messages come back, counted as
+//! returns); listing dead letters reads them all through `basic.get` (one round trip each), and a
+//! listing running in another process at the same moment may hide some of them.
 
 #![cfg(feature = "rabbitmq")]
 
