@@ -35,9 +35,9 @@ pub async fn connect(
     }
 }
 
+#[allow(dead_code)] // which variants are built depends on the broker features
 enum ConnectError {
     Missing(&'static str),
-    #[allow(dead_code)] // only built with a broker feature
     Failed(tally_core::Error),
 }
 use ConnectError::{Failed, Missing};
@@ -80,5 +80,21 @@ async fn rabbitmq(broker: &BrokerConfig) -> Result<Arc<dyn CommandQueue>, tally_
     let mut options = tally_queue_rabbitmq::RabbitOptions::new(broker.url.clone());
     options.namespace = broker.namespace.clone();
     let queue: Arc<dyn CommandQueue> = tally_queue_rabbitmq::connect(options).await?;
+    Ok(queue)
+}
+
+#[cfg(feature = "activemq")]
+async fn activemq(broker: &BrokerConfig) -> Result<Arc<dyn CommandQueue>, tally_core::Error> {
+    let mut options = tally_queue_activemq::ActiveMqOptions::new(broker.url.clone());
+    options.namespace = broker.namespace.clone();
+    let queue: Arc<dyn CommandQueue> = tally_queue_activemq::connect(options).await?;
+    Ok(queue)
+}
+
+#[cfg(feature = "nats")]
+async fn nats(broker: &BrokerConfig) -> Result<Arc<dyn CommandQueue>, tally_core::Error> {
+    let mut options = tally_queue_nats::NatsOptions::new(broker.url.clone());
+    options.namespace = broker.namespace.clone();
+    let queue: Arc<dyn CommandQueue> = tally_queue_nats::connect(options).await?;
     Ok(queue)
 }

@@ -113,3 +113,31 @@ fn rabbitmq_burst_survives_a_broker_restart() {
         "rabbitmqctl stop_app && rabbitmqctl start_app && rabbitmqctl await_startup",
     );
 }
+
+#[cfg(feature = "nats")]
+#[test]
+fn nats_burst_survives_a_broker_restart() {
+    let url =
+        std::env::var("TALLY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let mut t = topology("nats", &url);
+    burst_with_a_restart(
+        &mut t,
+        "start-stop-daemon --stop --oknodo --retry 10 --exec /usr/sbin/nats-server && \
+         start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+           -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log && \
+         for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break; sleep 0.2; done",
+    );
+}
+
+#[cfg(feature = "activemq")]
+#[test]
+fn activemq_burst_survives_a_broker_restart() {
+    let url = std::env::var("TALLY_TEST_STOMP_URL")
+        .unwrap_or_else(|_| "stomp://127.0.0.1:61613".to_owned());
+    let mut t = topology("activemq", &url);
+    burst_with_a_restart(
+        &mut t,
+        "/etc/init.d/activemq restart >/dev/null 2>&1; \
+         for i in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/61613) 2>/dev/null && break; sleep 0.2; done",
+    );
+}
