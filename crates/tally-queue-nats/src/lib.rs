@@ -6,11 +6,18 @@
 //! it holds that partition's lease (a compare-and-set record in the stream `<ns>_leases`, which
 //! expires unless renewed), so one process at a time has a partition's messages in flight; within the
 //! process, a partition key gives out nothing more while one of its messages is handed out. Partitions
-//! are shared out evenly among the live processes (each announces itself in `<ns>_leases`).
+//! are shared out evenly among the consuming processes: a process becomes one at its first `receive`
+//! and announces itself in `<ns>_leases` from then on (a gateway that only enqueues holds none).
 //!
 //! Nacked messages wait in the process's memory until due, blocking their key; dead letters go, with
 //! their reason, to the stream `<ns>_dead` under `<ns>.dead.<message id>`. See [`Nats`] for the
-//! details and the guarantees.
+//! guarantees and the module docs of `queue.rs` for how order survives crashes and reconnects.
+//!
+//! Durability (nats-server 2.9): a message is acknowledged once it is written to the stream's files,
+//! not once it is fsynced; the server fsyncs every two minutes (`sync_interval`, which 2.9.10 does not
+//! let one configure). A crash of the server process loses nothing acknowledged; a power loss or an
+//! operating-system crash can lose up to about two minutes of acknowledged messages and acks (acks
+//! lost mean redeliveries).
 #![cfg(feature = "nats")]
 
 mod queue;
@@ -49,14 +56,14 @@ pub struct NatsOptions {
 }
 
 impl NatsOptions {
-    /// Defaults: namespace `tally`, 16 partitions, ack wait 15 s, lease 10 s, calls bounded to 5 s,
+    /// Defaults: namespace `tally`, 16 partitions, ack wait 10 s, lease 10 s, calls bounded to 5 s,
     /// [`MAX_DELIVERIES`].
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             namespace: "tally".to_owned(),
             partitions: 16,
-            ack_wait: Duration::from_secs(15),
+            ack_wait: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(10),
             call_timeout: Duration::from_secs(5),
             max_deliveries: MAX_DELIVERIES,

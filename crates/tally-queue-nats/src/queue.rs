@@ -26,7 +26,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -145,6 +145,8 @@ struct Inner {
     connection: Arc<AtomicU64>,
     /// Bumped on every (re)connect: the namespace is declared again.
     reconnects: Arc<AtomicU64>,
+    /// Set by the first `receive`: from then on this process holds partitions.
+    consuming: AtomicBool,
     /// Acks sent and not yet confirmed by the server (see [`Nats::ack`]).
     confirming: AtomicUsize,
     /// An ack confirmation finished.
@@ -188,8 +190,9 @@ impl Partition {
     }
 }
 
-/// Connects, declares the namespace's streams and consumers, takes this process's share of the
-/// partitions and starts the background work (lease renewal, rebalancing, fetching, keep-alives).
+/// Connects, declares the namespace's streams and consumers and starts the background work. The
+/// process takes its share of the partitions at its first `receive` (then renews its leases,
+/// rebalances, fetches and keeps held messages alive in the background).
 pub async fn connect(options: NatsOptions) -> Result<Arc<Nats>> {
     if !wire::valid_namespace(&options.namespace) {
         return Err(Error::Unavailable(format!(
@@ -271,6 +274,7 @@ pub async fn connect(options: NatsOptions) -> Result<Arc<Nats>> {
         options,
         changed: Notify::new(),
         room: Notify::new(),
+        consuming: AtomicBool::new(false),
         confirming: AtomicUsize::new(0),
         confirmed: Notify::new(),
         connection,
@@ -278,7 +282,6 @@ pub async fn connect(options: NatsOptions) -> Result<Arc<Nats>> {
         wake,
         shutdown,
     });
-    inner.tick().await?;
     tokio::spawn(maintain(inner.clone()));
     Ok(Arc::new(Nats { inner }))
 }
@@ -488,6 +491,7 @@ impl Inner {
     /// One round of background work: announce this process, renew leases, take or give up partitions
     /// to reach an even share, and make sure each partition held has a fetch task.
     async fn tick(self: &Arc<Self>) -> Result<()> {
+        self.renew().await;
         let limit = self.limit();
         let js = &self.js;
         let me = self.names.member_subject(&self.owner);
@@ -495,7 +499,6 @@ impl Inner {
             js.publish(me, Bytes::new()).await?.await
         })
         .await?;
-        self.renew().await;
 
         let members = {
             let mut count = 0usize;
@@ -1134,6 +1137,9 @@ async fn maintain(inner: Arc<Inner>) {
                 }
             }
         }
+        if !inner.consuming.load(Ordering::SeqCst) {
+            continue;
+        }
         if let Err(e) = inner.tick().await {
             tracing::warn!(error = %e, "queue maintenance");
         }
@@ -1184,8 +1190,14 @@ impl CommandQueue for Nats {
         Ok(())
     }
 
+    /// The first call makes this process a consumer: it announces itself and takes its share of the
+    /// partitions (a process that only enqueues, such as a gateway, never holds any).
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
         let inner = &self.inner;
+        if !inner.consuming.swap(true, Ordering::SeqCst) {
+            // Background maintenance retries if this first round fails.
+            inner.tick().await?;
+        }
         let deadline = Instant::now() + wait;
         let max = max.max(1);
         loop {

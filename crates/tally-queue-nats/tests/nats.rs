@@ -482,3 +482,30 @@ async fn a_missing_server_is_unavailable_not_a_hang() {
     assert!(matches!(result, Err(tally_core::Error::Unavailable(_))));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_process_that_only_enqueues_takes_no_partitions() {
+    let _shared = GATE.read().await;
+    let options = options("producer");
+    let _cleanup = Cleanup(options.namespace.clone());
+    let producer = open(&options).await;
+    let consumer = open(&options).await;
+    producer.enqueue(messages(20, 5)).await.expect("enqueue");
+    let mut seen = 0;
+    let started = Instant::now();
+    while seen < 100 {
+        assert!(started.elapsed() < Duration::from_secs(30), "{seen} of 100");
+        let got = consumer
+            .receive(1000, Duration::from_millis(500))
+            .await
+            .expect("receive");
+        seen += got.len();
+        let tags: Vec<u64> = got.iter().map(|d| d.tag).collect();
+        consumer.ack(&tags).await.expect("ack");
+    }
+    // Well past a few maintenance rounds: the producer is no member and holds nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(producer.partitions_held(), Vec::<usize>::new());
+    assert_eq!(consumer.partitions_held().len(), 16);
+    assert_eq!(producer.depth().await, Ok(0));
+}
