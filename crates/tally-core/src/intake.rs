@@ -97,7 +97,7 @@ impl Inner {
             })
             .collect();
         let results = self.ledger.record(submissions).await?;
-        let accepted: Vec<QueueMessage> = messages
+        let mut accepted: Vec<QueueMessage> = messages
             .into_iter()
             .zip(&results)
             .filter(
@@ -105,6 +105,23 @@ impl Inner {
             )
             .map(|((_, m), _)| m)
             .collect();
+        // A replayed command whose first publish was never confirmed (the client got a 503 and
+        // retried) is published now: its 202 must mean the broker has it too, and before the
+        // client's next command.
+        let replayed: Vec<Uuid> = results
+            .iter()
+            .filter_map(|r| match r {
+                Submitted::Replayed { command_id } => Some(*command_id),
+                _ => None,
+            })
+            .collect();
+        if !replayed.is_empty() {
+            for m in self.ledger.outbox(&replayed).await? {
+                if !accepted.iter().any(|a| a.message_id == m.message_id) {
+                    accepted.push(m);
+                }
+            }
+        }
         if accepted.is_empty() {
             return Ok((results, Vec::new()));
         }

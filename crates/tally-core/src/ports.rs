@@ -187,4 +187,6 @@ pub trait IntakeLedger: Send + Sync + 'static {
     /// Outbox rows recorded at least `older_than` ago, oldest first: messages whose publish failed or
     /// was never confirmed.
     async fn unpublished(&self, older_than: Duration, limit: usize) -> Result<Vec<QueueMessage>>;
+    /// The outbox rows of these commands (those not confirmed yet), in the order of `message_ids`.
+    async fn outbox(&self, message_ids: &[Uuid]) -> Result<Vec<QueueMessage>>;
 }

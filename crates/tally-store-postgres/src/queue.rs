@@ -732,6 +732,26 @@ impl IntakeLedger for Postgres {
         Ok(())
     }
 
+    async fn outbox(&self, message_ids: &[Uuid]) -> Result<Vec<QueueMessage>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT o.message_id, o.partition_key, o.payload FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n) \
+                 JOIN outbox o ON o.message_id = i.id ORDER BY i.n",
+                &[&message_ids],
+            )
+            .await
+            .map_err(|e| pg_error("reading the outbox", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| QueueMessage {
+                message_id: r.get(0),
+                partition_key: r.get(1),
+                payload: r.get(2),
+            })
+            .collect())
+    }
+
     async fn unpublished(&self, older_than: Duration, limit: usize) -> Result<Vec<QueueMessage>> {
         let client = self.client().await?;
         let rows = client

@@ -519,6 +519,36 @@ impl IntakeLedger for Sqlite {
             .await
     }
 
+    async fn outbox(&self, message_ids: &[Uuid]) -> Result<Vec<QueueMessage>> {
+        let ids = message_ids.to_vec();
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT partition_key, payload FROM outbox WHERE message_id = ?1",
+                    )
+                    .map_err(sql_error)?;
+                let mut out = Vec::new();
+                for id in ids {
+                    let row = stmt
+                        .query_row(params![id.as_bytes().as_slice()], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                        })
+                        .optional()
+                        .map_err(sql_error)?;
+                    if let Some((partition_key, payload)) = row {
+                        out.push(QueueMessage {
+                            message_id: id,
+                            partition_key,
+                            payload,
+                        });
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     async fn unpublished(&self, older_than: Duration, limit: usize) -> Result<Vec<QueueMessage>> {
         let cutoff = ts_to_sql(jiff::Timestamp::now())
             .saturating_sub(i64::try_from(older_than.as_nanos()).unwrap_or(i64::MAX));

@@ -132,8 +132,10 @@ macro_rules! conformance_tests {
                 read_store_supplier_daily_filters_dates_and_skips_empty_days =>
                     read_store::supplier_daily_filters_dates_and_skips_empty_days,
                 ledger_records_without_queueing => ledger::records_without_queueing,
-                ledger_keeps_what_the_broker_refused_and_relays_it_later =>
-                    ledger::keeps_what_the_broker_refused_and_relays_it_later,
+                ledger_keeps_what_the_broker_refused_and_publishes_it_on_retry =>
+                    ledger::keeps_what_the_broker_refused_and_publishes_it_on_retry,
+                ledger_the_relay_sends_what_the_outbox_holds =>
+                    ledger::the_relay_sends_what_the_outbox_holds,
                 broker_intake_accepts_and_records_the_command =>
                     ledger::broker_intake_accepts_and_records_the_command,
                 broker_intake_replays_the_same_key_and_request =>
