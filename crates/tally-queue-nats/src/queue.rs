@@ -16,12 +16,23 @@
 //! that list, in stream order, before any new message. Held messages are kept alive with progress
 //! acks (`+WPI`), all of a partition at once, so their ack deadlines stay in stream order too.
 //!
+//! ## Order across partitions
+//!
+//! Per partition key order is the contract; beyond it, a receive hands out the lowest stream
+//! sequences first across the partitions this process holds, and holds back messages beyond the last
+//! one fetched of a partition the server still has more of (that partition then fetches beyond its
+//! low-water mark). So one consumer process sees a backlog in enqueue order, as with the database
+//! queues (W1's books depend on it: a void of a sale has its own key). This is best effort: a
+//! partition whose buffer is full of messages blocked behind a nack, and partitions held by other
+//! processes, do not hold anything back.
+//!
 //! ## Settling
 //!
-//! Acks are plain `+ACK` publishes followed, per partition, by one acknowledged ack (a request): the
-//! server handles a consumer's acks in order, so when the last one is answered all were applied (and,
-//! on a work-queue stream, the messages are deleted). Tags are this process's own numbers; when a
-//! partition's state is dropped its tags are forgotten, so an ack of a stale tag does nothing.
+//! Acks are plain `+ACK` publishes followed, per partition, by one acknowledged ack (a request, in the
+//! background): the server handles a consumer's acks in order, so when the last one is answered all
+//! were applied (and, on a work-queue stream, the messages are deleted); `depth` waits for those
+//! answers. Tags are this process's own numbers; when a partition's state is dropped its tags are
+//! forgotten, so an ack of a stale tag does nothing.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -56,6 +67,8 @@ use crate::wire::{self, Names};
 const LOW_WATER: usize = 1_000;
 /// …up to this many.
 const HIGH_WATER: usize = 2_000;
+/// A partition that holds back the others fetches up to this many.
+const BUFFER_CAP: usize = 8 * HIGH_WATER;
 /// How long one pull request stays open at the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// JetStream's cap on a consumer's unacked messages (far above what the watermarks let a process hold).
@@ -88,17 +101,21 @@ async fn bounded<T, E: std::fmt::Display>(
 /// tasks and closes its connection (what it held unacked is redelivered, as after a crash).
 ///
 /// Guarantees, as they hold with nats-server 2.9:
-/// - `enqueue` returns after JetStream acknowledged every message (stored in the file store; see the
-///   crate README for when that is fsynced). The broker deduplicates a `message_id` published again
-///   within two minutes.
+/// - `enqueue` returns after JetStream acknowledged every message (written to the file store; the
+///   crate docs say when that is fsynced). The broker drops a `message_id` published again within
+///   its two-minute duplicate window; after it, a re-publish is a second message.
 /// - A partition key's messages are handed out in enqueue order, and never while an earlier one is
-///   handed out and not settled, in this or any other process sharing the namespace (leases as
-///   described in the module docs).
+///   handed out and not settled, in this or any other process sharing the namespace (leases, see
+///   the module docs).
 /// - `nack` keeps the message in this process until due; its key waits behind it. If the process
-///   dies, JetStream redelivers it (after the lease and an ack wait), counted from JetStream's
-///   delivery count.
+///   dies, JetStream redelivers it (after the lease and an ack wait) counted from JetStream's
+///   delivery count, which also counts a delivery into a process's buffer that never reached its
+///   consumer. A message JetStream delivered `2 × max_deliveries` times without anyone settling it
+///   (its consumers kept dying) is dead-lettered when fetched.
 /// - `depth` is the stream's message count: every message enqueued and not acked or dead-lettered,
-///   whichever process holds it; exact once the calls that changed it have returned.
+///   whichever process holds it. Exact in this process once its calls have returned (it waits for
+///   this process's ack confirmations); another process's acks count once the server has applied
+///   them, milliseconds after its `ack` returned.
 pub struct Nats {
     inner: Arc<Inner>,
 }
@@ -171,6 +188,13 @@ struct Partition {
     lines: Lines,
     /// A fetch task runs for it.
     fetching: bool,
+    /// The highest stream sequence fetched in this epoch.
+    fetched_upto: u64,
+    /// The server has more of the partition's messages than were fetched (so messages of other
+    /// partitions beyond `fetched_upto` wait: see [`Inner::take`]).
+    more: bool,
+    /// It is what holds back the last receive: its fetcher fetches beyond the low-water mark.
+    limits: bool,
 }
 
 struct Lease {
@@ -187,6 +211,21 @@ impl Partition {
     fn reset(&mut self) {
         self.epoch += 1;
         self.lines.clear();
+        self.fetched_upto = 0;
+        self.more = false;
+        self.limits = false;
+    }
+
+    /// The stream sequence beyond which other partitions' messages must wait, so that one receive
+    /// follows enqueue order across partitions: set while the server has more of this partition's
+    /// messages than were fetched. Not for a partition being given up, nor one whose buffer is full
+    /// (of messages blocked behind a nack): order across partitions is best effort, progress is not.
+    fn horizon(&self, now: Instant) -> Option<u64> {
+        let active = self
+            .lease
+            .as_ref()
+            .is_some_and(|l| !l.draining && l.valid_until > now);
+        (active && self.more && self.lines.buffered() < BUFFER_CAP).then_some(self.fetched_upto)
     }
 }
 
@@ -772,12 +811,23 @@ impl Inner {
         }
     }
 
-    /// Whether the fetch task of `partition` should go on, and the epoch it works for.
+    /// Whether the fetch task of `partition` should go on: the epoch it works for and how many
+    /// messages to fetch now (0: none, wait for room).
     fn fetch_state(&self, partition: usize) -> Option<(u64, usize)> {
         let s = self.lock();
         let p = &s.partitions[partition];
         match &p.lease {
-            Some(l) if !l.draining && !self.stopped() => Some((p.epoch, p.lines.buffered())),
+            Some(l) if !l.draining && !self.stopped() => {
+                let buffered = p.lines.buffered();
+                let want = if buffered < LOW_WATER {
+                    HIGH_WATER - buffered
+                } else if p.limits && p.more && buffered < BUFFER_CAP {
+                    HIGH_WATER.min(BUFFER_CAP - buffered)
+                } else {
+                    0
+                };
+                Some((p.epoch, want))
+            }
             _ => None,
         }
     }
@@ -798,7 +848,8 @@ impl Inner {
             match info {
                 Ok(Ok(info)) => {
                     let held = self.lock().partitions[partition].lines.len();
-                    if info.num_ack_pending > held {
+                    let waits = info.num_ack_pending > held;
+                    if waits {
                         tracing::info!(
                             partition,
                             pending = info.num_ack_pending,
@@ -814,7 +865,14 @@ impl Inner {
                             _ = shutdown.wait_for(|s| *s) => return false,
                         }
                     }
-                    return self.fetch_state(partition).map(|s| s.0) == Some(epoch);
+                    let mut s = self.lock();
+                    let p = &mut s.partitions[partition];
+                    if p.epoch != epoch || p.lease.as_ref().is_none_or(|l| l.draining) {
+                        return false;
+                    }
+                    // Until its first pull says otherwise, what the server has of it comes first.
+                    p.more = waits || info.num_pending > 0;
+                    return true;
                 }
                 Ok(Err(e)) => tracing::warn!(partition, error = %e, "reading a consumer"),
                 Err(_) => tracing::warn!(partition, "reading a consumer timed out"),
@@ -862,7 +920,15 @@ impl Inner {
             };
             match message.status {
                 None | Some(StatusCode::OK) => {}
-                Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => break,
+                Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => {
+                    // The server had nothing more for it.
+                    let mut s = self.lock();
+                    let p = &mut s.partitions[partition];
+                    if p.epoch == epoch {
+                        p.more = false;
+                    }
+                    break;
+                }
                 Some(StatusCode::IDLE_HEARTBEAT) => continue,
                 Some(status) => {
                     return Err(unavailable(
@@ -953,10 +1019,14 @@ impl Inner {
         }
         let mut s = self.lock();
         let p = &mut s.partitions[partition];
-        if p.epoch == epoch && p.lines.push(ack.stream_seq, held) {
-            drop(s);
-            self.changed.notify_waiters();
+        if p.epoch != epoch {
+            return Ok(());
         }
+        p.fetched_upto = p.fetched_upto.max(ack.stream_seq);
+        p.more = ack.pending > 0;
+        p.lines.push(ack.stream_seq, held);
+        drop(s);
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -1000,7 +1070,14 @@ impl Inner {
         } = &mut *s;
         let mut next_due: Option<Instant> = None;
         let mut heap: BinaryHeap<Reverse<(u64, usize, String)>> = BinaryHeap::new();
-        for (k, p) in partitions.iter().enumerate() {
+        let mut horizon: Option<(u64, usize)> = None;
+        for (k, p) in partitions.iter_mut().enumerate() {
+            p.limits = false;
+            if let Some(h) = p.horizon(now)
+                && horizon.is_none_or(|(min, _)| h < min)
+            {
+                horizon = Some((h, k));
+            }
             if p.lease.as_ref().is_none_or(|l| l.valid_until <= now) {
                 continue;
             }
@@ -1011,9 +1088,18 @@ impl Inner {
             heap.extend(heads.into_iter().map(|(seq, key)| Reverse((seq, k, key))));
         }
         let mut out = Vec::new();
+        let mut held_back = false;
         while out.len() < max
-            && let Some(Reverse((_, k, key))) = heap.pop()
+            && let Some(Reverse((seq, k, key))) = heap.pop()
         {
+            if let Some((h, limiting)) = horizon
+                && seq > h
+            {
+                // An earlier message of another partition may still be on the server.
+                partitions[limiting].limits = true;
+                held_back = true;
+                break;
+            }
             let p = &mut partitions[k];
             *next_tag += 1;
             let Some((taken, next)) = p.lines.take_head(&key, now, *next_tag) else {
@@ -1024,6 +1110,10 @@ impl Inner {
             if let Some(seq) = next {
                 heap.push(Reverse((seq, k, key)));
             }
+        }
+        drop(s);
+        if held_back {
+            self.room.notify_waiters();
         }
         (out, next_due)
     }
@@ -1064,15 +1154,20 @@ async fn confirm(inner: Arc<Inner>, partition: usize, epoch: u64, seqs: Vec<u64>
 async fn fetch(inner: Arc<Inner>, partition: usize) {
     let mut settled_epoch: Option<u64> = None;
     let mut shutdown = inner.shutdown.subscribe();
-    while let Some((epoch, buffered)) = inner.fetch_state(partition) {
+    loop {
+        let room = inner.room.notified();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        let Some((epoch, want)) = inner.fetch_state(partition) else {
+            break;
+        };
         if settled_epoch != Some(epoch) {
             if inner.settle_in(partition, epoch).await {
                 settled_epoch = Some(epoch);
             }
             continue;
         }
-        if buffered >= LOW_WATER {
-            let room = inner.room.notified();
+        if want == 0 {
             tokio::select! {
                 _ = room => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -1082,7 +1177,7 @@ async fn fetch(inner: Arc<Inner>, partition: usize) {
         }
         let connection = inner.connection.load(Ordering::SeqCst);
         let result = tokio::select! {
-            r = inner.pull(partition, epoch, HIGH_WATER - buffered) => r,
+            r = inner.pull(partition, epoch, want) => r,
             _ = shutdown.wait_for(|s| *s) => break,
         };
         match result {

@@ -128,6 +128,9 @@ pub(crate) struct AckInfo {
     pub stream_seq: u64,
     /// How many times JetStream has delivered it (1 the first time).
     pub delivered: u64,
+    /// Messages of the consumer still waiting on the server after this one (not counting
+    /// redeliveries).
+    pub pending: u64,
 }
 
 /// Parses both ack subject formats of ADR-15: 9 tokens, or 11 and more with domain and account hash.
@@ -142,6 +145,7 @@ pub(crate) fn parse_ack_subject(reply: &str) -> Option<AckInfo> {
     Some(AckInfo {
         delivered: tokens.get(at + 2)?.parse().ok()?,
         stream_seq: tokens.get(at + 3)?.parse().ok()?,
+        pending: tokens.get(at + 6)?.parse().ok()?,
     })
 }
 
@@ -201,7 +205,8 @@ mod tests {
             parse_ack_subject("$JS.ACK.t_commands.partition-3.2.100.7.1790230470084404000.42"),
             Some(AckInfo {
                 stream_seq: 100,
-                delivered: 2
+                delivered: 2,
+                pending: 42
             })
         );
         assert_eq!(
@@ -210,7 +215,8 @@ mod tests {
             ),
             Some(AckInfo {
                 stream_seq: 5,
-                delivered: 1
+                delivered: 1,
+                pending: 0
             })
         );
         assert_eq!(parse_ack_subject("_INBOX.x"), None);
