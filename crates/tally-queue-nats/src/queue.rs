@@ -1402,7 +1402,7 @@ impl CommandQueue for Nats {
             if p.epoch != epoch {
                 return Ok(());
             }
-            let Some(h) = p.lines.get(seq) else {
+            let Some(h) = p.lines.get(seq).filter(|h| h.out) else {
                 return Ok(());
             };
             (k, epoch, seq, h.clone())
