@@ -17,7 +17,10 @@ fi
 # The broker configuration tally needs: the STOMP connector, the statistics plugin (exact queue depth
 # by request/reply), unbounded message-group assignments (the default LRU map of 1024 groups could
 # move a partition to another consumer while it still has messages in flight), larger dispatch pages,
-# and dead-letter queues browsed whole (100,000) and searched deep enough (10,000) for a replay.
+# dead-letter queues browsed whole (100,000) and searched deep enough (10,000) for a replay, empty
+# queues without consumers dropped after 5 minutes (each costs the broker a thread), and a consumer
+# that stops reading for 15 s disconnected (else the broker keeps its messages, and its connection
+# half-dead, for as long as TCP lets it).
 config="$(mktemp)"
 cat >"$config" <<'XML'
 <!-- Written by tally's crates/tally-queue-activemq/ci.sh -->
@@ -38,7 +41,8 @@ cat >"$config" <<'XML'
         <destinationPolicy>
             <policyMap>
                 <policyEntries>
-                    <policyEntry queue=">" maxPageSize="1000">
+                    <policyEntry queue=">" maxPageSize="1000"
+                                 gcInactiveDestinations="true" inactiveTimoutBeforeGC="300000">
                         <messageGroupMapFactory>
                             <simpleMessageGroupMapFactory/>
                         </messageGroupMapFactory>
@@ -74,7 +78,7 @@ cat >"$config" <<'XML'
 
         <transportConnectors>
             <transportConnector name="openwire" uri="tcp://127.0.0.1:61616"/>
-            <transportConnector name="stomp" uri="stomp://127.0.0.1:61613"/>
+            <transportConnector name="stomp" uri="stomp://127.0.0.1:61613?transport.soWriteTimeout=15000"/>
         </transportConnectors>
 
     </broker>
