@@ -136,6 +136,36 @@ fn columns(batch: &CommitBatch) -> Result<Columns> {
     Ok(c)
 }
 
+/// Inserts the batch's event rows at `positions`.
+async fn insert_events(
+    tx: &tokio_postgres::Transaction<'_>,
+    positions: &[i64],
+    cols: &Columns,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO events (position, stream_id, version, event_type, schema_version, occurred_at, \
+         recorded_at, data, command_id, correlation_id, principal) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], \
+         $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[], $10::text[], $11::text[])",
+        &[
+            &positions,
+            &cols.stream_id,
+            &cols.version,
+            &cols.event_type,
+            &cols.schema_version,
+            &cols.occurred_at,
+            &cols.recorded_at,
+            &cols.data,
+            &cols.command_id,
+            &cols.correlation_id,
+            &cols.principal,
+        ],
+    )
+    .await
+    .map_err(|e| pg_error("inserting events", e))?;
+    Ok(())
+}
+
 impl Postgres {
     async fn commit_batch(&self, batch: CommitBatch) -> Result<Vec<u64>> {
         let cols = columns(&batch)?;
@@ -198,27 +228,7 @@ impl Postgres {
         let first = head + 1;
         let positions: Vec<i64> = (first..first + cols.positions_needed as i64).collect();
         if !positions.is_empty() {
-            tx.execute(
-                "INSERT INTO events (position, stream_id, version, event_type, schema_version, occurred_at, \
-                 recorded_at, data, command_id, correlation_id, principal) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], \
-                 $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[], $10::text[], $11::text[])",
-                &[
-                    &positions,
-                    &cols.stream_id,
-                    &cols.version,
-                    &cols.event_type,
-                    &cols.schema_version,
-                    &cols.occurred_at,
-                    &cols.recorded_at,
-                    &cols.data,
-                    &cols.command_id,
-                    &cols.correlation_id,
-                    &cols.principal,
-                ],
-            )
-            .await
-            .map_err(|e| pg_error("inserting events", e))?;
+            insert_events(&tx, &positions, &cols).await?;
             let streams: Vec<&str> = cols.index.iter().map(|r| r.0.as_str()).collect();
             let versions: Vec<i64> = cols.index.iter().map(|r| r.1).collect();
             let at: Vec<i64> = cols.index.iter().map(|r| positions[r.2]).collect();
@@ -294,27 +304,7 @@ impl Postgres {
             .get(0);
         let cols = columns(&batch)?;
         let positions: Vec<i64> = (head + 1..head + 1 + cols.positions_needed as i64).collect();
-        tx.execute(
-            "INSERT INTO events (position, stream_id, version, event_type, schema_version, occurred_at, \
-             recorded_at, data, command_id, correlation_id, principal) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], \
-             $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[], $10::text[], $11::text[])",
-            &[
-                &positions,
-                &cols.stream_id,
-                &cols.version,
-                &cols.event_type,
-                &cols.schema_version,
-                &cols.occurred_at,
-                &cols.recorded_at,
-                &cols.data,
-                &cols.command_id,
-                &cols.correlation_id,
-                &cols.principal,
-            ],
-        )
-        .await
-        .map_err(|e| pg_error("inserting events", e))?;
+        insert_events(&tx, &positions, &cols).await?;
         tx.execute(
             "UPDATE log_head SET position = $1",
             &[&(head + cols.positions_needed as i64)],
