@@ -6,6 +6,7 @@
 //! racing a slow publish) is harmless: outcomes are keyed by command id, so the second copy is acked
 //! without effect.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,27 +17,27 @@ use uuid::Uuid;
 use crate::model::QueueMessage;
 use crate::ports::{CommandQueue, Error, Intake, IntakeLedger, Result, Submission, Submitted};
 
-pub struct BrokerIntake {
-    inner: Arc<Inner>,
-    group: mpsc::Sender<(Submission, oneshot::Sender<Result<Submitted>>)>,
+/// Group commit for intakes: concurrent `submit` calls are gathered (up to [`GROUP`] at a time,
+/// whatever is waiting) and handed to `commit` together, with up to [`GROUPS_IN_FLIGHT`] groups
+/// committing at once; each caller gets its own result. Used by every intake that pays a durable
+/// step per call (the PostgreSQL intake, the broker intake).
+pub struct Grouped {
+    tx: mpsc::Sender<(Submission, oneshot::Sender<Result<Submitted>>)>,
 }
 
-struct Inner {
-    ledger: Arc<dyn IntakeLedger>,
-    queue: Arc<dyn CommandQueue>,
-}
+/// Most submissions per group, and groups committing at once.
+pub const GROUP: usize = 1024;
+pub const GROUPS_IN_FLIGHT: usize = 4;
 
-/// Most submissions per group (one ledger transaction, one batch of publishes), and groups in flight.
-const GROUP: usize = 1024;
-const GROUPS_IN_FLIGHT: usize = 4;
-
-impl BrokerIntake {
-    /// Starts the grouping task on the current tokio runtime.
-    pub fn new(ledger: Arc<dyn IntakeLedger>, queue: Arc<dyn CommandQueue>) -> Self {
-        let inner = Arc::new(Inner { ledger, queue });
-        let (group, mut rx) =
+impl Grouped {
+    /// Starts the grouping task on the current tokio runtime; it ends when this is dropped.
+    pub fn start<F, Fut>(commit: F) -> Self
+    where
+        F: Fn(Vec<Submission>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Submitted>>> + Send + 'static,
+    {
+        let (tx, mut rx) =
             mpsc::channel::<(Submission, oneshot::Sender<Result<Submitted>>)>(GROUP * 4);
-        let worker = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
             while let Some(first) = rx.recv().await {
@@ -50,17 +51,14 @@ impl BrokerIntake {
                         Err(_) => break,
                     }
                 }
-                let Some(inner) = worker.upgrade() else {
-                    return;
-                };
+                let (submissions, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let committing = commit(submissions);
                 tokio::spawn(async move {
-                    let (submissions, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                    match inner.submit_group(submissions).await {
-                        Ok((results, published)) => {
+                    match committing.await {
+                        Ok(results) => {
                             for (reply, result) in replies.into_iter().zip(results) {
                                 let _ = reply.send(Ok(result));
                             }
-                            inner.clear_outbox(&published).await;
                         }
                         Err(e) => {
                             for reply in replies {
@@ -72,7 +70,47 @@ impl BrokerIntake {
                 });
             }
         });
-        Self { inner, group }
+        Self { tx }
+    }
+
+    /// Submits one command as part of the next group.
+    pub async fn submit(&self, submission: Submission) -> Result<Submitted> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((submission, reply))
+            .await
+            .map_err(|_| Error::Unavailable("the intake has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the intake dropped a submission".into()))?
+    }
+}
+
+pub struct BrokerIntake {
+    inner: Arc<Inner>,
+    grouped: Grouped,
+}
+
+struct Inner {
+    ledger: Arc<dyn IntakeLedger>,
+    queue: Arc<dyn CommandQueue>,
+}
+
+impl BrokerIntake {
+    /// Starts the grouping task on the current tokio runtime.
+    pub fn new(ledger: Arc<dyn IntakeLedger>, queue: Arc<dyn CommandQueue>) -> Self {
+        let inner = Arc::new(Inner { ledger, queue });
+        let committer = inner.clone();
+        let grouped = Grouped::start(move |submissions| {
+            let inner = committer.clone();
+            async move {
+                let (results, published) = inner.submit_group(submissions).await?;
+                // The outbox rows go after the answers: the broker has confirmed these already.
+                tokio::spawn(async move { inner.clear_outbox(&published).await });
+                Ok(results)
+            }
+        });
+        Self { inner, grouped }
     }
 }
 
@@ -149,14 +187,7 @@ impl Inner {
 #[async_trait]
 impl Intake for BrokerIntake {
     async fn submit(&self, submission: Submission) -> Result<Submitted> {
-        let (reply, answer) = oneshot::channel();
-        self.group
-            .send((submission, reply))
-            .await
-            .map_err(|_| Error::Unavailable("the intake has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("the intake dropped a submission".into()))?
+        self.grouped.submit(submission).await
     }
 
     async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {

@@ -71,7 +71,8 @@ pub struct Postgres {
     pub(crate) options: PgOptions,
     pub(crate) pg_config: tokio_postgres::Config,
     pub(crate) queue: queue::QueueState,
-    pub(crate) intake: queue::IntakeBatcher,
+    /// Concurrent submits share one intake transaction (group commit).
+    pub(crate) intake: tally_core::intake::Grouped,
 }
 
 impl Postgres {
@@ -113,11 +114,26 @@ impl Postgres {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| Error::Unavailable(format!("building the connection pool: {e}")))?;
-        let store = Arc::new_cyclic(|weak| Self {
+        let store = Arc::new_cyclic(|weak: &std::sync::Weak<Self>| Self {
             pool,
             pg_config,
             queue: queue::QueueState::default(),
-            intake: queue::IntakeBatcher::start(weak.clone()),
+            intake: {
+                // A weak handle: the grouping task must not keep the backend alive.
+                let weak = weak.clone();
+                tally_core::intake::Grouped::start(move |submissions| {
+                    let store = weak.upgrade();
+                    async move {
+                        match store {
+                            Some(pg) => {
+                                pg.submit_group(submissions, queue::Destination::Queue)
+                                    .await
+                            }
+                            None => Err(Error::Unavailable("the backend was closed".into())),
+                        }
+                    }
+                })
+            },
             options,
         });
         if store.options.migrate {

@@ -13,13 +13,12 @@
 //! garbage-collected under a message being enqueued to it.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, Weak};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tally_core::model::{DeadLetter, Delivery, QueueMessage};
 use tally_core::ports::{CommandQueue, Error, Intake, IntakeLedger, Result, Submission, Submitted};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -635,70 +634,10 @@ impl CommandQueue for Postgres {
     }
 }
 
-/// Groups concurrent `submit` calls into one transaction each (group commit): the gateway's many
-/// one-command requests share fsyncs instead of paying one each.
-pub(crate) struct IntakeBatcher {
-    tx: mpsc::Sender<(Submission, oneshot::Sender<Result<Submitted>>)>,
-}
-
-/// Most submissions per intake transaction, and intake transactions in flight at once.
-const GROUP: usize = 1024;
-const GROUPS_IN_FLIGHT: usize = 4;
-
-impl IntakeBatcher {
-    pub(crate) fn start(store: Weak<Postgres>) -> Self {
-        let (tx, mut rx) =
-            mpsc::channel::<(Submission, oneshot::Sender<Result<Submitted>>)>(GROUP * 4);
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let mut group = vec![first];
-                while group.len() < GROUP {
-                    match rx.try_recv() {
-                        Ok(next) => group.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let Some(store) = store.upgrade() else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let (submissions, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                    match store.submit_group(submissions, Destination::Queue).await {
-                        Ok(results) => {
-                            for (reply, result) in replies.into_iter().zip(results) {
-                                let _ = reply.send(Ok(result));
-                            }
-                        }
-                        Err(e) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(e.clone()));
-                            }
-                        }
-                    }
-                    drop(permit);
-                });
-            }
-        });
-        Self { tx }
-    }
-}
-
 #[async_trait]
 impl Intake for Postgres {
     async fn submit(&self, submission: Submission) -> Result<Submitted> {
-        let (reply, answer) = oneshot::channel();
-        self.intake
-            .tx
-            .send((submission, reply))
-            .await
-            .map_err(|_| Error::Unavailable("the intake has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("the intake dropped a submission".into()))?
+        self.intake.submit(submission).await
     }
 
     async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
