@@ -50,6 +50,9 @@ impl Sqlite {
         )
         .map_err(sql_error)?;
         schema::migrate(&mut conn).map_err(sql_error)?;
+        // rusqlite keeps 16 prepared statements by default; the writer runs more than that, and a
+        // statement evicted from the cache is parsed again on its next use.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let pending = queue::load(&conn)?;
         let writer = Writer::start(conn)
             .map_err(|e| Error::Unavailable(format!("starting sqlite writer: {e}")))?;
@@ -59,6 +62,7 @@ impl Sqlite {
             readers: Readers {
                 path,
                 idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(MAX_READERS),
             },
             queue: queue::Mem::new(pending),
             _checkpointer: checkpointer,
@@ -81,13 +85,19 @@ impl Sqlite {
     }
 }
 
-/// Read-only connections, reused; each read runs on the blocking pool.
+/// Read-only connections, reused; each read runs on the blocking pool. At most `MAX_READERS` reads
+/// run at once and every connection opened is kept: opening one parses the schema, which costs more
+/// than most reads, so callers beyond the limit wait for a connection instead of opening another.
 struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
 }
 
-const MAX_IDLE_READERS: usize = 8;
+const MAX_READERS: usize = 8;
+
+/// Prepared statements kept per connection: more than the backend has.
+const STATEMENT_CACHE: usize = 128;
 
 impl Readers {
     async fn read<T, F>(&self, f: F) -> Result<T, Error>
@@ -95,6 +105,11 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("sqlite readers are closed".into()))?;
         let conn = match self.idle.lock().map(|mut idle| idle.pop()) {
             Ok(Some(conn)) => conn,
             _ => {
@@ -105,6 +120,7 @@ impl Readers {
                 .map_err(sql_error)?;
                 conn.execute_batch("PRAGMA busy_timeout=5000;")
                     .map_err(sql_error)?;
+                conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 conn
             }
         };
@@ -115,7 +131,7 @@ impl Readers {
         .await
         .map_err(|e| Error::Unavailable(format!("sqlite reader task failed: {e}")))?;
         if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE_READERS
+            && idle.len() < MAX_READERS
         {
             idle.push(conn);
         }

@@ -41,19 +41,17 @@ impl Writer {
     {
         let (tx, rx) = oneshot::channel::<Result<T, Error>>();
         let job: Job = Box::new(move |conn: &Connection| {
-            let result = match conn.execute_batch("SAVEPOINT job") {
-                Err(e) => Err(sql_error(e)),
+            let result = match exec_cached(conn, "SAVEPOINT job") {
+                Err(e) => Err(e),
                 Ok(()) => {
                     let r = f(conn);
                     let end = if r.is_ok() {
-                        "RELEASE job"
+                        exec_cached(conn, "RELEASE job")
                     } else {
-                        "ROLLBACK TO job; RELEASE job"
+                        exec_cached(conn, "ROLLBACK TO job")
+                            .and_then(|()| exec_cached(conn, "RELEASE job"))
                     };
-                    match conn.execute_batch(end) {
-                        Ok(()) => r,
-                        Err(e) => Err(sql_error(e)),
-                    }
+                    end.and(r)
                 }
             };
             Box::new(move |committed: Result<(), Error>| {
@@ -89,10 +87,17 @@ impl Writer {
     }
 }
 
+/// A statement without results, prepared once per connection (jobs run thousands of times a second).
+fn exec_cached(conn: &Connection, sql: &str) -> Result<(), Error> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(|_| ())
+        .map_err(sql_error)
+}
+
 fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = sql_error(e);
+        if let Err(err) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             let done = first(&conn);
             done(Err(err));
             continue;
@@ -105,10 +110,10 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
             }
         }
         let t = std::time::Instant::now();
-        let committed = conn.execute_batch("COMMIT").map_err(sql_error);
+        let committed = exec_cached(&conn, "COMMIT");
         tracing::trace!(jobs = completions.len(), commit = ?t.elapsed(), "group commit");
         if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec_cached(&conn, "ROLLBACK");
         }
         for done in completions {
             done(committed.clone());

@@ -127,11 +127,8 @@ pub enum Cmd {
     Rebuild,
     /// Create or update the database schema (PostgreSQL; safe to run twice, or beside running servers).
     Migrate,
-    /// Load generators that drive a running tally over HTTP.
-    Load {
-        #[command(subcommand)]
-        which: LoadCmd,
-    },
+    /// Drive a running tally over HTTP with W1 or a steady stream; prints figures, verifies the books.
+    Load(LoadArgs),
     /// Commands that could not be handled after their retries (the dead-letter queue).
     Dlq {
         #[command(subcommand)]
@@ -164,26 +161,55 @@ pub enum KeysCmd {
     Revoke { key_id: String },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum LoadCmd {
-    /// W1 over HTTP: reference data, deliveries, then sales in per-store order; figures and verified
-    /// books (see BENCHMARKS.md).
-    W1 {
-        /// The server (gateway) to load.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// An admin key of that server.
-        #[arg(long, env = "TALLY_ADMIN_KEY", hide_env_values = true)]
-        key: String,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Number of sales (W1 has 100000).
-        #[arg(long, default_value_t = 100_000)]
-        sales: usize,
-        /// Keep-alive connections (W1 specifies 64).
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
-    },
+/// `tally load`: a workload over HTTP against a running server (see BENCHMARKS.md).
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// The server (gateway) to load.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An admin key of that server.
+    #[arg(long, env = "TALLY_ADMIN_KEY", hide_env_values = true)]
+    pub key: String,
+    /// `w1`: WORKLOAD.md's W1; `steady`: W1's set-up, then sales at --rate for --duration.
+    #[arg(long, value_enum, default_value = "w1")]
+    pub workload: crate::load::Workload,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Number of sales to generate (W1: 100,000; steady: rate × duration).
+    #[arg(long)]
+    pub sales: Option<usize>,
+    /// Keep-alive connections (W1 specifies 64).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Commands per second, sent on a fixed schedule (steady: 5000); none: as fast as answered.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Stop sending sales after this many seconds (steady: 60), e.g. `60` or `60s` or `2m`.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{s}: expected e.g. 60, 60s, 2m"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60.0,
+        "ms" => n / 1000.0,
+        _ => return Err(format!("{s}: the unit is s, m or ms")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s}: must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,23 +302,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::serve::migrate(&store))?
         }
-        Cmd::Load {
-            which:
-                LoadCmd::W1 {
-                    url,
-                    key,
-                    seed,
-                    sales,
-                    connections,
-                },
-        } => {
+        Cmd::Load(args) => {
             init_logging(LogFormat::Human);
-            runtime.block_on(crate::load::w1_load(crate::load::LoadOptions {
-                url,
-                key,
-                seed,
-                sales,
-                connections,
+            runtime.block_on(crate::load::run(crate::load::LoadOptions {
+                url: args.url,
+                key: args.key,
+                workload: args.workload,
+                seed: args.seed,
+                sales: args.sales,
+                connections: args.connections,
+                rate: args.rate,
+                duration: args.duration,
+                json: args.json,
             }))?
         }
         Cmd::Dlq { action } => runtime.block_on(crate::dlq::run(&store, action))?,

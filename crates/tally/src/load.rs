@@ -1,44 +1,71 @@
-//! `tally load w1`: W1 over HTTP against a running tally, as a client fleet would send it, then the
-//! books checked through the query API.
+//! `tally load`: a workload over HTTP against a running tally, as a fleet of tills would send it,
+//! then every command's outcome read back and the books checked through the query API.
 //!
-//! Phases:
-//! 1. reference data, one request at a time (items need their supplier), then waits until processed;
-//! 2. deliveries, on every connection at once, until every one has its 202 (so each store's
-//!    deliveries are queued before its sales);
-//! 3. sales, on every connection at once. Which sales of a store come first is then the server's to
-//!    decide, so which of them are rejected for stock may differ from W1's sequential books; as
-//!    WORKLOAD.md says, the books are verified against those computed directly from the commands
-//!    that were accepted (`tally_core::workload::books_of`), and every rejection must be
-//!    `insufficient_stock` of a sale, with no stock below zero.
+//! Workloads:
+//! - `w1` (WORKLOAD.md): reference data, one request at a time (items need their supplier), then
+//!   deliveries on every connection until each has its 202 (so each store's deliveries are queued
+//!   before its sales), then sales on every connection. The figures cover the whole run.
+//! - `steady`: W1's reference data and deliveries as set-up (not measured), then a POS-like stream of
+//!   sales at `--rate` commands/s for `--duration`; the figures cover the stream.
 //!
-//! Figures: commands accepted per second (202s over the time from the first to the last request),
-//! commands processed per second (until the last outcome), accept latency p50/p99/p99.9, and the
-//! processing lag (last outcome after the last 202). Every command's outcome is then read back, the
-//! read models are awaited (`min_position`), and inventory, store and supplier reports are compared
-//! with the books. A run whose books differ has no figure.
+//! Which sales of a store come first is the server's to decide, so which of them are rejected for
+//! stock may differ from W1 sent in sequence; as WORKLOAD.md says, the books are verified against
+//! those computed from the commands that were accepted (`tally_core::workload::books_of`), and every
+//! rejection must be `insufficient_stock` of a sale, with no stock below zero.
+//!
+//! With `--rate`, requests are sent on a fixed schedule (open loop) and each latency is measured from
+//! the moment its request was due, so a server that stalls is charged for the requests it delayed
+//! (no coordinated omission). 429 and 503 answers are retried after `Retry-After` with the same
+//! idempotency key, and counted. While the run goes, a probe measures the visibility lag: from a
+//! command's 202 until the read models answer at its position.
 
-use std::collections::HashMap;
+mod http1;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use hdrhistogram::Histogram;
 use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::ports::{Error, ReadStore, Result as PortResult};
 use tally_core::readmodel::{DayFigures, ProjectionUpdate, SupplierDay};
 use tally_core::workload::{W1Size, w1};
 use tally_domain::Command;
-use tokio::sync::Mutex;
+
+use http1::{Conn, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// WORKLOAD.md's W1, as fast as the server takes it (or at --rate).
+    W1,
+    /// Set-up from W1, then a steady stream of sales at --rate for --duration.
+    Steady,
+}
 
 pub struct LoadOptions {
     pub url: String,
     pub key: String,
+    pub workload: Workload,
     pub seed: u64,
-    pub sales: usize,
+    /// Sales to generate (W1: 100,000; steady: rate × duration).
+    pub sales: Option<usize>,
     pub connections: usize,
+    /// Commands per second to send (open loop); none: as fast as the server answers.
+    pub rate: Option<f64>,
+    /// Stop sending sales after this long.
+    pub duration: Option<Duration>,
+    pub json: bool,
 }
+
+/// A steady run's rate when none is given: the figure the issue sets for a POS-like stream.
+const STEADY_RATE: f64 = 5_000.0;
+const STEADY_DURATION: Duration = Duration::from_secs(60);
 
 /// A command as a request: path and JSON body.
 fn request(command: &Command) -> anyhow::Result<(String, Value)> {
@@ -68,319 +95,272 @@ fn request(command: &Command) -> anyhow::Result<(String, Value)> {
     Ok((path, body))
 }
 
-/// A W1 command with its index in W1.
-type Numbered = (usize, Command);
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-    /// Makes this run's idempotency keys its own.
-    run: String,
-}
-
-impl Client {
-    fn idempotency_key(&self, index: usize) -> String {
-        format!("w1-{}-{index}", self.run)
+/// The store a command concerns, for the lag probe's read.
+fn store_of(command: &Command) -> Option<String> {
+    match command {
+        Command::RecordDelivery { store_id, .. }
+        | Command::RecordSale { store_id, .. }
+        | Command::RecordReturn { store_id, .. }
+        | Command::AdjustStock { store_id, .. } => Some(store_id.as_str().to_owned()),
+        _ => None,
     }
 }
 
+/// What the load generator shares between its workers.
+struct Shared {
+    target: Target,
+    key: String,
+    /// Every command of the workload, encoded, by index.
+    requests: Vec<Vec<u8>>,
+    /// Commands that got their 202 (all phases), for the progress line.
+    accepted: AtomicU64,
+    /// 429/503 answers (retried).
+    pushed_back: AtomicU64,
+    /// The newest 202: (index, command id, when), for the lag probe.
+    newest: std::sync::Mutex<Option<(usize, uuid::Uuid, Instant)>>,
+}
+
+/// A command that got its 202.
 struct Sent {
-    command_id: String,
+    index: usize,
+    command_id: uuid::Uuid,
     latency: Duration,
 }
 
-impl Client {
-    /// POSTs a command with an idempotency key; retries 429/503 (after Retry-After) and lost
-    /// connections with the same key, as a careful client does, so a busy or failing server slows the
-    /// run instead of failing it, and a retried command is never applied twice. Anything else but 202
-    /// is an error.
-    async fn send(&self, path: &str, body: &Value, key: &str) -> anyhow::Result<Sent> {
-        let url = format!("{}{path}", self.base);
-        loop {
-            let started = Instant::now();
-            let sent = self
-                .http
-                .post(&url)
-                .bearer_auth(&self.key)
-                .header("Idempotency-Key", key)
-                .json(body)
-                .send()
-                .await;
-            let r = match sent {
-                Ok(r) => r,
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
-                    tracing::debug!(error = %e, "request failed; retrying with the same key");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
+/// What one worker saw.
+#[derive(Default)]
+struct WorkerReport {
+    sent: Vec<Sent>,
+    /// Final answers other than 202, by status, with one example body each.
+    errors: BTreeMap<u16, (u64, String)>,
+    /// Requests that lost their connection (retried with the same idempotency key).
+    reconnects: u64,
+}
+
+impl WorkerReport {
+    fn merge(&mut self, other: WorkerReport) {
+        self.sent.extend(other.sent);
+        self.reconnects += other.reconnects;
+        for (status, (n, example)) in other.errors {
+            self.errors.entry(status).or_insert((0, example)).0 += n;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AcceptedBody {
+    command_id: uuid::Uuid,
+}
+
+/// Sends one command until it gets a final answer: 202, or an error other than 429/503/lost connection.
+async fn send_one(
+    shared: &Shared,
+    conn: &mut Conn,
+    index: usize,
+    due: Instant,
+    report: &mut WorkerReport,
+) -> anyhow::Result<()> {
+    let request = &shared.requests[index];
+    let mut lost = 0u32;
+    loop {
+        let r = match conn.send(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                lost += 1;
+                report.reconnects += 1;
+                if lost > 600 {
+                    return Err(e.context("the server stayed unreachable"));
                 }
-                Err(e) => return Err(e).with_context(|| format!("POST {path}")),
-            };
-            let latency = started.elapsed();
-            let status = r.status().as_u16();
-            if status == 202 {
-                let v: Value = r.json().await.context("reading a 202")?;
-                let command_id = v["command_id"]
-                    .as_str()
-                    .context("a 202 names its command")?
-                    .to_owned();
-                return Ok(Sent {
-                    command_id,
-                    latency,
-                });
-            }
-            if status == 429 || status == 503 {
-                let wait = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(1);
-                tokio::time::sleep(Duration::from_millis(wait.clamp(1, 5) * 200)).await;
+                tracing::debug!(error = %format!("{e:#}"), "request failed; retrying with the same key");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            let text = r.text().await.unwrap_or_default();
-            bail!("POST {path}: {status} {text}");
-        }
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        let status = r.status();
-        let text = r.text().await.with_context(|| format!("GET {path}"))?;
-        if !status.is_success() {
-            bail!("GET {path}: {status} {text}");
-        }
-        serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))
-    }
-
-    /// Waits for a command's outcome: (its rejection code if rejected, its position if processed).
-    async fn outcome(&self, command_id: &str) -> anyhow::Result<(Option<String>, u64)> {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let v = self
-                .get(&format!("/v1/commands/{command_id}?wait_ms=10000"))
-                .await?;
-            match v["status"].as_str() {
-                Some("processed") => return Ok((None, v["position"].as_u64().unwrap_or(0))),
-                Some("rejected") => {
-                    let code = v["rejection"]["code"].as_str().unwrap_or("?").to_owned();
-                    return Ok((Some(code), 0));
+        };
+        match r.status {
+            202 => {
+                let body: AcceptedBody =
+                    serde_json::from_slice(&r.body).context("a 202 names its command")?;
+                let now = Instant::now();
+                shared.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut newest) = shared.newest.try_lock() {
+                    *newest = Some((index, body.command_id, now));
                 }
-                _ if Instant::now() > deadline => bail!("command {command_id} never decided"),
-                _ => {}
+                report.sent.push(Sent {
+                    index,
+                    command_id: body.command_id,
+                    latency: now.saturating_duration_since(due),
+                });
+                return Ok(());
+            }
+            429 | 503 => {
+                shared.pushed_back.fetch_add(1, Ordering::Relaxed);
+                let wait = r.retry_after.unwrap_or(1).clamp(1, 5);
+                // A fraction of Retry-After, jittered by index, so a fleet does not come back at once.
+                let ms = wait * 200 + (index as u64 % 97);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            status => {
+                let e = report
+                    .errors
+                    .entry(status)
+                    .or_insert_with(|| (0, String::from_utf8_lossy(&r.body).into_owned()));
+                e.0 += 1;
+                return Ok(());
             }
         }
     }
 }
 
-#[derive(Default)]
-struct Tally {
-    latencies: Vec<Duration>,
-    /// `(index in W1, command id)` of every 202.
-    ids: Vec<(usize, String)>,
+/// How the commands of a phase are paced.
+#[derive(Clone, Copy)]
+struct Pace {
+    start: Instant,
+    /// Commands per second; none: as fast as answered.
+    rate: Option<f64>,
+    /// No command is sent that is due after this.
+    until: Option<Instant>,
 }
 
-pub async fn w1_load(opts: LoadOptions) -> anyhow::Result<()> {
-    let connections = opts.connections.max(1);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
-    let client = Arc::new(Client {
-        http,
-        base: opts.url.trim_end_matches('/').to_owned(),
-        key: opts.key.clone(),
-        run: uuid::Uuid::now_v7().simple().to_string(),
-    });
-    client
-        .get("/v1/admin/api-keys")
-        .await
-        .context("the key must be an admin key of the server at --url")?;
-    let workload = w1(
-        opts.seed,
-        W1Size {
-            sales: opts.sales,
-            ..W1Size::FULL
-        },
-    );
-    let submitted = workload.commands.len();
-    let commands: Vec<Numbered> = workload.commands.iter().cloned().enumerate().collect();
-    let (reference, rest) = commands.split_at(workload.reference_count);
-    let (deliveries, sales): (Vec<Numbered>, Vec<Numbered>) = rest
-        .iter()
-        .cloned()
-        .partition(|(_, c)| matches!(c, Command::RecordDelivery { .. }));
-    eprintln!(
-        "W1 over HTTP: {} reference, {} deliveries, {} sales to {} on {connections} connections",
-        reference.len(),
-        deliveries.len(),
-        sales.len(),
-        opts.url
-    );
-
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let started = Instant::now();
-    // 1. Reference data, in order, then processed.
-    let mut last = None;
-    for (i, c) in reference {
-        let (path, body) = request(c)?;
-        let sent = client
-            .send(&path, &body, &client.idempotency_key(*i))
-            .await?;
-        let mut t = tally.lock().await;
-        t.latencies.push(sent.latency);
-        t.ids.push((*i, sent.command_id.clone()));
-        last = Some(sent.command_id);
-    }
-    if let Some(id) = &last {
-        client.outcome(id).await?;
-    }
-    // 2. Deliveries, then 3. sales, each on every connection.
-    run_spread(&client, &tally, deliveries, connections).await?;
-    run_spread(&client, &tally, sales, connections).await?;
-    let accept_secs = started.elapsed().as_secs_f64();
-    let last_accepted = Instant::now();
-    // Each store's commands are processed in queue order: its last 202 decides last.
-    let mut ids = tally.lock().await.ids.clone();
-    ids.sort_by_key(|(i, _)| *i);
-    let mut last_of: HashMap<String, &str> = HashMap::new();
-    for (i, id) in &ids {
-        last_of.insert(workload.commands[*i].partition_key(), id.as_str());
-    }
-    for id in last_of.values() {
-        client.outcome(id).await?;
-    }
-    let lag = last_accepted.elapsed();
-    let process_secs = started.elapsed().as_secs_f64();
-
-    // Every outcome, read back (not timed), and the books of what was accepted.
-    if ids.len() != submitted {
-        bail!("{} commands got a 202, {submitted} were sent", ids.len());
-    }
-    let only_ids: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
-    let decided = outcomes(&client, &only_ids, connections).await?;
-    let head = decided.iter().map(|d| d.1).max().unwrap_or(0);
-    let accepted_at: Vec<bool> = decided.iter().map(|d| d.0.is_none()).collect();
-    let mut problems = Vec::new();
-    for ((i, _), (rejection, _)) in ids.iter().zip(&decided) {
-        if let Some(code) = rejection {
-            let is_sale = matches!(workload.commands[*i], Command::RecordSale { .. });
-            if !is_sale || code != "insufficient_stock" {
-                problems.push(format!("command {i} rejected with {code}"));
-            }
+impl Pace {
+    fn due(&self, n: usize) -> Instant {
+        match self.rate {
+            Some(rate) => self.start + Duration::from_secs_f64(n as f64 / rate),
+            None => Instant::now(),
         }
     }
-    let books = tally_core::workload::books_of(&workload.commands, |i| accepted_at[i]);
-    if let Some(((store, item), n)) = books.stock.iter().find(|(_, n)| **n < 0) {
-        problems.push(format!("accepted sales take {store}/{item} to {n}"));
-    }
-    let (accepted, rejected) = (books.accepted, books.rejected);
-    let read = HttpReadStore {
-        client: client.clone(),
-        min_position: head,
-    };
-    let verified = match problems.first() {
-        Some(p) => Err(p.clone()),
-        None => tally_core::workload::verify(&read, &books, accepted, rejected).await,
-    };
-    if let Err(e) = &verified {
-        eprintln!("verification FAILED: {e}");
-    }
-    eprintln!(
-        "{rejected} sales rejected for stock (W1 sent in sequence rejects {})",
-        workload.expected.rejected
-    );
-
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
-    for l in &tally.lock().await.latencies {
-        h.saturating_record(l.as_micros().max(1) as u64);
-    }
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let accepted_per_s = submitted as f64 / accept_secs;
-    let processed_per_s = submitted as f64 / process_secs;
-    println!(
-        "accepted: {submitted} commands in {accept_secs:.2}s = {accepted_per_s:.0}/s; processed in {process_secs:.2}s = {processed_per_s:.0}/s; lag after the last 202 {:.2}s",
-        lag.as_secs_f64()
-    );
-    println!(
-        "accept latency: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        h.max() as f64 / 1000.0
-    );
-    println!(
-        "W1-HTTP commands={submitted} accepted={accepted} rejected={rejected} accepted_per_s={accepted_per_s:.0} processed_per_s={processed_per_s:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} lag_s={:.2} verified={}",
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        lag.as_secs_f64(),
-        verified.is_ok()
-    );
-    if verified.is_err() {
-        bail!("the books do not match W1's expected books: this run has no figure");
-    }
-    Ok(())
 }
 
-/// Sends commands whose order does not matter on `connections` concurrent workers.
-async fn run_spread(
-    client: &Arc<Client>,
-    tally: &Arc<Mutex<Tally>>,
-    commands: Vec<Numbered>,
+/// Sends `indices` on `connections` workers; returns what each saw.
+async fn spread(
+    shared: &Arc<Shared>,
+    indices: Arc<Vec<usize>>,
     connections: usize,
-) -> anyhow::Result<()> {
-    let queue = Arc::new(Mutex::new(commands.into_iter()));
+    pace: Pace,
+) -> anyhow::Result<WorkerReport> {
+    let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..connections {
-        let (client, tally, queue) = (client.clone(), tally.clone(), queue.clone());
+        let (shared, indices, next) = (shared.clone(), indices.clone(), next.clone());
         workers.push(tokio::spawn(async move {
+            let mut conn = Conn::new(shared.target.clone());
+            let mut report = WorkerReport::default();
             loop {
-                let Some((i, c)) = queue.lock().await.next() else {
-                    return Ok::<_, anyhow::Error>(());
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&index) = indices.get(n) else {
+                    return Ok::<_, anyhow::Error>(report);
                 };
-                let (path, body) = request(&c)?;
-                let sent = client
-                    .send(&path, &body, &client.idempotency_key(i))
-                    .await?;
-                let mut t = tally.lock().await;
-                t.latencies.push(sent.latency);
-                t.ids.push((i, sent.command_id));
+                let due = pace.due(n);
+                let now = Instant::now();
+                if pace.until.is_some_and(|until| due.max(now) > until) {
+                    // Later commands are due later still: this worker is done.
+                    next.store(indices.len(), Ordering::Relaxed);
+                    return Ok(report);
+                }
+                if due > now {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                send_one(&shared, &mut conn, index, due, &mut report).await?;
             }
         }));
     }
+    let mut all = WorkerReport::default();
     for w in workers {
-        w.await.context("load worker")??;
+        all.merge(w.await.context("load worker")??);
     }
-    Ok(())
+    Ok(all)
 }
 
-/// Every command's outcome, in the order of `ids`: (rejection code if rejected, position if processed).
+/// A command's outcome as `GET /v1/commands/{id}` tells it.
+#[derive(Deserialize)]
+struct Status {
+    status: String,
+    #[serde(default)]
+    position: Option<u64>,
+    #[serde(default)]
+    rejection: Option<Rejection>,
+}
+
+#[derive(Deserialize)]
+struct Rejection {
+    code: String,
+}
+
+/// How a command ended: its rejection code, or its position.
+#[derive(Clone)]
+enum Outcome {
+    Processed(u64),
+    Rejected(String),
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    conn: &mut Conn,
+    path: &str,
+) -> anyhow::Result<T> {
+    let request = shared.target.encode("GET", path, &shared.key, None, None);
+    let mut lost = 0;
+    loop {
+        match conn.send(&request).await {
+            Ok(r) if r.status == 200 => {
+                return serde_json::from_slice(&r.body).with_context(|| format!("GET {path}"));
+            }
+            Ok(r) if r.status == 429 || r.status == 503 => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(r) => bail!(
+                "GET {path}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ),
+            Err(e) if lost < 600 => {
+                lost += 1;
+                tracing::debug!(error = %format!("{e:#}"), "GET failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.context(format!("GET {path}"))),
+        }
+    }
+}
+
+/// Waits for a command's outcome.
+async fn outcome(shared: &Shared, conn: &mut Conn, id: uuid::Uuid) -> anyhow::Result<Outcome> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let path = format!("/v1/commands/{id}?wait_ms=10000");
+    loop {
+        let s: Status = get_json(shared, conn, &path).await?;
+        match s.status.as_str() {
+            "processed" => return Ok(Outcome::Processed(s.position.unwrap_or(0))),
+            "rejected" => {
+                return Ok(Outcome::Rejected(
+                    s.rejection.map_or_else(|| "?".to_owned(), |r| r.code),
+                ));
+            }
+            _ if Instant::now() > deadline => bail!("command {id} was never decided"),
+            _ => {}
+        }
+    }
+}
+
+/// Every command's outcome, in the order of `ids`.
 async fn outcomes(
-    client: &Arc<Client>,
-    ids: &[String],
+    shared: &Arc<Shared>,
+    ids: Vec<uuid::Uuid>,
     connections: usize,
-) -> anyhow::Result<Vec<(Option<String>, u64)>> {
-    let owned: Vec<String> = ids.to_owned();
-    let queue = Arc::new(Mutex::new(owned.into_iter().enumerate()));
+) -> anyhow::Result<Vec<Outcome>> {
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..connections {
-        let (client, queue) = (client.clone(), queue.clone());
+        let (shared, ids, next) = (shared.clone(), ids.clone(), next.clone());
         workers.push(tokio::spawn(async move {
+            let mut conn = Conn::new(shared.target.clone());
             let mut got = Vec::new();
             loop {
-                let Some((n, id)) = queue.lock().await.next() else {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&id) = ids.get(n) else {
                     return Ok::<_, anyhow::Error>(got);
                 };
-                got.push((n, client.outcome(&id).await?));
+                got.push((n, outcome(&shared, &mut conn, id).await?));
             }
         }));
     }
@@ -392,10 +372,463 @@ async fn outcomes(
     Ok(all.into_iter().map(|(_, o)| o).collect())
 }
 
+/// Waits until the read models answer at `position` (through one store's inventory).
+async fn visible(
+    shared: &Shared,
+    conn: &mut Conn,
+    store: &str,
+    position: u64,
+) -> anyhow::Result<()> {
+    let path = format!("/v1/inventory/{store}?min_position={position}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        match get_json::<Value>(shared, conn, &path).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %format!("{e:#}"), "read models not there yet");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Samples the visibility lag while the run goes: the newest 202's command, once processed, until
+/// the read models answer at its position. Returns the samples in milliseconds.
+async fn probe_lag(
+    shared: Arc<Shared>,
+    stores: Arc<Vec<Option<String>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<f64> {
+    let mut conn = Conn::new(shared.target.clone());
+    let mut samples = Vec::new();
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => return samples,
+        }
+        let newest = shared.newest.lock().ok().and_then(|n| *n);
+        let Some((index, id, accepted_at)) = newest else {
+            continue;
+        };
+        if last == Some(id) {
+            continue;
+        }
+        last = Some(id);
+        let Some(store) = stores.get(index).cloned().flatten() else {
+            continue;
+        };
+        let sample = async {
+            let position = match outcome(&shared, &mut conn, id).await? {
+                Outcome::Processed(p) => p,
+                Outcome::Rejected(_) => return Ok(None),
+            };
+            visible(&shared, &mut conn, &store, position).await?;
+            Ok::<_, anyhow::Error>(Some(accepted_at.elapsed().as_secs_f64() * 1000.0))
+        };
+        match sample.await {
+            Ok(Some(ms)) => samples.push(ms),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "lag probe failed"),
+        }
+    }
+}
+
+/// Prints the progress to stderr while the run goes (when stderr is a terminal).
+fn progress(shared: &Arc<Shared>, total: u64) -> tokio::task::JoinHandle<()> {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} accepted ({per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            let done = shared.accepted.load(Ordering::Relaxed);
+            bar.set_position(done);
+            let back = shared.pushed_back.load(Ordering::Relaxed);
+            if back > 0 {
+                bar.set_message(format!("{back} pushed back (429/503)"));
+            }
+            if done >= total {
+                bar.finish_and_clear();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// The figures of a run (`--json` prints this).
+#[derive(Serialize)]
+struct Summary {
+    workload: Workload,
+    connections: usize,
+    rate: Option<f64>,
+    sent: u64,
+    accepted_202: u64,
+    processed: u64,
+    rejected: BTreeMap<String, u64>,
+    errors: BTreeMap<u16, u64>,
+    pushed_back_429_503: u64,
+    reconnects: u64,
+    accepted_per_s: f64,
+    processed_per_s: f64,
+    latency_ms: Latency,
+    /// From the last 202 until the last command was decided.
+    processing_lag_end_s: f64,
+    /// From the last 202 until the read models reflected every command.
+    visibility_lag_end_s: f64,
+    /// The probe's samples during the run: 202 → read models at that command's position.
+    visibility_lag_max_ms: f64,
+    visibility_lag_samples: usize,
+    verified: bool,
+    failure: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
+    let connections = opts.connections.max(1);
+    let target = Target::parse(&opts.url)?;
+    let (rate, duration) = match opts.workload {
+        Workload::W1 => (opts.rate, opts.duration),
+        Workload::Steady => (
+            Some(opts.rate.unwrap_or(STEADY_RATE)),
+            Some(opts.duration.unwrap_or(STEADY_DURATION)),
+        ),
+    };
+    if let Some(r) = rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("--rate must be a positive number of commands per second");
+    }
+    let sales = match (opts.sales, opts.workload, rate, duration) {
+        (Some(n), ..) => n,
+        (None, Workload::W1, ..) => W1Size::FULL.sales,
+        (None, Workload::Steady, Some(r), Some(d)) => (r * d.as_secs_f64()).ceil() as usize,
+        (None, Workload::Steady, ..) => W1Size::FULL.sales,
+    };
+    let workload = w1(
+        opts.seed,
+        W1Size {
+            sales,
+            ..W1Size::FULL
+        },
+    );
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let mut requests = Vec::with_capacity(workload.commands.len());
+    for (i, c) in workload.commands.iter().enumerate() {
+        let (path, body) = request(c)?;
+        let body = serde_json::to_vec(&body).context("encoding a body")?;
+        let idempotency = format!("load-{run_id}-{i}");
+        requests.push(target.encode("POST", &path, &opts.key, Some(&idempotency), Some(&body)));
+    }
+    let shared = Arc::new(Shared {
+        target,
+        key: opts.key.clone(),
+        requests,
+        accepted: AtomicU64::new(0),
+        pushed_back: AtomicU64::new(0),
+        newest: std::sync::Mutex::new(None),
+    });
+    let mut conn = Conn::new(shared.target.clone());
+    get_json::<Value>(&shared, &mut conn, "/v1/admin/api-keys")
+        .await
+        .context("the key must be an admin key of the server at --url")?;
+
+    let reference: Vec<usize> = (0..workload.reference_count).collect();
+    let (deliveries, sales): (Vec<usize>, Vec<usize>) = (workload.reference_count
+        ..workload.commands.len())
+        .partition(|&i| matches!(workload.commands[i], Command::RecordDelivery { .. }));
+    eprintln!(
+        "{:?} over HTTP: {} reference, {} deliveries, {} sales to {} on {connections} connections{}{}",
+        opts.workload,
+        reference.len(),
+        deliveries.len(),
+        sales.len(),
+        opts.url,
+        rate.map(|r| format!(", {r:.0} commands/s"))
+            .unwrap_or_default(),
+        duration
+            .map(|d| format!(", sales for at most {:.0}s", d.as_secs_f64()))
+            .unwrap_or_default(),
+    );
+    let stores: Arc<Vec<Option<String>>> =
+        Arc::new(workload.commands.iter().map(store_of).collect());
+    let bar = progress(&shared, workload.commands.len() as u64);
+
+    let mut report = WorkerReport::default();
+    let started = Instant::now();
+    // 1. Reference data, in order, then processed.
+    let serial = Pace {
+        start: started,
+        rate: None,
+        until: None,
+    };
+    report.merge(spread(&shared, Arc::new(reference), 1, serial).await?);
+    if let Some(last) = report.sent.last() {
+        outcome(&shared, &mut conn, last.command_id).await?;
+    }
+    // 2. Deliveries on every connection (W1: measured; steady: set-up, then awaited).
+    let pace = Pace {
+        start: Instant::now(),
+        rate: if opts.workload == Workload::W1 {
+            rate
+        } else {
+            None
+        },
+        until: None,
+    };
+    report.merge(spread(&shared, Arc::new(deliveries), connections, pace).await?);
+    if opts.workload == Workload::Steady {
+        for id in last_per_partition(&workload.commands, &report.sent) {
+            outcome(&shared, &mut conn, id).await?;
+        }
+    }
+    // 3. Sales on every connection, paced and cut off by --duration; the lag probe runs meanwhile.
+    let (stop_probe, probe_stop) = tokio::sync::watch::channel(false);
+    let probe = tokio::spawn(probe_lag(shared.clone(), stores.clone(), probe_stop));
+    let sales_started = Instant::now();
+    let pace = Pace {
+        start: sales_started,
+        rate,
+        until: duration.map(|d| sales_started + d),
+    };
+    report.merge(spread(&shared, Arc::new(sales), connections, pace).await?);
+    let last_accepted = Instant::now();
+    let window_start = if opts.workload == Workload::W1 {
+        started
+    } else {
+        sales_started
+    };
+    let accept_secs = last_accepted.duration_since(window_start).as_secs_f64();
+    // Each partition's commands are processed in queue order: its last 202 is decided last.
+    for id in last_per_partition(&workload.commands, &report.sent) {
+        outcome(&shared, &mut conn, id).await?;
+    }
+    let processing_lag = last_accepted.elapsed();
+    let process_secs = Instant::now().duration_since(window_start).as_secs_f64();
+    let _ = stop_probe.send(true);
+    let mut lag_samples = probe.await.context("lag probe")?;
+    bar.abort();
+
+    // Every outcome, read back (not timed).
+    report.sent.sort_by_key(|s| s.index);
+    let ids: Vec<uuid::Uuid> = report.sent.iter().map(|s| s.command_id).collect();
+    let decided = outcomes(&shared, ids, connections).await?;
+    let head = decided
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Processed(p) => Some(*p),
+            Outcome::Rejected(_) => None,
+        })
+        .max()
+        .unwrap_or(0);
+    if let Some(store) = stores.iter().flatten().next() {
+        visible(&shared, &mut conn, store, head).await?;
+    }
+    let visibility_lag = last_accepted.elapsed();
+    lag_samples.push(visibility_lag.as_secs_f64() * 1000.0);
+
+    // The books of what was accepted, and the checks.
+    let mut problems = Vec::new();
+    let sent_count =
+        report.sent.len() + report.errors.values().map(|(n, _)| n).sum::<u64>() as usize;
+    if !report.errors.is_empty() {
+        let (status, (n, example)) = report
+            .errors
+            .iter()
+            .next()
+            .map(|(s, e)| (*s, e.clone()))
+            .unwrap_or_default();
+        problems.push(format!(
+            "{n} commands answered {status} instead of 202, e.g. {example}"
+        ));
+    }
+    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+    for (s, o) in report.sent.iter().zip(&decided) {
+        if let Outcome::Rejected(code) = o {
+            *rejected.entry(code.clone()).or_default() += 1;
+            let is_sale = matches!(workload.commands[s.index], Command::RecordSale { .. });
+            if !is_sale || code != "insufficient_stock" {
+                problems.push(format!("command {} rejected with {code}", s.index));
+            }
+        }
+    }
+    let commands: Vec<Command> = report
+        .sent
+        .iter()
+        .map(|s| workload.commands[s.index].clone())
+        .collect();
+    let processed_ok: Vec<bool> = decided
+        .iter()
+        .map(|o| matches!(o, Outcome::Processed(_)))
+        .collect();
+    let books = tally_core::workload::books_of(&commands, |i| processed_ok[i]);
+    if let Some(((store, item), n)) = books.stock.iter().find(|(_, n)| **n < 0) {
+        problems.push(format!("accepted sales take {store}/{item} to {n}"));
+    }
+    let read = HttpReadStore {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?,
+        base: opts.url.trim_end_matches('/').to_owned(),
+        key: opts.key.clone(),
+        min_position: head,
+    };
+    let verified = match problems.first() {
+        Some(p) => Err(p.clone()),
+        None => tally_core::workload::verify(&read, &books, books.accepted, books.rejected).await,
+    };
+
+    // Figures over the measured window.
+    // W1: every command; steady: the stream of sales (set-up is not measured).
+    let in_window: Vec<&Sent> = report
+        .sent
+        .iter()
+        .filter(|s| {
+            opts.workload == Workload::W1
+                || matches!(workload.commands[s.index], Command::RecordSale { .. })
+        })
+        .collect();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?;
+    for s in &in_window {
+        h.saturating_record(s.latency.as_micros().max(1) as u64);
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let n_window = in_window.len() as f64;
+    let summary = Summary {
+        workload: opts.workload,
+        connections,
+        rate,
+        sent: sent_count as u64,
+        accepted_202: report.sent.len() as u64,
+        processed: books.accepted,
+        rejected,
+        errors: report.errors.iter().map(|(s, (n, _))| (*s, *n)).collect(),
+        pushed_back_429_503: shared.pushed_back.load(Ordering::Relaxed),
+        reconnects: report.reconnects,
+        accepted_per_s: n_window / accept_secs,
+        processed_per_s: n_window / process_secs,
+        latency_ms: Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+        },
+        processing_lag_end_s: processing_lag.as_secs_f64(),
+        visibility_lag_end_s: visibility_lag.as_secs_f64(),
+        visibility_lag_max_ms: lag_samples.iter().copied().fold(0.0, f64::max),
+        visibility_lag_samples: lag_samples.len(),
+        verified: verified.is_ok(),
+        failure: verified.as_ref().err().cloned(),
+    };
+    print_summary(&summary, opts.json, workload.expected.rejected)?;
+    if let Err(e) = verified {
+        bail!("the books do not match what was accepted: this run has no figure ({e})");
+    }
+    Ok(())
+}
+
+/// The last command that got a 202 in each partition (in W1 order): once it is decided, so is the
+/// rest of its partition.
+fn last_per_partition(commands: &[Command], sent: &[Sent]) -> Vec<uuid::Uuid> {
+    let mut last: HashMap<String, (usize, uuid::Uuid)> = HashMap::new();
+    for s in sent {
+        let entry = last
+            .entry(commands[s.index].partition_key())
+            .or_insert((s.index, s.command_id));
+        if s.index >= entry.0 {
+            *entry = (s.index, s.command_id);
+        }
+    }
+    last.into_values().map(|(_, id)| id).collect()
+}
+
+fn print_summary(s: &Summary, json: bool, w1_rejects: u64) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(s).context("encoding the summary")?
+        );
+        return Ok(());
+    }
+    let rejected: u64 = s.rejected.values().sum();
+    println!(
+        "sent {} commands: {} accepted (202), {} processed, {} rejected {:?}, errors {:?}; {} pushed back with 429/503 and retried, {} reconnects",
+        s.sent,
+        s.accepted_202,
+        s.processed,
+        rejected,
+        s.rejected,
+        s.errors,
+        s.pushed_back_429_503,
+        s.reconnects
+    );
+    if s.workload == Workload::W1 {
+        println!("(W1 sent in sequence rejects {w1_rejects} sales for stock)");
+    }
+    println!(
+        "throughput: {:.0} commands/s accepted, {:.0} commands/s processed",
+        s.accepted_per_s, s.processed_per_s
+    );
+    let l = &s.latency_ms;
+    println!(
+        "accept latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    println!(
+        "lag: last decision {:.2}s after the last 202, read models caught up {:.2}s after it; during the run 202 → visible in queries at most {:.0} ms ({} samples)",
+        s.processing_lag_end_s,
+        s.visibility_lag_end_s,
+        s.visibility_lag_max_ms,
+        s.visibility_lag_samples
+    );
+    println!(
+        "LOAD workload={} commands={} accepted={} rejected={} accepted_per_s={:.0} processed_per_s={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2} lag_end_s={:.2} lag_max_ms={:.0} verified={}",
+        serde_json::to_value(s.workload)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        s.sent,
+        s.processed,
+        rejected,
+        s.accepted_per_s,
+        s.processed_per_s,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p999,
+        l.max,
+        s.visibility_lag_end_s,
+        s.visibility_lag_max_ms,
+        s.verified
+    );
+    if let Some(f) = &s.failure {
+        eprintln!("verification FAILED: {f}");
+    }
+    Ok(())
+}
+
 /// The query API as a [`ReadStore`], for [`tally_core::workload::verify`]: every answer waits for the
 /// read models to reach the run's last position.
 struct HttpReadStore {
-    client: Arc<Client>,
+    http: reqwest::Client,
+    base: String,
+    key: String,
     min_position: u64,
 }
 
@@ -422,7 +855,7 @@ impl HttpReadStore {
         let path = format!("{path}{sep}min_position={}", self.min_position);
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            match self.client.get(&path).await {
+            match self.get_once(&path).await {
                 Ok(v) => return Ok(v),
                 // The read models may still be catching up (min_position answers 503 after 10 s).
                 Err(e) if Instant::now() < deadline => {
@@ -432,6 +865,22 @@ impl HttpReadStore {
                 Err(e) => return Err(unavailable(e)),
             }
         }
+    }
+
+    async fn get_once(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = r.status();
+        let text = r.text().await.with_context(|| format!("GET {path}"))?;
+        if !status.is_success() {
+            bail!("GET {path}: {status} {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))
     }
 
     fn days(v: &Value) -> PortResult<&Vec<Value>> {

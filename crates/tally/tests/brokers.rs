@@ -67,6 +67,7 @@ fn burst_with_a_restart(t: &mut Topology, restart: &str) {
     let mut load = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args([
             "load",
+            "--workload",
             "w1",
             "--url",
             &t.gateway.url,
