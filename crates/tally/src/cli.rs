@@ -231,6 +231,15 @@ pub enum DlqCmd {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database `tally bench w1 --backend postgres` uses when --postgres is not given.
+const BENCH_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
     /// W1 through the processor in-process, with durable appends, in a fresh temporary data dir.
@@ -243,8 +252,11 @@ pub enum BenchCmd {
         /// Commands decided and committed per transaction.
         #[arg(long, default_value_t = 2048)]
         batch: usize,
-        /// Run on this PostgreSQL database (in a scratch schema, dropped afterwards) instead of a
-        /// temporary SQLite data dir.
+        /// Where the events go: a temporary SQLite data dir, or a scratch schema (dropped afterwards)
+        /// of the PostgreSQL database at --postgres.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BenchBackend,
+        /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
         #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
         postgres: Option<String>,
     },
@@ -288,10 +300,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     seed,
                     sales,
                     batch,
+                    backend,
                     postgres,
                 },
         } => {
             init_logging(LogFormat::Human);
+            let postgres = match (backend, postgres) {
+                (_, Some(url)) => Some(url),
+                (BenchBackend::Postgres, None) => Some(BENCH_POSTGRES.to_owned()),
+                (BenchBackend::Sqlite, None) => None,
+            };
             runtime.block_on(crate::bench::w1_bench(seed, sales, batch, postgres))?
         }
         Cmd::Rebuild => {

@@ -614,10 +614,18 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     };
     let accept_secs = last_accepted.duration_since(window_start).as_secs_f64();
     // Each partition's commands are processed in queue order: its last 202 is decided last.
+    let mut head = 0;
     for id in last_per_partition(&workload.commands, &report.sent) {
-        outcome(&shared, &mut conn, id).await?;
+        if let Outcome::Processed(p) = outcome(&shared, &mut conn, id).await? {
+            head = head.max(p);
+        }
     }
     let processing_lag = last_accepted.elapsed();
+    // The read models at the newest event: every accepted command is visible in queries.
+    if let Some(store) = stores.iter().flatten().next() {
+        visible(&shared, &mut conn, store, head).await?;
+    }
+    let visibility_lag = last_accepted.elapsed();
     let process_secs = Instant::now().duration_since(window_start).as_secs_f64();
     let _ = stop_probe.send(true);
     let mut lag_samples = probe.await.context("lag probe")?;
@@ -629,16 +637,13 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     let decided = outcomes(&shared, ids, connections).await?;
     let head = decided
         .iter()
+        .chain([&Outcome::Processed(head)])
         .filter_map(|o| match o {
             Outcome::Processed(p) => Some(*p),
             Outcome::Rejected(_) => None,
         })
         .max()
         .unwrap_or(0);
-    if let Some(store) = stores.iter().flatten().next() {
-        visible(&shared, &mut conn, store, head).await?;
-    }
-    let visibility_lag = last_accepted.elapsed();
     lag_samples.push(visibility_lag.as_secs_f64() * 1000.0);
 
     // The books of what was accepted, and the checks.
