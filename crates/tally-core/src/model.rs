@@ -218,3 +218,16 @@ impl ApiKey {
         }
     }
 }
+
+/// How much an API key was used: its totals when read from a [`KeyStore`](crate::KeyStore), what to
+/// add to them when recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyUsage {
+    pub key_id: String,
+    /// Requests made with the key.
+    pub requests: u64,
+    /// Of those, the ones answered with a 4xx status (429, too many requests, included).
+    pub rejections: u64,
+    /// When the key was last used; `None` if never.
+    pub last_used_at: Option<Timestamp>,
+}

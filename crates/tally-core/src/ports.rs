@@ -12,8 +12,8 @@ use tally_domain::StreamId;
 use uuid::Uuid;
 
 use crate::model::{
-    ApiKey, CommandEnvelope, CommandRecord, CommitBatch, DeadLetter, Delivery, QueueMessage,
-    RecordedEvent,
+    ApiKey, CommandEnvelope, CommandRecord, CommitBatch, DeadLetter, Delivery, KeyUsage,
+    QueueMessage, RecordedEvent,
 };
 use crate::readmodel::{DayFigures, ProjectionUpdate, SupplierDay};
 
@@ -171,6 +171,14 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<ApiKey>>;
     /// Revokes a key at once; false if there is no live key with that id.
     async fn revoke(&self, key_id: &str, at: Timestamp) -> Result<bool>;
+    /// Adds each record's `requests` and `rejections` to its key's totals and moves the key's
+    /// `last_used_at` to the record's when that is later (never back), all in one durable step.
+    /// Several records may name one key, and several processes may record for one key: the totals
+    /// are the sums. Records of unknown keys are ignored; revoked keys are still counted.
+    async fn record_usage(&self, usage: &[KeyUsage]) -> Result<()>;
+    /// The usage totals of every stored key, revoked ones included (a key never used: zero counts
+    /// and no `last_used_at`).
+    async fn usage(&self) -> Result<Vec<KeyUsage>>;
 }
 
 /// What the intake needs from the database when the command queue is a separate broker: a command's

@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use tally_core::model::{ApiKey, Role};
+use tally_core::model::{ApiKey, KeyUsage, Role};
 use tally_core::ports::{Error, KeyStore, Result};
 
-use crate::{Postgres, Ts, pg_error};
+use crate::{Postgres, Ts, pg_error, to_u64};
 
 const COLUMNS: &str = "key_id, role, scope, rate_per_second, created_at, revoked_at";
 
@@ -91,5 +91,56 @@ impl KeyStore for Postgres {
             .await
             .map_err(|e| pg_error("revoking an API key", e))?;
         Ok(n > 0)
+    }
+
+    async fn record_usage(&self, usage: &[KeyUsage]) -> Result<()> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = usage.iter().map(|u| u.key_id.as_str()).collect();
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let requests: Vec<i64> = usage.iter().map(|u| count(u.requests)).collect();
+        let rejections: Vec<i64> = usage.iter().map(|u| count(u.rejections)).collect();
+        let last: Vec<Option<Ts>> = usage.iter().map(|u| u.last_used_at.map(Ts)).collect();
+        let client = self.client().await?;
+        // One statement: rows of one key are summed first (an UPDATE … FROM joins each row once).
+        client
+            .execute(
+                "UPDATE api_keys k SET requests = k.requests + u.requests, \
+                 rejections = k.rejections + u.rejections, \
+                 last_used_at = GREATEST(k.last_used_at, u.last_used_at) \
+                 FROM (SELECT key_id, sum(requests)::bigint AS requests, \
+                              sum(rejections)::bigint AS rejections, max(last_used_at) AS last_used_at \
+                       FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[]) \
+                            AS t(key_id, requests, rejections, last_used_at) \
+                       GROUP BY key_id) u \
+                 WHERE k.key_id = u.key_id",
+                &[&ids, &requests, &rejections, &last],
+            )
+            .await
+            .map_err(|e| pg_error("recording API key usage", e))?;
+        Ok(())
+    }
+
+    async fn usage(&self) -> Result<Vec<KeyUsage>> {
+        let client = self.client().await?;
+        let get = |e: tokio_postgres::Error| Error::Corrupt(format!("API key usage row: {e}"));
+        client
+            .query(
+                "SELECT key_id, requests, rejections, last_used_at FROM api_keys ORDER BY key_id",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error("reading API key usage", e))?
+            .iter()
+            .map(|r| {
+                Ok(KeyUsage {
+                    key_id: r.try_get(0).map_err(get)?,
+                    requests: to_u64(r.try_get(1).map_err(get)?, "request count")?,
+                    rejections: to_u64(r.try_get(2).map_err(get)?, "rejection count")?,
+                    last_used_at: r.try_get::<_, Option<Ts>>(3).map_err(get)?.map(|t| t.0),
+                })
+            })
+            .collect()
     }
 }

@@ -142,6 +142,13 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_by_age ON outbox (created_at);
 "#,
+    r#"
+-- Per-key usage, flushed by each gateway every few seconds (KeyStore::record_usage).
+ALTER TABLE api_keys
+    ADD COLUMN requests     bigint      NOT NULL DEFAULT 0,
+    ADD COLUMN rejections   bigint      NOT NULL DEFAULT 0,
+    ADD COLUMN last_used_at timestamptz;
+"#,
 ];
 
 /// What a migration run did.

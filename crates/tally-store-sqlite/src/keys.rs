@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
-use tally_core::model::{ApiKey, Role};
+use tally_core::model::{ApiKey, KeyUsage, Role};
 use tally_core::ports::{Error, KeyStore, Result};
 
 use crate::writer::sql_error;
@@ -110,4 +110,74 @@ impl KeyStore for Sqlite {
             })
             .await
     }
+
+    async fn record_usage(&self, usage: &[KeyUsage]) -> Result<()> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let usage = usage.to_vec();
+        self.writer
+            .write(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "UPDATE api_keys SET requests = requests + ?2, rejections = rejections + ?3, \
+                         last_used_at = CASE WHEN ?4 IS NOT NULL AND (last_used_at IS NULL OR last_used_at < ?4) \
+                         THEN ?4 ELSE last_used_at END WHERE key_id = ?1",
+                    )
+                    .map_err(sql_error)?;
+                for u in &usage {
+                    stmt.execute(params![
+                        u.key_id,
+                        count_to_sql(u.requests),
+                        count_to_sql(u.rejections),
+                        u.last_used_at.map(ts_to_sql)
+                    ])
+                    .map_err(sql_error)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn usage(&self) -> Result<Vec<KeyUsage>> {
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT key_id, requests, rejections, last_used_at FROM api_keys ORDER BY key_id",
+                    )
+                    .map_err(sql_error)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                        ))
+                    })
+                    .map_err(sql_error)?;
+                rows.map(|r| {
+                    let (key_id, requests, rejections, last) = r.map_err(sql_error)?;
+                    Ok(KeyUsage {
+                        requests: count_from_sql(requests, &key_id)?,
+                        rejections: count_from_sql(rejections, &key_id)?,
+                        last_used_at: last.map(ts_from_sql).transpose()?,
+                        key_id,
+                    })
+                })
+                .collect()
+            })
+            .await
+    }
+}
+
+/// Counts are `u64` in memory and `INTEGER` (i64) in SQLite; a total past i64::MAX stays there.
+fn count_to_sql(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn count_from_sql(n: i64, key_id: &str) -> Result<u64> {
+    u64::try_from(n)
+        .map_err(|_| Error::Corrupt(format!("negative usage count {n} of key {key_id}")))
 }

@@ -108,6 +108,12 @@ CREATE TABLE outbox (
 ) WITHOUT ROWID;
 CREATE INDEX outbox_by_age ON outbox (created_at);
 "#,
+    r#"
+-- Per-key usage, flushed by each gateway every few seconds (KeyStore::record_usage).
+ALTER TABLE api_keys ADD COLUMN requests     INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN rejections   INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+"#,
 ];
 
 /// Brings the schema up to date; safe to run on every start.

@@ -147,6 +147,8 @@ macro_rules! conformance_tests {
                     ledger::broker_intake_submit_many_returns_each_result,
                 keys_create_find_and_list => keys::create_find_and_list,
                 keys_revoke_hides_a_key_once => keys::revoke_hides_a_key_once,
+                keys_usage_adds_up_and_never_goes_back_in_time =>
+                    keys::usage_adds_up_and_never_goes_back_in_time,
             ];
             concurrent: [
                 event_store_concurrent_commits_to_distinct_streams =>
