@@ -1,18 +1,20 @@
 //! API keys: how they look, how they are checked, and what each role may do.
 //!
 //! A key is `tally_` followed by 64 hex digits (32 random bytes); only its SHA-256 is stored. Keys are
-//! looked up by that hash on every request, so a revocation takes effect at once, also when made by
-//! `tally keys revoke` from another process.
+//! resolved by that hash through the key cache ([`crate::traffic::cache`]): a revocation through this
+//! process takes effect at once; one made elsewhere (`tally keys revoke`, another gateway) within the
+//! cache's TTL, 1 s by default.
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tally_core::model::{Principal, Role};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::traffic::Resolved;
 
 /// A fresh key: its secret (shown once) and the hash to store.
 pub struct NewKey {
@@ -45,25 +47,35 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthenticated)?;
-        let secret = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= 256)
-            .ok_or(ApiError::Unauthenticated)?;
-        let key = state
-            .backend
-            .keys
-            .find(hash_secret(secret))
+        // The traffic middleware has usually resolved the key already.
+        match parts.extensions.get::<Resolved>() {
+            Some(Resolved::Key(entry)) => return Ok(Auth(entry.principal.clone())),
+            Some(Resolved::BadKey) => return Err(ApiError::BadKey),
+            None => {}
+        }
+        let secret = bearer(&parts.headers)?;
+        let entry = state
+            .traffic
+            .resolve(hash_secret(secret), state.backend.keys.as_ref())
             .await?
             .ok_or(ApiError::BadKey)?;
-        Ok(Auth(key.principal()))
+        Ok(Auth(entry.principal.clone()))
     }
+}
+
+/// The secret of `Authorization: Bearer <key>`; `Unauthenticated` when the header is missing or
+/// malformed.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::Unauthenticated)?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .ok_or(ApiError::Unauthenticated)
 }
 
 impl Auth {

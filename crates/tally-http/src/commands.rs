@@ -50,7 +50,12 @@ pub enum CommandErrors {
     /// Invalid fields, each named in `errors`.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(#[to_schema] Problem),
-    /// The command could not be made durable; retry after `Retry-After` seconds.
+    /// Over the key's rate limit (or, without a valid key, the client address's); retry after
+    /// `Retry-After` seconds. `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` say more.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(#[to_schema] Problem),
+    /// The command could not be made durable, or the server sheds load (too many requests in hand,
+    /// the command queue over its high-water mark); retry after `Retry-After` seconds.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(#[to_schema] Problem),
 }
@@ -342,7 +347,9 @@ pub struct StatusBody {
     responses((status = 200, body = StatusBody),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json", description = "Over the rate limit; retry after `Retry-After` seconds"),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "Overloaded or storage unavailable; retry after `Retry-After` seconds")))]
 pub async fn command_status(
     State(s): State<AppState>,
     auth: Auth,

@@ -56,6 +56,9 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_s: u32 },
+    /// Over a rate limit (429); the traffic middleware adds the `RateLimit-*` headers.
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after_s: u32 },
     #[error("internal error")]
     Internal(String),
 }
@@ -101,6 +104,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
+            ),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -152,7 +160,8 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            ApiError::Unavailable { retry_after_s, .. } => {
+            ApiError::Unavailable { retry_after_s, .. }
+            | ApiError::RateLimited { retry_after_s, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
             }
             ApiError::Unauthenticated | ApiError::BadKey => {

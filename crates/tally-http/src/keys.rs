@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tally_core::model::{ApiKey, Role};
+use tally_core::model::{ApiKey, KeyUsage, Role};
 use tally_domain::values::check_id;
 use utoipa::ToSchema;
 
@@ -36,24 +36,39 @@ pub struct CreatedKey {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"key_id": "key_4a1b2c3d4e5f", "role": "store", "scope": "berlin-1",
+    "rate_per_second": null, "created_at": "2026-03-14T09:00:00Z", "revoked_at": null,
+    "requests": 1520, "rejections": 3, "last_used_at": "2026-03-14T17:42:10.5Z"}))]
 pub struct KeyInfo {
     pub key_id: String,
     pub role: String,
     pub scope: Option<String>,
+    /// The key's own rate limit; `null`: its role's default.
     pub rate_per_second: Option<u32>,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// Requests made with this key, as counted by the gateways: stored every 5 s, plus this
+    /// process's count not stored yet (another gateway's shows once it has stored it).
+    pub requests: u64,
+    /// Of those, the ones answered with a 4xx status: 429 (over the rate limit) included, as well as
+    /// 400, 401, 403, 404, 409, 413, 415 and 422.
+    pub rejections: u64,
+    /// When the key was last used; `null` if never.
+    pub last_used_at: Option<String>,
 }
 
-impl From<ApiKey> for KeyInfo {
-    fn from(k: ApiKey) -> Self {
+impl KeyInfo {
+    fn new(k: ApiKey, usage: Option<&KeyUsage>) -> Self {
         Self {
-            key_id: k.key_id,
             role: k.role.as_str().to_owned(),
             scope: k.scope,
             rate_per_second: k.rate_per_second,
             created_at: k.created_at.to_string(),
             revoked_at: k.revoked_at.map(|t| t.to_string()),
+            requests: usage.map_or(0, |u| u.requests),
+            rejections: usage.map_or(0, |u| u.rejections),
+            last_used_at: usage.and_then(|u| u.last_used_at).map(|t| t.to_string()),
+            key_id: k.key_id,
         }
     }
 }
@@ -136,13 +151,20 @@ pub async fn create_key(
 pub async fn list_keys(State(s): State<AppState>, auth: Auth) -> Result<Json<KeyList>, ApiError> {
     auth.require(&[Role::Admin])?;
     let keys = s.backend.keys.list().await?;
+    let usage = s.traffic.usage(s.backend.keys.as_ref()).await?;
     Ok(Json(KeyList {
-        keys: keys.into_iter().map(KeyInfo::from).collect(),
+        keys: keys
+            .into_iter()
+            .map(|k| {
+                let u = usage.get(&k.key_id);
+                KeyInfo::new(k, u)
+            })
+            .collect(),
     }))
 }
 
 #[utoipa::path(delete, path = "/v1/admin/api-keys/{key_id}", tag = "admin", params(("key_id" = String, Path)), security(("api_key" = [])),
-    responses((status = 204, description = "Revoked; the key stops working at once"),
+    responses((status = 204, description = "Revoked; the key stops working at once on this server, and within the key cache's TTL (1 s) on other gateways of the same database"),
         (status = 404, body = Problem, content_type = "application/problem+json"), crate::queries::QueryErrors))]
 pub async fn revoke_key(
     State(s): State<AppState>,
@@ -151,6 +173,7 @@ pub async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     auth.require(&[Role::Admin])?;
     if s.backend.keys.revoke(&key_id, Timestamp::now()).await? {
+        s.traffic.forget_key(&key_id);
         tracing::info!(%key_id, by = %auth.0.key_id, "api key revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -28,6 +28,7 @@ pub mod feed;
 pub mod keys;
 pub mod ops;
 pub mod queries;
+pub mod traffic;
 
 use error::ApiError;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub signals: Signals,
     /// Turns true when the server is shutting down (long-lived streams end, readiness fails).
     pub shutdown: watch::Receiver<bool>,
+    /// Rate limits, load shedding, the key cache and per-key usage ([`traffic`]).
+    pub traffic: traffic::Traffic,
 }
 
 /// Resolves once the server starts shutting down; long polls end early with it.
@@ -111,6 +114,7 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The whole API with its OpenAPI document.
 pub fn router(state: AppState) -> Router {
+    let traffic = axum::middleware::from_fn_with_state(state.clone(), traffic::control);
     let (router, api) = api_router().with_state(state).split_for_parts();
     // Encoded once and shared: the handler is cloned for every connection, and the document is
     // megabytes as a value (64 keep-alive connections held 170 MB of copies).
@@ -125,6 +129,7 @@ pub fn router(state: AppState) -> Router {
             r
         })
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(traffic)
         .layer(CatchPanicLayer::custom(|_| -> Response { ApiError::Internal("handler panicked".into()).into_response() }))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -30,7 +30,12 @@ pub enum QueryErrors {
     /// An invalid parameter, named in `errors`.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(#[to_schema] Problem),
-    /// The read model did not reach `min_position` within 10 s.
+    /// Over the key's rate limit (or, without a valid key, the client address's); retry after
+    /// `Retry-After` seconds. `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` say more.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(#[to_schema] Problem),
+    /// The read model did not reach `min_position` within 10 s, or the server is overloaded; retry
+    /// after `Retry-After` seconds.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(#[to_schema] Problem),
 }

@@ -157,7 +157,7 @@ pub enum KeysCmd {
     },
     /// List keys (never their secrets).
     List,
-    /// Revoke a key; it stops working at once.
+    /// Revoke a key; running servers stop accepting it within their key cache's TTL (1 s).
     Revoke { key_id: String },
 }
 
@@ -291,6 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen,
                 admin_key,
                 policy,
+                limits: file.limits.resolve()?,
             }))?;
         }
         Cmd::Keys { action } => runtime.block_on(crate::keys::run(&store, action))?,

@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub database: DatabaseSection,
     #[serde(default)]
     pub queue: QueueSection,
+    /// Rate limits, load shedding, request timeout (see `limits.rs`).
+    #[serde(default)]
+    pub limits: crate::limits::LimitsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]

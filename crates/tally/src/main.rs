@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod dlq;
 mod keys;
+mod limits;
 mod load;
 mod serve;
 

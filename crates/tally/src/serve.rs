@@ -24,6 +24,8 @@ pub struct Options {
     pub listen: SocketAddr,
     pub admin_key: Option<String>,
     pub policy: StockPolicy,
+    /// Rate limits, load shedding and the request timeout of the API (`[limits]`).
+    pub limits: tally_http::traffic::Limits,
 }
 
 /// How long a starting server waits for its database before giving up.
@@ -83,10 +85,20 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         ));
     }
 
+    let traffic = tally_http::traffic::Traffic::new(opts.limits.clone());
+    let keys = backend.keys.clone();
+    if api {
+        // Reads the queue depth for load shedding, stores per-key usage every few seconds.
+        workers.push((
+            "traffic upkeep",
+            tokio::spawn(traffic.clone().run(backend.clone(), stop_rx.clone())),
+        ));
+    }
     let state = AppState {
         backend,
         signals,
         shutdown: stop_rx,
+        traffic: traffic.clone(),
     };
     let app = if api {
         tally_http::router(state)
@@ -105,7 +117,8 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     tracing::info!(%addr, role, store = %opts.store.describe(), "listening");
 
     let stop = stop_tx.clone();
-    axum::serve(listener, app)
+    // The peer's address reaches the handlers (per-address rate limits).
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new requests; finishing the ones in hand");
@@ -116,6 +129,10 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     for (name, worker) in workers {
         worker.await.with_context(|| format!("{name} task"))?;
+    }
+    // The usage counted since the last flush, now that no request is in hand.
+    if let Err(e) = traffic.flush_usage(keys.as_ref()).await {
+        tracing::warn!(error = %e, "could not store the last API key usage counts");
     }
     drop(opened);
     tracing::info!("stopped cleanly");
