@@ -9,7 +9,7 @@
 //! commit carries the version of every stream its decisions read (not only of those it appends to), and
 //! a decision taken on a stale version conflicts and is decided again after reloading.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 type Set<T> = foldhash::HashSet<T>;
 type Map<K, V> = foldhash::HashMap<K, V>;
@@ -36,6 +36,9 @@ pub struct ProcessorConfig {
     pub commit_size: usize,
     /// How long a poison message waits before it is delivered again.
     pub retry_after: Duration,
+    /// Most non-reference streams (sales, deliveries, …) whose state stays cached; older ones are
+    /// forgotten and read from the store when named again.
+    pub cached_streams: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -45,6 +48,7 @@ impl Default for ProcessorConfig {
             batch_size: 8192,
             commit_size: 2048,
             retry_after: Duration::from_millis(500),
+            cached_streams: CACHED_STREAMS,
         }
     }
 }
@@ -89,11 +93,14 @@ pub struct Processor {
     state: State,
     /// Streams whose state in `state` is complete (or that are known not to exist).
     loaded: Set<StreamId>,
+    /// Loaded streams other than reference data, oldest first: the cache forgets from the front
+    /// once it holds more than [`CACHED_STREAMS`], so memory stays bounded however long it runs.
+    evictable: VecDeque<StreamId>,
     /// Streams known to exist in the store, taken at the first step. A stream in neither
     /// set is assumed not to exist: creating it is then guarded by its version (a stream someone else
     /// created makes the commit conflict), and a rejection for something unknown is confirmed with the
     /// store before it is final.
-    exists: Set<StreamId>,
+    exists: Set<u64>,
     /// Whether `exists` has been taken from the store yet.
     warmed: bool,
 }
@@ -120,6 +127,7 @@ impl Processor {
             config,
             state: State::default(),
             loaded: Set::default(),
+            evictable: VecDeque::new(),
             exists: Set::default(),
             warmed: false,
         }
@@ -148,7 +156,13 @@ impl Processor {
     /// committed and acked. On a storage error the batch stays unacked and is redelivered.
     pub async fn step(&mut self, wait: Duration) -> Result<StepReport, Error> {
         if !self.warmed {
-            self.exists = self.store.stream_ids().await?.into_iter().collect();
+            self.exists = self
+                .store
+                .stream_ids()
+                .await?
+                .iter()
+                .map(stream_key)
+                .collect();
             self.warmed = true;
         }
         let deliveries = self.queue.receive(self.config.batch_size, wait).await?;
@@ -376,7 +390,8 @@ impl Processor {
         }
         self.signals.outcomes_committed();
         // `prepare` already marked them loaded; now they also exist in the store.
-        self.exists.extend(touched);
+        self.exists.extend(touched.iter().map(stream_key));
+        self.evict();
     }
 
     /// The cache ran ahead of the store: drop what was touched so it is read again.
@@ -400,7 +415,32 @@ impl Processor {
     fn forget(&mut self, s: &StreamId) {
         self.state.forget(s);
         self.loaded.remove(s);
-        self.exists.insert(s.clone());
+        self.exists.insert(stream_key(s));
+    }
+
+    /// Marks a stream's cached state complete.
+    fn mark_loaded(&mut self, s: &StreamId) {
+        if self.loaded.insert(s.clone()) && !is_reference(s) {
+            self.evictable.push_back(s.clone());
+        }
+    }
+
+    /// Forgets the oldest streams when the cache holds too many. A forgotten stream is read from the
+    /// store again when next needed; one that a batch still in flight touched is then stale, which
+    /// its version check turns into a conflict and a fresh decision, never a wrong one.
+    fn evict(&mut self) {
+        let cap = self.config.cached_streams.max(1);
+        if self.evictable.len() <= cap {
+            return;
+        }
+        while self.evictable.len() > cap * 3 / 4 {
+            let Some(s) = self.evictable.pop_front() else {
+                break;
+            };
+            if self.loaded.contains(&s) {
+                self.forget(&s);
+            }
+        }
     }
 
     /// Decides a chunk against the cache (which then includes its effects) and builds its commit.
@@ -488,7 +528,7 @@ impl Processor {
                             self.state.apply_to(s, *v, &event);
                             // Its state here is complete (if it was absent, this event creates it).
                             if !self.loaded.contains(s) {
-                                self.loaded.insert(s.clone());
+                                self.mark_loaded(s);
                             }
                             if !touched.contains(s) {
                                 touched.insert(s.clone());
@@ -548,7 +588,9 @@ impl Processor {
     ) -> Result<bool, Error> {
         let mut missing: Vec<StreamId> = streams
             .into_iter()
-            .filter(|s| !self.loaded.contains(*s) && (confirm || self.exists.contains(*s)))
+            .filter(|s| {
+                !self.loaded.contains(*s) && (confirm || self.exists.contains(&stream_key(s)))
+            })
             .cloned()
             .collect();
         missing.sort();
@@ -563,10 +605,12 @@ impl Processor {
                     .decode()
                     .map_err(|e| Error::Corrupt(format!("event {}: {e}", recorded.position)))?;
                 self.state.apply_to(&stream, version, &event);
-                self.exists.insert(stream);
+                self.exists.insert(stream_key(&stream));
             }
         }
-        self.loaded.extend(missing);
+        for s in &missing {
+            self.mark_loaded(s);
+        }
         Ok(true)
     }
 
@@ -577,6 +621,24 @@ impl Processor {
 }
 
 /// Rejections that say something does not exist: only final once the store has confirmed it.
+/// The default of [`ProcessorConfig::cached_streams`]: about 20 MB of sales. A sale older than this is
+/// read from the store when a return or void names it.
+pub const CACHED_STREAMS: usize = 50_000;
+
+/// Streams known to exist, as 64-bit hashes of their ids: a million streams take 16 MB, not the
+/// hundred-odd their ids would. A collision only makes the processor read a stream it could have
+/// assumed absent, and the read finds nothing.
+fn stream_key(s: &StreamId) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x7a11).hash_one(s.as_str())
+}
+
+/// Suppliers, stores and items: few, and read by nearly every command, so never evicted.
+fn is_reference(s: &StreamId) -> bool {
+    let s = s.as_str();
+    s.starts_with("item-") || s.starts_with("store-") || s.starts_with("supplier-")
+}
+
 fn is_about_absence(code: RejectionCode) -> bool {
     matches!(
         code,

@@ -615,3 +615,106 @@ async fn a_decision_on_a_stale_cache_is_decided_again_not_committed() {
     assert_eq!(stock, 5);
     assert_eq!(backend.events.read_all(0, 100).await.unwrap().len(), 7);
 }
+
+/// A processor whose cache holds only a few sales still decides returns, voids and duplicates of old
+/// sales correctly: a forgotten sale is read back from the log when a command names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_forgotten_by_a_small_cache_is_read_back_when_named() {
+    use tally_domain::values::ReturnId;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(dir.path()).unwrap();
+    let backend = store.backend();
+    let mut processor = Processor::new(
+        backend.events.clone(),
+        backend.queue.clone(),
+        Signals::default(),
+        ProcessorConfig {
+            batch_size: 4,
+            commit_size: 4,
+            cached_streams: 4,
+            ..ProcessorConfig::default()
+        },
+    );
+    let mut setup = vec![
+        tally_domain::Command::RegisterSupplier {
+            supplier_id: ids::supplier(),
+            name: ids::text("Acme"),
+        },
+        tally_domain::Command::RegisterStore {
+            store_id: ids::store(),
+            name: ids::text("Store one"),
+            timezone: ids::zone(),
+        },
+        tally_domain::Command::RegisterItem {
+            item_id: ids::item(),
+            name: ids::text("Widget"),
+            supplier_id: ids::supplier(),
+            unit_price_cents: ids::cents(250),
+        },
+        delivery("d1", 1000),
+    ];
+    setup.extend((0..40).map(|n| sale(&format!("old-{n}"), 2)));
+    submit_all(&backend, setup).await;
+    assert_eq!(drain(&mut processor, &backend).await, (44, 0, 0));
+
+    let return_of = |id: &str, sale_id: &str, units: i64| tally_domain::Command::RecordReturn {
+        return_id: ReturnId::parse(id).unwrap(),
+        sale_id: ids::sale(sale_id),
+        store_id: ids::store(),
+        occurred_at: jiff::Timestamp::now(),
+        lines: vec![tally_domain::command::ReturnLine {
+            item_id: ids::item(),
+            quantity: ids::quantity(units),
+        }],
+    };
+    let void_of = |sale_id: &str| tally_domain::Command::VoidSale {
+        sale_id: ids::sale(sale_id),
+        reason: ids::text("till error"),
+        occurred_at: jiff::Timestamp::now(),
+        only_store: None,
+    };
+    let commands = vec![
+        // Within what old-0 sold: accepted.
+        envelope(return_of("r1", "old-0", 1)),
+        // More than old-1 sold: only its state, read back, can say so.
+        envelope(return_of("r2", "old-1", 3)),
+        // A sale id used long ago.
+        envelope(sale("old-2", 1)),
+        // old-0 has a return now: it cannot be voided.
+        envelope(void_of("old-0")),
+        envelope(void_of("old-3")),
+    ];
+    let ids: Vec<Uuid> = commands.iter().map(|c| c.command_id).collect();
+    for c in commands {
+        let partition_key = c.command.partition_key();
+        backend
+            .intake
+            .submit(Submission {
+                envelope: c,
+                partition_key,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+    }
+    drain(&mut processor, &backend).await;
+    let mut outcomes = Vec::new();
+    for id in ids {
+        let record = backend.commands.status(id).await.unwrap().unwrap();
+        outcomes.push(match record.status {
+            CommandStatus::Processed { .. } => "processed".to_owned(),
+            CommandStatus::Rejected { code, .. } => code,
+            CommandStatus::Accepted => "accepted".to_owned(),
+        });
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "processed",
+            "return_exceeds_sale",
+            "duplicate_id",
+            "sale_has_returns",
+            "processed"
+        ]
+    );
+}
