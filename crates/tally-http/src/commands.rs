@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Auth;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, QueryParams};
 use crate::dto::{
     AcceptedBody, NewAdjustment, NewDelivery, NewItem, NewReturn, NewSale, NewStore, NewSupplier,
     VoidSale,
@@ -66,7 +66,7 @@ pub enum CommandErrors {
 #[allow(dead_code)]
 pub struct IdempotencyHeader {
     /// 1–128 visible ASCII characters; a retry with the same key and body gets the first answer.
-    #[param(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", value_type = String, required = false, min_length = 1, max_length = 128, pattern = "^[\\x21-\\x7E]+$")]
     idempotency_key: Option<String>,
 }
 
@@ -321,8 +321,10 @@ pub async fn adjust_stock(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct StatusParams {
     /// Wait up to this many milliseconds (0–30000) for the command to leave `accepted`.
+#[into_params(parameter_in = Query)]
     pub wait_ms: Option<String>,
 }
+    #[param(value_type = u32, required = false, minimum = 0, maximum = 30000)]
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RejectionBody {
@@ -354,7 +356,7 @@ pub async fn command_status(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-    Query(p): Query<StatusParams>,
+    QueryParams(p): QueryParams<StatusParams>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no command {id}"));
     let command_id = Uuid::parse_str(&id).map_err(|_| not_found())?;

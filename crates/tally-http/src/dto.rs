@@ -180,6 +180,7 @@ pub struct NewAdjustment {
     pub store_id: String,
     pub item_id: String,
     /// A non-zero integer between -1000000 and 1000000.
+    #[schema(minimum = -1_000_000, maximum = 1_000_000)]
     pub delta: i64,
     /// One of `damage`, `theft`, `count_correction`, `other`.
     pub reason: String,

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::Auth;
+use crate::body::QueryParams;
 use crate::error::{ApiError, Problem};
 use crate::queries::QueryErrors;
 
@@ -50,10 +51,13 @@ impl EventBody {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedParams {
     /// Events after this global position (default 0).
+    #[param(value_type = u64, required = false, minimum = 0)]
     pub after: Option<String>,
     /// At most this many events, 1–1000 (default 100).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 
@@ -76,7 +80,7 @@ fn after(raw: Option<&str>) -> Result<u64, ApiError> {
 pub async fn events(
     State(s): State<AppState>,
     auth: Auth,
-    Query(p): Query<FeedParams>,
+    QueryParams(p): QueryParams<FeedParams>,
 ) -> Result<Json<EventPage>, ApiError> {
     auth.require(&[Role::Admin, Role::Auditor])?;
     let after = after(p.after.as_deref())?;
@@ -129,8 +133,10 @@ pub async fn stream(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LiveParams {
     /// Start after this global position (default: the current head).
+    #[param(value_type = u64, required = false, minimum = 0)]
     pub after: Option<String>,
 }
 
@@ -139,7 +145,7 @@ pub struct LiveParams {
 pub async fn live(
     State(s): State<AppState>,
     auth: Auth,
-    Query(p): Query<LiveParams>,
+    QueryParams(p): QueryParams<LiveParams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     auth.require(&[Role::Admin, Role::Auditor])?;
     let start = match p.after.as_deref() {

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
     let request_id = header_name("x-request-id");
     router
         .route("/openapi.json", axum::routing::get(move || async move { document }))
+        .merge(docs())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             let mut r = ApiError::NotFound("method not allowed".into()).into_response();
@@ -166,6 +167,14 @@ fn openapi_json(
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         axum::body::Bytes::from(bytes),
     )
+}
+
+/// `/docs`: Swagger UI, its files compiled into the binary (no CDN: it works offline), reading the
+/// document served at `/openapi.json` (not a second copy of it).
+fn docs() -> Router {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
+        .into()
 }
 
 /// The OpenAPI document alone (for `tally openapi` and tests).

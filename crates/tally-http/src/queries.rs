@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use jiff::civil::Date;
@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::Auth;
+use crate::body::QueryParams;
 use crate::error::{ApiError, Problem};
 
 /// Error answers every query can give.
@@ -43,28 +44,41 @@ pub enum QueryErrors {
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadParams {
     /// Wait until the read model reflects at least this global position (read your writes).
+    #[param(value_type = u64, required = false, minimum = 0)]
     pub min_position: Option<String>,
     /// Answer as known at this time. Not available yet: refused with 422.
+    #[param(value_type = String, required = false, format = DateTime)]
     pub as_of: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RangeParams {
     /// First business date (inclusive), `YYYY-MM-DD`.
+    #[param(value_type = String, required = false, format = Date)]
     pub from: Option<String>,
     /// Last business date (inclusive), `YYYY-MM-DD`.
+    #[param(value_type = String, required = false, format = Date)]
     pub to: Option<String>,
+    /// Wait until the read model reflects at least this global position (read your writes).
+    #[param(value_type = u64, required = false, minimum = 0)]
     pub min_position: Option<String>,
     /// Answer as known at this time. Not available yet: refused with 422.
+    #[param(value_type = String, required = false, format = DateTime)]
     pub as_of: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DateParams {
-    /// The business date, `YYYY-MM-DD`.
+    /// The business date, `YYYY-MM-DD` (required; its absence is a 422 naming it).
+    #[param(value_type = String, required = true, format = Date)]
     pub date: Option<String>,
+    /// Wait until the read model reflects at least this global position (read your writes).
+    #[param(value_type = u64, required = false, minimum = 0)]
     pub min_position: Option<String>,
 }
 
@@ -143,7 +157,7 @@ pub async fn inventory(
     State(s): State<AppState>,
     auth: Auth,
     Path(store_id): Path<String>,
-    Query(p): Query<ReadParams>,
+    QueryParams(p): QueryParams<ReadParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     auth.reads_store(&store_id)?;
@@ -183,7 +197,7 @@ pub async fn inventory_item(
     State(s): State<AppState>,
     auth: Auth,
     Path((store_id, item_id)): Path<(String, String)>,
-    Query(p): Query<ReadParams>,
+    QueryParams(p): QueryParams<ReadParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     auth.reads_store(&store_id)?;
@@ -258,7 +272,7 @@ pub async fn store_daily_sales(
     State(s): State<AppState>,
     auth: Auth,
     Path(store_id): Path<String>,
-    Query(p): Query<RangeParams>,
+    QueryParams(p): QueryParams<RangeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     auth.reads_store(&store_id)?;
@@ -307,7 +321,7 @@ pub struct DailySales {
 pub async fn daily_sales(
     State(s): State<AppState>,
     auth: Auth,
-    Query(p): Query<DateParams>,
+    QueryParams(p): QueryParams<DateParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     auth.require(&[
@@ -369,7 +383,7 @@ pub async fn supplier_daily(
     State(s): State<AppState>,
     auth: Auth,
     Path(supplier_id): Path<String>,
-    Query(p): Query<RangeParams>,
+    QueryParams(p): QueryParams<RangeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     auth.reads_supplier(&supplier_id)?;

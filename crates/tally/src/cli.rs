@@ -1,4 +1,4 @@
-//! The command line: `serve`, `keys`, `dlq`, `bench`, `rebuild`, `migrate`, `openapi`.
+//! The command line: `serve`, `config`, `keys`, `dlq`, `bench`, `rebuild`, `migrate`, `openapi`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ pub struct StoreArgs {
     pub database_schema: Option<String>,
     /// Most PostgreSQL connections per process [default: 16].
     #[arg(long, env = "TALLY_DATABASE_POOL_SIZE", global = true)]
-    pub database_pool_size: Option<usize>,
+    pub database_pool_size: Option<std::num::NonZeroUsize>,
     /// The durable command queue: the database's own (`embedded` for SQLite, `postgres`) or a broker
     /// (`activemq`, `rabbitmq`, `nats`) [default: the database's own].
     #[arg(long, env = "TALLY_QUEUE_KIND", global = true, value_enum)]
@@ -56,7 +56,7 @@ pub struct StoreArgs {
     pub queue_lease_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueKind {
     Embedded,
@@ -73,7 +73,7 @@ impl QueueKind {
 }
 
 /// What a `tally serve` process does.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything in one process.
@@ -88,7 +88,8 @@ pub enum Role {
     Query,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     Human,
     Json,
@@ -97,22 +98,10 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the service (by default HTTP API, processor and projector in one process).
-    Serve {
-        /// What this process does; several processes with different roles can share one database.
-        #[arg(long, env = "TALLY_ROLE", value_enum)]
-        role: Option<Role>,
-        /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080].
-        #[arg(long, env = "TALLY_LISTEN")]
-        listen: Option<SocketAddr>,
-        /// Make this secret an admin key at start-up (for automation).
-        #[arg(long, env = "TALLY_ADMIN_KEY", hide_env_values = true)]
-        admin_key: Option<String>,
-        /// What a sale that would take stock below zero does.
-        #[arg(long, env = "TALLY_STOCK_POLICY", value_enum, default_value = "reject")]
-        stock_policy: Policy,
-        #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, default_value = "human")]
-        log_format: LogFormat,
-    },
+    Serve(ServeArgs),
+    /// Print the configuration `serve` would run with (defaults, then tally.toml, then TALLY_*
+    /// environment, then flags) as TOML, secrets redacted.
+    Config(ServeArgs),
     /// Manage API keys directly in the store (also while the server runs).
     Keys {
         #[command(subcommand)]
@@ -138,7 +127,37 @@ pub enum Cmd {
     Openapi,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+/// The settings of `tally serve` beyond where the data lives (`tally config` takes them too, to show
+/// their effect). Each is a flag, else its environment variable, else `[server]` in tally.toml, else
+/// the default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// What this process does; several processes with different roles can share one database
+    /// [default: all].
+    #[arg(long, env = "TALLY_ROLE", value_enum)]
+    pub role: Option<Role>,
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080].
+    #[arg(long, env = "TALLY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Make this secret an admin key at start-up (for automation).
+    #[arg(long, env = "TALLY_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// What a sale that would take stock below zero does [default: reject].
+    #[arg(long, env = "TALLY_STOCK_POLICY", value_enum)]
+    pub stock_policy: Option<Policy>,
+    /// Log lines as text for people or as JSON objects [default: human].
+    #[arg(long, env = "TALLY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "TALLY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "TALLY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Policy {
     Reject,
     AllowNegative,
@@ -270,29 +289,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = crate::config::FileConfig::load(cli.config.as_deref())?;
     let store = crate::config::StoreConfig::resolve(&cli.store, &file)?;
     match cli.command {
-        Cmd::Serve {
-            role,
-            listen,
-            admin_key,
-            stock_policy,
-            log_format,
-        } => {
-            init_logging(log_format);
-            let policy = match stock_policy {
+        Cmd::Serve(args) => {
+            let settings = crate::settings::ServeSettings::resolve(&args, &file)?;
+            init_logging(settings.log_format);
+            let policy = match settings.stock_policy {
                 Policy::Reject => tally_domain::StockPolicy::Reject,
                 Policy::AllowNegative => tally_domain::StockPolicy::AllowNegative,
             };
-            let listen = listen
-                .or(file.server.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
             runtime.block_on(crate::serve::serve(crate::serve::Options {
                 store,
-                role: role.or(file.server.role).unwrap_or(Role::All),
-                listen,
-                admin_key,
+                role: settings.role,
+                listen: settings.listen,
+                admin_key: settings.admin_key,
                 policy,
-                limits: file.limits.resolve()?,
+                tls: settings.tls,
+                limits: settings.limits,
             }))?;
+        }
+        Cmd::Config(args) => {
+            let settings = crate::settings::ServeSettings::resolve(&args, &file)?;
+            let source = crate::config::FileConfig::source(cli.config.as_deref());
+            print!(
+                "{}",
+                crate::settings::render(&store, &settings, source.as_deref())?
+            );
         }
         Cmd::Keys { action } => runtime.block_on(crate::keys::run(&store, action))?,
         Cmd::Bench {
@@ -357,4 +377,74 @@ fn init_logging(format: LogFormat) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Parses the command line. A bad value that came from a `TALLY_*` environment variable is reported
+/// under that variable's name (clap alone names only the flag, which the user never typed).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    match parsed {
+        Ok(cli) => cli,
+        Err(e) => name_the_variable(e, &command).exit(),
+    }
+}
+
+fn name_the_variable(e: clap::Error, command: &clap::Command) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return e;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return e;
+    };
+    let Some(flag) = arg.split_whitespace().next().map(str::to_owned) else {
+        return e;
+    };
+    let typed = std::env::args().skip(1).any(|a| {
+        a == flag
+            || a.strip_prefix(flag.as_str())
+                .is_some_and(|rest| rest.starts_with('='))
+    });
+    let Some(var) = env_of(command, flag.trim_start_matches("--")) else {
+        return e;
+    };
+    if typed || std::env::var(&var).ok().as_deref() != Some(value.as_str()) {
+        return e;
+    }
+    let reason = match (
+        std::error::Error::source(&e),
+        e.get(ContextKind::ValidValue),
+    ) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => {
+            format!("expected one of {}", valid.join(", "))
+        }
+        _ => "not a valid value".to_owned(),
+    };
+    clap::Error::raw(
+        e.kind(),
+        format!(
+            "invalid value '{value}' in the environment variable {var} (the setting of {flag}): {reason}\n"
+        ),
+    )
+}
+
+/// The environment variable of the flag `--long`, in any subcommand.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|sub| env_of(sub, long)))
 }

@@ -35,6 +35,13 @@ pub struct FileConfig {
 pub struct ServerSection {
     pub listen: Option<std::net::SocketAddr>,
     pub role: Option<crate::cli::Role>,
+    /// Certificate chain and private key (PEM files) to serve HTTPS with.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A secret accepted as an admin key (as `TALLY_ADMIN_KEY`).
+    pub admin_key: Option<String>,
+    pub stock_policy: Option<crate::cli::Policy>,
+    pub log_format: Option<crate::cli::LogFormat>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,7 +49,7 @@ pub struct ServerSection {
 pub struct DatabaseSection {
     pub url: Option<String>,
     pub schema: Option<String>,
-    pub pool_size: Option<usize>,
+    pub pool_size: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,7 +78,39 @@ impl FileConfig {
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        Self::parse(&text).with_context(|| format!("in the configuration file {}", path.display()))
+    }
+
+    /// Parses the text of a tally.toml; an error names the key at fault (`server.listen: …`) and
+    /// where it is.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let at = inner
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(" (line {line}, column {column})")
+                })
+                .unwrap_or_default();
+            let message = inner.message().trim_end();
+            if key == "." || key.is_empty() {
+                anyhow::anyhow!("{message}{at}")
+            } else {
+                anyhow::anyhow!("{key}: {message}{at}")
+            }
+        })
+    }
+
+    /// The file [`FileConfig::load`] reads, when there is one.
+    pub fn source(path: Option<&Path>) -> Option<PathBuf> {
+        match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("tally.toml")).filter(|p| p.exists()),
+        }
     }
 }
 
@@ -167,16 +206,26 @@ impl StoreConfig {
                         "the embedded queue lives in the SQLite data dir and cannot serve several processes: with a database URL use TALLY_QUEUE_KIND=postgres"
                     );
                 }
+                if let Err(e) = url.parse::<tally_store_postgres::PgConfig>() {
+                    bail!(
+                        "the database URL (--database-url, TALLY_DATABASE_URL, database.url) is not a PostgreSQL URL: {e}"
+                    );
+                }
                 let mut options = PgOptions::new(url);
                 if let Some(schema) = args
                     .database_schema
                     .clone()
                     .or_else(|| file.database.schema.clone())
                 {
+                    if !tally_store_postgres::schema::valid_name(&schema) {
+                        bail!(
+                            "invalid database schema {schema:?} (--database-schema, TALLY_DATABASE_SCHEMA, database.schema): use lowercase letters, digits and _, not starting with a digit"
+                        );
+                    }
                     options.schema = schema;
                 }
                 if let Some(n) = args.database_pool_size.or(file.database.pool_size) {
-                    options.pool_size = n;
+                    options.pool_size = n.get();
                 }
                 if let Some(s) = args.queue_lease_seconds.or(file.queue.lease_seconds) {
                     options.queue_lease = Duration::from_secs(s.max(1));
@@ -231,16 +280,38 @@ fn describe_pg(c: &tally_store_postgres::PgConfig) -> String {
     )
 }
 
-/// A URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+/// A URL without its password: `scheme://user:***@host…`, and `password=***` in a query string or
+/// in a PostgreSQL `key=value` connection string.
+pub(crate) fn redact(url: &str) -> String {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
         }
         _ => url.to_owned(),
+    };
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url.as_str();
+    while let Some(i) = rest.find("password=") {
+        let starts_word = i == 0 || matches!(rest.as_bytes()[i - 1], b'?' | b'&' | b' ');
+        let value_at = i + "password=".len();
+        out.push_str(&rest[..value_at]);
+        rest = &rest[value_at..];
+        if starts_word {
+            let end = match rest.strip_prefix('\'') {
+                // A quoted key=value password may hold spaces; it ends at the closing quote.
+                Some(quoted) => quoted.find('\'').map_or(rest.len(), |i| i + 2),
+                None => rest.find(['&', ' ']).unwrap_or(rest.len()),
+            };
+            out.push_str("***");
+            rest = &rest[end..];
+        }
     }
+    out.push_str(rest);
+    out
 }
 
 /// An opened store, and the broker when the queue is one.
@@ -432,5 +503,57 @@ mod tests {
         assert!(!d.contains("secret") && !d.contains("hunter2"), "{d}");
         assert!(d.contains("rabbitmq") && d.contains("mq:5672"), "{d}");
         assert!(d.contains("db.internal") && d.contains("retail"), "{d}");
+    }
+    #[test]
+    fn a_bad_value_in_the_file_is_named_by_its_key_and_place() {
+        let e =
+            FileConfig::parse("[server]\nrole = \"all\"\nlisten = \"garbage\"\n").expect_err("bad");
+        let e = e.to_string();
+        assert!(e.starts_with("server.listen: "), "{e}");
+        assert!(e.contains("line 3, column 10"), "{e}");
+        let e = FileConfig::parse("[database]\npool_size = 0\n").expect_err("zero");
+        assert!(e.to_string().starts_with("database.pool_size: "), "{e}");
+        let e = FileConfig::parse("[database]\nurll = \"x\"\n").expect_err("unknown");
+        assert!(e.to_string().contains("database.urll"), "{e}");
+        let e = FileConfig::parse("[server\n").expect_err("not TOML");
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_database_setting_is_refused_before_connecting() {
+        let bad_schema = file("[database]\nurl = \"postgres://db/x\"\nschema = \"drop table\"\n");
+        let e = StoreConfig::resolve(&StoreArgs::default(), &bad_schema).expect_err("schema");
+        assert!(e.to_string().contains("database.schema"), "{e}");
+        let args = StoreArgs {
+            database_url: Some("postgres://db:notaport/x".into()),
+            ..StoreArgs::default()
+        };
+        let e = StoreConfig::resolve(&args, &FileConfig::default()).expect_err("url");
+        assert!(e.to_string().contains("TALLY_DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn redaction_hides_passwords_in_every_url_form() {
+        assert_eq!(
+            redact("postgres://tally:s3cret@db:5432/retail"),
+            "postgres://tally:***@db:5432/retail"
+        );
+        assert_eq!(
+            redact("postgres://tally@db/retail"),
+            "postgres://tally@db/retail"
+        );
+        assert_eq!(
+            redact("postgres://db/retail?user=tally&password=s3cret&sslmode=require"),
+            "postgres://db/retail?user=tally&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("host=db user=tally password=s3cret dbname=retail"),
+            "host=db user=tally password=*** dbname=retail"
+        );
+        assert_eq!(
+            redact("host=db password='two words' dbname=retail"),
+            "host=db password=*** dbname=retail"
+        );
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

@@ -5,12 +5,12 @@ mod brokers;
 mod cli;
 mod config;
 mod dlq;
+mod http_server;
 mod keys;
 mod limits;
 mod load;
 mod serve;
-
-use clap::Parser;
+mod settings;
 
 /// mimalloc: the processor allocates events on one thread and the SQLite writer frees them on
 /// another, a pattern glibc's allocator handles poorly (measured in BENCHMARKS.md).
@@ -18,7 +18,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

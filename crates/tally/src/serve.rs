@@ -24,6 +24,8 @@ pub struct Options {
     pub listen: SocketAddr,
     pub admin_key: Option<String>,
     pub policy: StockPolicy,
+    /// Serve HTTPS with these files; plain HTTP without.
+    pub tls: Option<crate::http_server::TlsFiles>,
     /// Rate limits, load shedding and the request timeout of the API (`[limits]`).
     pub limits: tally_http::traffic::Limits,
 }
@@ -40,6 +42,12 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     }
     let opened = Opened::open(&opts.store, true, DATABASE_PATIENCE).await?;
     let backend = opened.backend();
+    // Bad TLS files are refused before anything is opened.
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(crate::http_server::TlsFiles::acceptor)
+        .transpose()?;
     let api = matches!(opts.role, Role::All | Role::Gateway | Role::Query);
     let processes = matches!(opts.role, Role::All | Role::Processor);
     let projects = matches!(opts.role, Role::All | Role::Projector);
@@ -111,21 +119,19 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let role = format!("{:?}", opts.role).to_lowercase();
     println!(
-        "tally listening on http://{addr} ({}) as {role}",
+        "tally listening on {}://{addr} ({}) as {role}",
+        crate::http_server::scheme(tls.is_some()),
         opts.store.describe()
     );
     tracing::info!(%addr, role, store = %opts.store.describe(), "listening");
 
     let stop = stop_tx.clone();
-    // The peer's address reaches the handlers (per-address rate limits).
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: no new requests; finishing the ones in hand");
-            let _ = stop.send(true);
-        })
-        .await
-        .context("serving HTTP")?;
+    crate::http_server::serve(listener, app, tls, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new requests; finishing the ones in hand");
+        let _ = stop.send(true);
+    })
+    .await;
     let _ = stop_tx.send(true);
     for (name, worker) in workers {
         worker.await.with_context(|| format!("{name} task"))?;

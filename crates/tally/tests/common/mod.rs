@@ -51,6 +51,20 @@ pub fn spawn_app(data_dir: &Path) -> App {
     )
 }
 
+/// [`spawn_app`] with more arguments to `tally serve` and more environment (TLS files, say).
+pub fn spawn_app_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> App {
+    let dir = data_dir.display().to_string();
+    let mut all = vec!["--data-dir", dir.as_str()];
+    all.extend_from_slice(args);
+    spawn_server(
+        data_dir,
+        &stderr_log(data_dir),
+        &all,
+        envs,
+        Some(&format!("(data in {dir})")),
+    )
+}
+
 /// The PostgreSQL server the `postgres` suites use.
 pub fn test_database_url() -> String {
     std::env::var("TALLY_TEST_DATABASE_URL")
@@ -118,6 +132,8 @@ fn spawn_server(
         "TALLY_QUEUE_NAMESPACE",
         "TALLY_ROLE",
         "TALLY_CONFIG",
+        "TALLY_TLS_CERT",
+        "TALLY_TLS_KEY",
     ] {
         command.env_remove(var);
     }
