@@ -9,6 +9,7 @@
 //!   [`CommandLog`], [`ReadStore`], [`KeyStore`]);
 //! - [`model`]: the records that cross them;
 //! - [`processor`], [`projector`], [`readmodel`]: the write path and the read path;
+//! - [`metrics`]: the processor's counters and histograms (recorded through the `metrics` facade);
 //! - [`wait`]: long polls for command outcomes and read-your-writes;
 //! - [`workload`]: W1, the standard benchmark workload, and its independent expected books;
 //! - `conformance` (feature `test-util`): one test suite per port, run against every adapter.
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 pub mod intake;
 pub mod lease;
+pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod processor;

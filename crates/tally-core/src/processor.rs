@@ -21,6 +21,7 @@ use tally_domain::{RejectionCode, State, StockPolicy, StreamId, decide};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::metrics::Outcomes;
 use crate::model::{
     CommandEnvelope, CommitBatch, Decision, Delivery, EventMetadata, NewEvent, OutcomeRecord,
 };
@@ -58,12 +59,14 @@ struct Prepared {
     batch: Option<CommitBatch>,
     touched: Set<StreamId>,
     counts: StepReport,
+    outcomes: Outcomes,
 }
 
 struct InFlight {
     handle: Option<tokio::task::JoinHandle<Result<Vec<u64>, Error>>>,
     touched: Set<StreamId>,
     counts: StepReport,
+    outcomes: Outcomes,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -169,6 +172,7 @@ impl Processor {
         if deliveries.is_empty() {
             return Ok(StepReport::default());
         }
+        crate::metrics::batch_received(deliveries.len());
         let mut report = StepReport {
             received: deliveries.len(),
             ..StepReport::default()
@@ -303,6 +307,7 @@ impl Processor {
             let prepared = self.prepare(chunk, true).await?;
             let touched = prepared.touched.clone();
             let counts = prepared.counts;
+            let outcomes = prepared.outcomes;
             // Kept only on this slow path, in case a second conflict calls for reloading all of them.
             let reads: Vec<StreamId> = prepared
                 .batch
@@ -310,13 +315,14 @@ impl Processor {
                 .map(|b| b.reads.iter().map(|(s, _)| s.clone()).collect())
                 .unwrap_or_default();
             let result = match prepared.batch {
-                Some(batch) => self.store.commit(batch).await,
+                Some(batch) => timed_commit(self.store.as_ref(), batch).await,
                 None => Ok(Vec::new()),
             };
             match result {
                 Ok(positions) => {
                     self.committed(&positions, touched);
                     report.add(&counts);
+                    outcomes.record();
                     return Ok(());
                 }
                 Err(e) => {
@@ -347,11 +353,12 @@ impl Processor {
         let store = self.store.clone();
         let handle = prepared
             .batch
-            .map(|batch| tokio::spawn(async move { store.commit(batch).await }));
+            .map(|batch| tokio::spawn(async move { timed_commit(store.as_ref(), batch).await }));
         InFlight {
             handle,
             touched: prepared.touched,
             counts: prepared.counts,
+            outcomes: prepared.outcomes,
         }
     }
 
@@ -372,6 +379,7 @@ impl Processor {
             Ok(positions) => {
                 self.committed(&positions, flight.touched);
                 report.add(&flight.counts);
+                flight.outcomes.record();
                 true
             }
             Err(e) => {
@@ -450,6 +458,7 @@ impl Processor {
         check_all: bool,
     ) -> Result<Prepared, Error> {
         let mut counts = StepReport::default();
+        let mut outcomes = Outcomes::default();
         let to_check: Vec<Uuid> = commands
             .iter()
             .filter(|(d, _)| check_all || d.redeliveries > 0)
@@ -549,12 +558,14 @@ impl Processor {
                         });
                     }
                     counts.processed += 1;
+                    outcomes.processed(&envelope.command);
                     Decision::Processed {
                         last_event: batch.events.len() - 1,
                     }
                 }
                 Err(rejection) => {
                     counts.rejected += 1;
+                    outcomes.rejected(&envelope.command, rejection.code);
                     Decision::Rejected(rejection)
                 }
             };
@@ -576,6 +587,7 @@ impl Processor {
             batch: (!batch.outcomes.is_empty()).then_some(batch),
             touched,
             counts,
+            outcomes,
         })
     }
 
@@ -618,6 +630,14 @@ impl Processor {
     pub fn state(&self) -> &State {
         &self.state
     }
+}
+
+/// Commits a batch, recording how long the append took.
+async fn timed_commit(store: &dyn EventStore, batch: CommitBatch) -> Result<Vec<u64>, Error> {
+    let started = std::time::Instant::now();
+    let result = store.commit(batch).await;
+    crate::metrics::appended(started.elapsed());
+    result
 }
 
 /// Rejections that say something does not exist: only final once the store has confirmed it.

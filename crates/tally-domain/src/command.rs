@@ -86,17 +86,35 @@ pub enum Command {
 }
 
 impl Command {
+    /// Every command's [`Command::kind`], indexed by [`Command::kind_index`] (metrics keep one counter
+    /// per kind in an array).
+    pub const KINDS: [&'static str; 8] = [
+        "register_supplier",
+        "register_store",
+        "register_item",
+        "record_delivery",
+        "record_sale",
+        "void_sale",
+        "record_return",
+        "adjust_stock",
+    ];
+
     /// The command's name as clients and metrics see it.
     pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// Where [`Command::kind`] stands in [`Command::KINDS`].
+    pub fn kind_index(&self) -> usize {
         match self {
-            Command::RegisterSupplier { .. } => "register_supplier",
-            Command::RegisterStore { .. } => "register_store",
-            Command::RegisterItem { .. } => "register_item",
-            Command::RecordDelivery { .. } => "record_delivery",
-            Command::RecordSale { .. } => "record_sale",
-            Command::VoidSale { .. } => "void_sale",
-            Command::RecordReturn { .. } => "record_return",
-            Command::AdjustStock { .. } => "adjust_stock",
+            Command::RegisterSupplier { .. } => 0,
+            Command::RegisterStore { .. } => 1,
+            Command::RegisterItem { .. } => 2,
+            Command::RecordDelivery { .. } => 3,
+            Command::RecordSale { .. } => 4,
+            Command::VoidSale { .. } => 5,
+            Command::RecordReturn { .. } => 6,
+            Command::AdjustStock { .. } => 7,
         }
     }
 

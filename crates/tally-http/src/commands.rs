@@ -87,14 +87,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(s.to_owned()))
 }
 
-/// The correlation id: the client's `X-Request-Id` when it is sane, else none (the middleware makes one).
+/// The correlation id: the request's `X-Request-Id` (the client's when it is sane, else the one the
+/// middleware made).
 fn correlation_id(headers: &HeaderMap) -> Option<String> {
     headers
-        .get("x-request-id")
+        .get(crate::request_id::HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
-        })
+        .filter(|s| crate::request_id::is_sane(s))
         .map(str::to_owned)
 }
 
@@ -139,6 +138,7 @@ async fn submit(
         command,
     };
     let partition_key = envelope.command.partition_key();
+    let kind = envelope.command.kind_index();
     let submitted = state
         .backend
         .intake
@@ -156,9 +156,11 @@ async fn submit(
             other => ApiError::Internal(other.to_string()),
         })?;
     match submitted {
-        Submitted::Accepted { command_id } | Submitted::Replayed { command_id } => {
+        Submitted::Accepted { command_id } => {
+            crate::metrics::accepted(kind);
             Ok(accepted(command_id))
         }
+        Submitted::Replayed { command_id } => Ok(accepted(command_id)),
         Submitted::KeyReused => Err(ApiError::IdempotencyConflict),
     }
 }
@@ -319,12 +321,12 @@ pub async fn adjust_stock(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusParams {
     /// Wait up to this many milliseconds (0–30000) for the command to leave `accepted`.
-#[into_params(parameter_in = Query)]
+    #[param(value_type = u32, required = false, minimum = 0, maximum = 30000)]
     pub wait_ms: Option<String>,
 }
-    #[param(value_type = u32, required = false, minimum = 0, maximum = 30000)]
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RejectionBody {

@@ -26,8 +26,10 @@ pub mod dto;
 pub mod error;
 pub mod feed;
 pub mod keys;
+pub mod metrics;
 pub mod ops;
 pub mod queries;
+mod request_id;
 pub mod traffic;
 
 use error::ApiError;
@@ -78,7 +80,7 @@ impl Modify for Security {
         (name = "queries", description = "Read models, JSON or CSV"),
         (name = "events", description = "The event log"),
         (name = "admin", description = "API keys"),
-        (name = "operations", description = "Health and documentation")
+        (name = "operations", description = "Health, readiness, metrics and documentation")
     )
 )]
 struct ApiDoc;
@@ -110,16 +112,27 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::revoke_key))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
 }
 
 /// The whole API with its OpenAPI document.
 pub fn router(state: AppState) -> Router {
+    metrics::install();
     let traffic = axum::middleware::from_fn_with_state(state.clone(), traffic::control);
     let (router, api) = api_router().with_state(state).split_for_parts();
     // Encoded once and shared: the handler is cloned for every connection, and the document is
     // megabytes as a value (64 keep-alive connections held 170 MB of copies).
     let document = openapi_json(&api);
     let request_id = header_name("x-request-id");
+    let documented = serde_json::to_value(&api)
+        .map(|doc| metrics::layer::RouteTable::documented(&doc))
+        .unwrap_or_default();
+    let routes = metrics::layer::RouteTable::new(
+        documented
+            .iter()
+            .map(|(path, method, statuses)| (path.as_str(), method.clone(), statuses.clone()))
+            .chain([("/openapi.json", axum::http::Method::GET, vec![200])]),
+    );
     router
         .route("/openapi.json", axum::routing::get(move || async move { document }))
         .merge(docs())
@@ -132,24 +145,46 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .layer(traffic)
         .layer(CatchPanicLayer::custom(|_| -> Response { ApiError::Internal("handler panicked".into()).into_response() }))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        .layer(metrics::layer::HttpMetricsLayer::new(routes))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(request_id::LogResponse),
+        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(tower::util::MapRequestLayer::new(request_id::drop_insane))
 }
 
-/// Only the operations endpoints (`/healthz`, `/readyz`), for processes that serve no API: a
-/// processor or projector still answers its orchestrator's probes.
+/// Only the operations endpoints (`/healthz`, `/readyz`, `/metrics`), for processes that serve no
+/// API: a processor or projector still answers its orchestrator's probes and scrapes.
 pub fn ops_router(state: AppState) -> Router {
+    metrics::install();
+    let routes = metrics::layer::RouteTable::new([
+        ("/healthz", axum::http::Method::GET, vec![200]),
+        ("/readyz", axum::http::Method::GET, vec![200, 503]),
+        ("/metrics", axum::http::Method::GET, vec![200]),
+    ]);
     Router::new()
         .route("/healthz", axum::routing::get(ops::healthz))
         .route("/readyz", axum::routing::get(ops::readyz))
+        .route("/metrics", axum::routing::get(ops::metrics))
         .with_state(state)
         .fallback(|| async {
             ApiError::NotFound("this process serves no API (see its --role)".into())
         })
+        .layer(metrics::layer::HttpMetricsLayer::new(routes))
+}
+
+/// `/docs`: Swagger UI, its files compiled into the binary (no CDN: it works offline), reading the
+/// document served at `/openapi.json` (not a second copy of it).
+fn docs() -> Router {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
+        .into()
 }
 
 /// The document as a shared JSON response body.
@@ -167,14 +202,6 @@ fn openapi_json(
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         axum::body::Bytes::from(bytes),
     )
-}
-
-/// `/docs`: Swagger UI, its files compiled into the binary (no CDN: it works offline), reading the
-/// document served at `/openapi.json` (not a second copy of it).
-fn docs() -> Router {
-    utoipa_swagger_ui::SwaggerUi::new("/docs")
-        .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
-        .into()
 }
 
 /// The OpenAPI document alone (for `tally openapi` and tests).
@@ -209,6 +236,7 @@ mod tests {
         ("delete", "/v1/admin/api-keys/{key_id}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
+        ("get", "/metrics"),
     ];
 
     #[test]
@@ -226,7 +254,7 @@ mod tests {
                 op.is_object(),
                 "{method} {path} is missing from /openapi.json"
             );
-            if !path.starts_with("/healthz") && !path.starts_with("/readyz") {
+            if !["/healthz", "/readyz", "/metrics"].contains(path) {
                 assert!(
                     op["security"].is_array(),
                     "{method} {path} must declare its security"

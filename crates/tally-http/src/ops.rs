@@ -1,12 +1,31 @@
-//! Operations endpoints: liveness, readiness, the OpenAPI document.
+//! Operations endpoints: liveness, readiness and the Prometheus metrics.
+//!
+//! `/readyz` and `/metrics` ask the backend the same questions (the log's head, the queue's depth, the
+//! read models' checkpoints), each bounded by [`CHECK_PATIENCE`] so a hung database makes a probe
+//! answer 503 instead of hanging it.
+
+use std::future::Future;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
 use serde::Serialize;
+use tally_core::Backend;
+use tally_core::readmodel::PROJECTIONS;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::metrics::{self, Sampled};
+
+/// How long a probe waits for each answer from the backend.
+const CHECK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -20,77 +39,265 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyStatus {
+    Ready,
+    NotReady,
+}
+
+/// Whether this process can do its work, and if not, what stops it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+#[schema(example = json!({"status": "ready", "checks": {
+    "store": {"ok": true, "head": 42},
+    "queue": {"ok": true, "depth": 0},
+    "projections": {"ok": true, "lag_events": 0, "lag_seconds": 0.0,
+        "models": [{"model": "inventory", "position": 42, "lag_events": 0, "lag_seconds": 0.0}]},
+    "server": {"ok": true}}}))]
+pub struct Readiness {
+    pub status: ReadyStatus,
+    pub checks: Checks,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Readiness {
-    /// `ready` or `not_ready`.
-    pub status: String,
-    pub checks: Vec<Check>,
+pub struct Checks {
+    /// The event store answers.
+    pub store: StoreCheck,
+    /// The command queue answers.
+    pub queue: QueueCheck,
+    /// The read models' checkpoints can be read. Lag is reported, but does not make a process unready:
+    /// it is ordinary after a restart or under load.
+    pub projections: ProjectionsCheck,
+    /// The server is not shutting down.
+    pub server: ServerCheck,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreCheck {
+    pub ok: bool,
+    /// Position of the last event in the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueCheck {
+    pub ok: bool,
+    /// Commands waiting or in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionsCheck {
+    pub ok: bool,
+    /// The largest lag of any read model, in events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_events: Option<u64>,
+    /// The largest lag of any read model, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<ModelLag>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where one read model stands.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelLag {
+    pub model: String,
+    /// The global position it has applied.
+    pub position: u64,
+    /// Events in the log it has not applied yet.
+    pub lag_events: u64,
+    /// Age of the oldest event it has not applied yet (0 when caught up).
+    pub lag_seconds: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerCheck {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness, description = "Something is not ready; `checks` says what")))]
+    responses((status = 200, body = Readiness, description = "Ready"),
+        (status = 503, body = Readiness, description = "Something is not ready; `checks` says what")))]
 pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let b = &s.backend;
-    let check = |name: &str, r: Result<String, tally_core::Error>| match r {
-        Ok(detail) => Check {
-            name: name.into(),
-            ok: true,
-            detail: Some(detail),
-        },
-        Err(e) => Check {
-            name: name.into(),
+    let sample = sample(&s.backend).await;
+    let server = if *s.shutdown.borrow() {
+        ServerCheck {
             ok: false,
-            detail: Some(e.to_string()),
-        },
-    };
-    let checks = vec![
-        check(
-            "event_store",
-            b.events.head().await.map(|h| format!("head position {h}")),
-        ),
-        check(
-            "command_queue",
-            b.queue
-                .depth()
-                .await
-                .map(|d| format!("{d} commands waiting")),
-        ),
-        check(
-            "read_models",
-            b.read.checkpoints().await.map(|c| {
-                let mut c: Vec<_> = c.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-                c.sort();
-                c.join(" ")
-            }),
-        ),
-        check(
-            "shutting_down",
-            if *s.shutdown.borrow() {
-                Err(tally_core::Error::Unavailable("draining".into()))
-            } else {
-                Ok("no".into())
-            },
-        ),
-    ];
-    let ok = checks.iter().all(|c| c.ok);
-    let status = if ok {
-        StatusCode::OK
+            error: Some("shutting down".into()),
+        }
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        ServerCheck {
+            ok: true,
+            error: None,
+        }
     };
-    (
-        status,
-        Json(Readiness {
-            status: if ok { "ready" } else { "not_ready" }.into(),
-            checks,
-        }),
-    )
+    let checks = Checks {
+        store: match sample.head {
+            Ok(head) => StoreCheck {
+                ok: true,
+                head: Some(head),
+                error: None,
+            },
+            Err(e) => StoreCheck {
+                ok: false,
+                head: None,
+                error: Some(e),
+            },
+        },
+        queue: match sample.depth {
+            Ok(depth) => QueueCheck {
+                ok: true,
+                depth: Some(depth),
+                error: None,
+            },
+            Err(e) => QueueCheck {
+                ok: false,
+                depth: None,
+                error: Some(e),
+            },
+        },
+        projections: match sample.projections {
+            Ok(models) => ProjectionsCheck {
+                ok: true,
+                lag_events: Some(models.iter().map(|m| m.lag_events).max().unwrap_or(0)),
+                lag_seconds: Some(models.iter().map(|m| m.lag_seconds).fold(0.0, f64::max)),
+                models: Some(models),
+                error: None,
+            },
+            Err(e) => ProjectionsCheck {
+                ok: false,
+                lag_events: None,
+                lag_seconds: None,
+                models: None,
+                error: Some(e),
+            },
+        },
+        server,
+    };
+    let ready = checks.store.ok && checks.queue.ok && checks.projections.ok && checks.server.ok;
+    let (code, status) = if ready {
+        (StatusCode::OK, ReadyStatus::Ready)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, ReadyStatus::NotReady)
+    };
+    (code, Json(Readiness { status, checks }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every metric in the Prometheus text exposition format (0.0.4)",
+            content_type = "text/plain", body = String),
+        (status = 503, description = "This process has no metrics recorder", body = Problem,
+            content_type = "application/problem+json")))]
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let sample = sample(&s.backend).await;
+    metrics::set_sampled(&Sampled {
+        queue_depth: sample.depth.ok(),
+        log_head: sample.head.as_ref().ok().copied(),
+        projections: sample
+            .projections
+            .map(|models| {
+                models
+                    .into_iter()
+                    .map(|m| (m.model, m.position, m.lag_events, m.lag_seconds))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    });
+    match metrics::render() {
+        Some(text) => ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response(),
+        None => ApiError::Unavailable {
+            detail: "this process has no metrics recorder (another one was installed first)".into(),
+            retry_after_s: 60,
+        }
+        .into_response(),
+    }
+}
+
+/// What the backend said, each answer or why there is none.
+struct Sample {
+    head: Result<u64, String>,
+    depth: Result<u64, String>,
+    projections: Result<Vec<ModelLag>, String>,
+}
+
+async fn sample(backend: &Backend) -> Sample {
+    let (head, depth, checkpoints) = tokio::join!(
+        bounded("event store", backend.events.head()),
+        bounded("command queue", backend.queue.depth()),
+        bounded("read store", backend.read.checkpoints()),
+    );
+    let projections = match (&head, checkpoints) {
+        (_, Err(e)) => Err(e),
+        (Err(e), _) => Err(format!("the log's head is unknown: {e}")),
+        (Ok(head), Ok(checkpoints)) => {
+            bounded("event store", lags(backend, *head, &checkpoints)).await
+        }
+    };
+    Sample {
+        head,
+        depth,
+        projections,
+    }
+}
+
+/// Each read model's position and lag. The lag in seconds is the age of the oldest event it has not
+/// applied; models at the same checkpoint share one read.
+async fn lags(
+    backend: &Backend,
+    head: u64,
+    checkpoints: &std::collections::HashMap<String, u64>,
+) -> Result<Vec<ModelLag>, tally_core::Error> {
+    let now = Timestamp::now();
+    let mut out: Vec<ModelLag> = Vec::with_capacity(PROJECTIONS.len());
+    for model in PROJECTIONS {
+        let position = checkpoints.get(model).copied().unwrap_or(0);
+        let lag_events = head.saturating_sub(position);
+        let lag_seconds = if lag_events == 0 {
+            0.0
+        } else if let Some(same) = out.iter().find(|m| m.position == position) {
+            same.lag_seconds
+        } else {
+            backend
+                .events
+                .read_all(position, 1)
+                .await?
+                .first()
+                .map_or(0.0, |e| {
+                    now.duration_since(e.recorded_at).as_secs_f64().max(0.0)
+                })
+        };
+        out.push(ModelLag {
+            model: model.to_owned(),
+            position,
+            lag_events,
+            lag_seconds,
+        });
+    }
+    Ok(out)
+}
+
+/// A backend call bounded by [`CHECK_PATIENCE`], its error as text.
+async fn bounded<T>(
+    what: &str,
+    call: impl Future<Output = Result<T, tally_core::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CHECK_PATIENCE, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!(
+            "{what} did not answer within {}s",
+            CHECK_PATIENCE.as_secs()
+        )),
+    }
 }

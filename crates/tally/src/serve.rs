@@ -34,20 +34,22 @@ pub struct Options {
 const DATABASE_PATIENCE: Duration = Duration::from_secs(60);
 
 pub async fn serve(opts: Options) -> anyhow::Result<()> {
+    // Before any worker starts, so that the processor's first batch is counted too.
+    tally_http::metrics::install();
     if opts.role != Role::All && matches!(opts.store, StoreConfig::Embedded { .. }) {
         bail!(
             "--role {:?} needs a database shared by several processes: set TALLY_DATABASE_URL (the embedded store serves one process, with --role all)",
             opts.role
         );
     }
-    let opened = Opened::open(&opts.store, true, DATABASE_PATIENCE).await?;
-    let backend = opened.backend();
     // Bad TLS files are refused before anything is opened.
     let tls = opts
         .tls
         .as_ref()
         .map(crate::http_server::TlsFiles::acceptor)
         .transpose()?;
+    let opened = Opened::open(&opts.store, true, DATABASE_PATIENCE).await?;
+    let backend = opened.backend();
     let api = matches!(opts.role, Role::All | Role::Gateway | Role::Query);
     let processes = matches!(opts.role, Role::All | Role::Processor);
     let projects = matches!(opts.role, Role::All | Role::Projector);

@@ -65,6 +65,18 @@ pub fn spawn_app_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> 
     )
 }
 
+/// [`spawn_app`] with more environment (a log format, say).
+pub fn spawn_app_env(data_dir: &Path, envs: &[(&str, &str)]) -> App {
+    let dir = data_dir.display().to_string();
+    spawn_server(
+        data_dir,
+        &stderr_log(data_dir),
+        &["--data-dir", &dir],
+        envs,
+        Some(&format!("(data in {dir})")),
+    )
+}
+
 /// The PostgreSQL server the `postgres` suites use.
 pub fn test_database_url() -> String {
     std::env::var("TALLY_TEST_DATABASE_URL")
