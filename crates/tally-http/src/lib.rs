@@ -34,9 +34,27 @@ pub mod traffic;
 
 use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`AppContext`]. Cloned for every request (by each
+/// extractor and middleware that takes it), so a clone is one reference count, not one per part: a
+/// struct of a dozen `Arc`s cost ≈7 % of the server's CPU in W1 over HTTP.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<AppContext>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+impl From<AppContext> for AppState {
+    fn from(context: AppContext) -> Self {
+        Self(std::sync::Arc::new(context))
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppContext {
     pub backend: Backend,
     pub signals: Signals,
     /// Turns true when the server is shutting down (long-lived streams end, readiness fails).

@@ -104,12 +104,12 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
             tokio::spawn(traffic.clone().run(backend.clone(), stop_rx.clone())),
         ));
     }
-    let state = AppState {
+    let state = AppState::from(tally_http::AppContext {
         backend,
         signals,
         shutdown: stop_rx,
         traffic: traffic.clone(),
-    };
+    });
     let app = if api {
         tally_http::router(state)
     } else {
