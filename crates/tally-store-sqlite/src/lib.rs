@@ -44,7 +44,7 @@ impl Sqlite {
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
              PRAGMA busy_timeout=5000;
-             PRAGMA cache_size=-65536;
+             PRAGMA cache_size=-32768;
              PRAGMA temp_store=MEMORY;
              PRAGMA wal_autocheckpoint=0;",
         )
