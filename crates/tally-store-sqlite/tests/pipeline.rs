@@ -476,6 +476,27 @@ fn delivery(id: &str, units: i64) -> tally_domain::Command {
     }
 }
 
+/// The supplier, store and item the single-store tests use.
+fn reference() -> Vec<tally_domain::Command> {
+    vec![
+        tally_domain::Command::RegisterSupplier {
+            supplier_id: ids::supplier(),
+            name: ids::text("Acme"),
+        },
+        tally_domain::Command::RegisterStore {
+            store_id: ids::store(),
+            name: ids::text("Store one"),
+            timezone: ids::zone(),
+        },
+        tally_domain::Command::RegisterItem {
+            item_id: ids::item(),
+            name: ids::text("Widget"),
+            supplier_id: ids::supplier(),
+            unit_price_cents: ids::cents(250),
+        },
+    ]
+}
+
 fn sale(id: &str, units: i64) -> tally_domain::Command {
     tally_domain::Command::RecordSale {
         sale_id: ids::sale(id),
@@ -520,28 +541,7 @@ async fn a_decision_on_a_stale_cache_is_decided_again_not_committed() {
     };
 
     // A registers everything and takes a delivery of 5: its cache holds the store with 5 on hand.
-    submit_all(
-        &backend,
-        vec![
-            tally_domain::Command::RegisterSupplier {
-                supplier_id: ids::supplier(),
-                name: ids::text("Acme"),
-            },
-            tally_domain::Command::RegisterStore {
-                store_id: ids::store(),
-                name: ids::text("Store one"),
-                timezone: ids::zone(),
-            },
-            tally_domain::Command::RegisterItem {
-                item_id: ids::item(),
-                name: ids::text("Widget"),
-                supplier_id: ids::supplier(),
-                unit_price_cents: ids::cents(250),
-            },
-            delivery("d1", 5),
-        ],
-    )
-    .await;
+    submit_all(&backend, [reference(), vec![delivery("d1", 5)]].concat()).await;
     assert_eq!(drain(&mut a, &backend).await, (4, 0, 0));
     assert_eq!(on_hand(&a), Some(5));
 
@@ -635,24 +635,8 @@ async fn a_sale_forgotten_by_a_small_cache_is_read_back_when_named() {
             ..ProcessorConfig::default()
         },
     );
-    let mut setup = vec![
-        tally_domain::Command::RegisterSupplier {
-            supplier_id: ids::supplier(),
-            name: ids::text("Acme"),
-        },
-        tally_domain::Command::RegisterStore {
-            store_id: ids::store(),
-            name: ids::text("Store one"),
-            timezone: ids::zone(),
-        },
-        tally_domain::Command::RegisterItem {
-            item_id: ids::item(),
-            name: ids::text("Widget"),
-            supplier_id: ids::supplier(),
-            unit_price_cents: ids::cents(250),
-        },
-        delivery("d1", 1000),
-    ];
+    let mut setup = reference();
+    setup.push(delivery("d1", 1000));
     setup.extend((0..40).map(|n| sale(&format!("old-{n}"), 2)));
     submit_all(&backend, setup).await;
     assert_eq!(drain(&mut processor, &backend).await, (44, 0, 0));
