@@ -140,11 +140,17 @@ pub fn router(state: AppState) -> Router {
     let (router, api) = api_router().with_state(state).split_for_parts();
     // Encoded once and shared: the handler is cloned for every connection, and the document is
     // megabytes as a value (64 keep-alive connections held 170 MB of copies).
-    let document = openapi_json(&api);
+    // The document as JSON once: the route table for metrics is read from it, and it is served as is.
+    let json = serde_json::to_value(&api).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document does not serialize");
+        serde_json::Value::Object(Default::default())
+    });
+    let documented = metrics::layer::RouteTable::documented(&json);
+    let document = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Bytes::from(json.to_string()),
+    );
     let request_id = header_name("x-request-id");
-    let documented = serde_json::to_value(&api)
-        .map(|doc| metrics::layer::RouteTable::documented(&doc))
-        .unwrap_or_default();
     let routes = metrics::layer::RouteTable::new(
         documented
             .iter()
@@ -203,23 +209,6 @@ fn docs() -> Router {
     utoipa_swagger_ui::SwaggerUi::new("/docs")
         .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
         .into()
-}
-
-/// The document as a shared JSON response body.
-fn openapi_json(
-    api: &utoipa::openapi::OpenApi,
-) -> (
-    [(axum::http::HeaderName, &'static str); 1],
-    axum::body::Bytes,
-) {
-    let bytes = serde_json::to_vec(api).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "the OpenAPI document does not serialize");
-        b"{}".to_vec()
-    });
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        axum::body::Bytes::from(bytes),
-    )
 }
 
 /// The OpenAPI document alone (for `tally openapi` and tests).
