@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, configures and starts Debian's ActiveMQ (5.17) with a STOMP connector on 127.0.0.1:61613,
 # then runs this crate's tests against it. Idempotent: safe to run on a machine where it ran before.
-# Needs root (apt-get, /etc/activemq, the init script). TALLY_ACTIVEMQ_SKIP_TESTS=1 only sets up the broker.
+# Needs root (apt-get, /etc/activemq, the init script). TALLY_CI_SETUP_ONLY=1 (or
+# TALLY_ACTIVEMQ_SKIP_TESTS=1) only sets up the broker.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -149,7 +150,7 @@ if ! port_open; then
 fi
 echo "ci.sh: ActiveMQ is listening on 127.0.0.1:$port" >&2
 
-if [ "${TALLY_ACTIVEMQ_SKIP_TESTS:-}" = 1 ]; then
+if [ "${TALLY_ACTIVEMQ_SKIP_TESTS:-}" = 1 ] || [ "${TALLY_CI_SETUP_ONLY:-}" = 1 ]; then
     exit 0
 fi
 cd "$here/../.."

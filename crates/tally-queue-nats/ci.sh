@@ -52,4 +52,7 @@ info="$(server_info)"
 grep -q '"jetstream":true' <<<"$info" || { echo "ci.sh: no JetStream on 127.0.0.1:4222: $info" >&2; exit 1; }
 echo "ci.sh: $(sed -E 's/.*"version":"([^"]*)".*/nats-server \1/' <<<"$info") with JetStream on 127.0.0.1:4222"
 
+if [ "${TALLY_CI_SETUP_ONLY:-}" = 1 ]; then
+    exit 0
+fi
 cargo test -p tally-queue-nats --features nats

@@ -60,4 +60,7 @@ if [ -n "$stale" ]; then
     done
 fi
 
+if [ "${TALLY_CI_SETUP_ONLY:-}" = 1 ]; then
+    exit 0
+fi
 cargo test -p tally-queue-rabbitmq --features rabbitmq

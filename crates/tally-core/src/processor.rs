@@ -40,7 +40,15 @@ pub struct ProcessorConfig {
     /// Most non-reference streams (sales, deliveries, …) whose state stays cached; older ones are
     /// forgotten and read from the store when named again.
     pub cached_streams: usize,
+    /// [`Processor::run`] starts a batch at most this often: under a steady stream, what arrives
+    /// meanwhile is decided and committed together (one commit, each page of the log and of the
+    /// statuses written once) instead of one small commit per handful of commands. A command that
+    /// comes after a quiet spell is taken at once. Costs at most this much processing lag.
+    pub min_step_interval: Duration,
 }
+
+/// The default [`ProcessorConfig::min_step_interval`].
+pub const MIN_STEP_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
@@ -50,6 +58,7 @@ impl Default for ProcessorConfig {
             commit_size: 2048,
             retry_after: Duration::from_millis(500),
             cached_streams: CACHED_STREAMS,
+            min_step_interval: MIN_STEP_INTERVAL,
         }
     }
 }
@@ -139,9 +148,24 @@ impl Processor {
     /// Runs until `shutdown` turns true, finishing the batch in hand before it returns.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(50);
+        let mut last_batch: Option<tokio::time::Instant> = None;
         while !*shutdown.borrow() {
+            if let Some(at) = last_batch.take() {
+                // A batch came just now: let the next one gather for the rest of the interval.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at + self.config.min_step_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            let started = tokio::time::Instant::now();
             match self.step(Duration::from_millis(200)).await {
-                Ok(_) => backoff = Duration::from_millis(50),
+                Ok(report) => {
+                    backoff = Duration::from_millis(50);
+                    // A full batch means a backlog: the next one goes at once.
+                    if report.received > 0 && report.received < self.config.batch_size {
+                        last_batch = Some(started);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "processor step failed; retrying");
                     tokio::select! {

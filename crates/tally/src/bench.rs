@@ -99,18 +99,34 @@ async fn run(
     let projected = projector.catch_up().await.context("projection catch-up")?;
     let catchup_secs = started.elapsed().as_secs_f64();
 
-    let verified = tally_core::workload::verify(
+    let mut verified = tally_core::workload::verify(
         backend.read.as_ref(),
         &workload.expected,
         accepted,
         rejected,
     )
     .await;
+    // A rebuild: every read model emptied and folded again from the log, as `tally rebuild` does;
+    // the books must come out the same.
+    let started = Instant::now();
+    let rebuilt = projector.rebuild().await.context("projection rebuild")?;
+    let rebuild_secs = started.elapsed().as_secs_f64();
+    if verified.is_ok() {
+        verified = tally_core::workload::verify(
+            backend.read.as_ref(),
+            &workload.expected,
+            accepted,
+            rejected,
+        )
+        .await
+        .map_err(|e| format!("after the rebuild: {e}"));
+    }
     if let Err(e) = &verified {
         eprintln!("verification FAILED: {e:#}");
     }
     let cmd_per_s = submitted as f64 / process_secs;
     let catchup = projected as f64 / catchup_secs;
+    let rebuild = rebuilt as f64 / rebuild_secs;
     println!(
         "processor: {submitted} commands in {process_secs:.2}s = {cmd_per_s:.0} commands/s ({accepted} accepted, {rejected} rejected)"
     );
@@ -122,7 +138,10 @@ async fn run(
         "projection catch-up: {projected} events in {catchup_secs:.2}s = {catchup:.0} events/s"
     );
     println!(
-        "W1 backend={name} commands={submitted} accepted={accepted} rejected={rejected} cmd_per_s={cmd_per_s:.0} events={events} catchup_events_per_s={catchup:.0} verified={}",
+        "rebuild (read models emptied, then caught up): {rebuilt} events in {rebuild_secs:.2}s = {rebuild:.0} events/s"
+    );
+    println!(
+        "W1 backend={name} commands={submitted} accepted={accepted} rejected={rejected} cmd_per_s={cmd_per_s:.0} events={events} catchup_events_per_s={catchup:.0} rebuild_events_per_s={rebuild:.0} verified={}",
         verified.is_ok()
     );
     if verified.is_err() {

@@ -206,6 +206,13 @@ pub struct LoadArgs {
     /// Stop sending sales after this many seconds (steady: 60), e.g. `60` or `60s` or `2m`.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
+    /// After the sales, this long at --recovery-rate on 64 fresh connections, with its own figures:
+    /// how the server serves right after an overload (e.g. `--rate 48000 --duration 30 --recovery 15`).
+    #[arg(long, value_parser = parse_duration)]
+    pub recovery: Option<std::time::Duration>,
+    /// The recovery phase's commands per second.
+    #[arg(long, default_value_t = 5000.0)]
+    pub recovery_rate: f64,
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -352,6 +359,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 connections: args.connections,
                 rate: args.rate,
                 duration: args.duration,
+                recovery: args.recovery,
+                recovery_rate: args.recovery_rate,
                 json: args.json,
             }))?
         }

@@ -60,8 +60,15 @@ pub struct LoadOptions {
     pub rate: Option<f64>,
     /// Stop sending sales after this long.
     pub duration: Option<Duration>,
+    /// After the sales phase (an overload, say): this long at `recovery_rate` on fresh connections,
+    /// measured on its own, to show how the server serves once the pressure is off.
+    pub recovery: Option<Duration>,
+    pub recovery_rate: f64,
     pub json: bool,
 }
+
+/// Connections of the recovery phase (W1's).
+const RECOVERY_CONNECTIONS: usize = 64;
 
 /// A steady run's rate when none is given: the figure the issue sets for a POS-like stream.
 const STEADY_RATE: f64 = 5_000.0;
@@ -476,8 +483,11 @@ struct Summary {
     pushed_back_429_503: u64,
     reconnects: u64,
     accepted_per_s: f64,
+    /// Over the measured window and the recovery phase, until the last command was decided.
     processed_per_s: f64,
     latency_ms: Latency,
+    /// The recovery phase (`--recovery`), measured on its own.
+    recovery: Option<Phase>,
     /// From the last 202 until the last command was decided.
     processing_lag_end_s: f64,
     /// From the last 202 until the read models reflected every command.
@@ -489,13 +499,44 @@ struct Summary {
     failure: Option<String>,
 }
 
-#[derive(Serialize)]
+/// Accept latency percentiles, in milliseconds.
+#[derive(Debug, Serialize)]
 struct Latency {
     p50: f64,
     p90: f64,
     p99: f64,
     p999: f64,
     max: f64,
+}
+
+impl Latency {
+    /// The percentiles of `latencies`, through an HDR histogram (1 µs to 10 min, 3 significant
+    /// digits); all zero when there are none.
+    fn of(latencies: &[Duration]) -> anyhow::Result<Self> {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?;
+        for l in latencies {
+            h.saturating_record(l.as_micros().max(1) as u64);
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Ok(Self {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+        })
+    }
+}
+
+/// The figures of the recovery phase.
+#[derive(Serialize)]
+struct Phase {
+    rate: f64,
+    seconds: f64,
+    accepted_202: u64,
+    accepted_per_s: f64,
+    pushed_back_429_503: u64,
+    latency_ms: Latency,
 }
 
 pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
@@ -513,16 +554,22 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     {
         bail!("--rate must be a positive number of commands per second");
     }
+    if !(opts.recovery_rate.is_finite() && opts.recovery_rate > 0.0) {
+        bail!("--recovery-rate must be a positive number of commands per second");
+    }
     let sales = match (opts.sales, opts.workload, rate, duration) {
         (Some(n), ..) => n,
         (None, Workload::W1, ..) => W1Size::FULL.sales,
         (None, Workload::Steady, Some(r), Some(d)) => (r * d.as_secs_f64()).ceil() as usize,
         (None, Workload::Steady, ..) => W1Size::FULL.sales,
     };
+    let recovery_sales = opts.recovery.map_or(0, |d| {
+        (opts.recovery_rate * d.as_secs_f64()).ceil() as usize
+    });
     let workload = w1(
         opts.seed,
         W1Size {
-            sales,
+            sales: sales + recovery_sales,
             ..W1Size::FULL
         },
     );
@@ -548,9 +595,12 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
         .context("the key must be an admin key of the server at --url")?;
 
     let reference: Vec<usize> = (0..workload.reference_count).collect();
-    let (deliveries, sales): (Vec<usize>, Vec<usize>) = (workload.reference_count
+    let (deliveries, mut sales): (Vec<usize>, Vec<usize>) = (workload.reference_count
         ..workload.commands.len())
         .partition(|&i| matches!(workload.commands[i], Command::RecordDelivery { .. }));
+    // The last sales are the recovery phase's (none without --recovery).
+    let recovery: Vec<usize> = sales.split_off(sales.len().saturating_sub(recovery_sales));
+    let recovery_from = recovery.first().copied().unwrap_or(usize::MAX);
     eprintln!(
         "{:?} over HTTP: {} reference, {} deliveries, {} sales to {} on {connections} connections{}{}",
         opts.workload,
@@ -606,13 +656,44 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
         until: duration.map(|d| sales_started + d),
     };
     report.merge(spread(&shared, Arc::new(sales), connections, pace).await?);
-    let last_accepted = Instant::now();
     let window_start = if opts.workload == Workload::W1 {
         started
     } else {
         sales_started
     };
-    let accept_secs = last_accepted.duration_since(window_start).as_secs_f64();
+    let accept_secs = window_start.elapsed().as_secs_f64();
+    // 4. The recovery phase, if asked for: a sustainable rate right after the sales phase.
+    let recovery = match opts.recovery {
+        Some(d) => {
+            let pushed_back = shared.pushed_back.load(Ordering::Relaxed);
+            let start = Instant::now();
+            let pace = Pace {
+                start,
+                rate: Some(opts.recovery_rate),
+                until: Some(start + d),
+            };
+            let seen = spread(
+                &shared,
+                Arc::new(recovery),
+                RECOVERY_CONNECTIONS.min(connections),
+                pace,
+            )
+            .await?;
+            let latencies: Vec<Duration> = seen.sent.iter().map(|s| s.latency).collect();
+            let figures = Phase {
+                rate: opts.recovery_rate,
+                seconds: d.as_secs_f64(),
+                accepted_202: seen.sent.len() as u64,
+                accepted_per_s: seen.sent.len() as f64 / start.elapsed().as_secs_f64(),
+                pushed_back_429_503: shared.pushed_back.load(Ordering::Relaxed) - pushed_back,
+                latency_ms: Latency::of(&latencies)?,
+            };
+            report.merge(seen);
+            Some(figures)
+        }
+        None => None,
+    };
+    let last_accepted = Instant::now();
     // Each partition's commands are processed in queue order: its last 202 is decided last.
     let mut head = 0;
     for id in last_per_partition(&workload.commands, &report.sent) {
@@ -700,20 +781,18 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
 
     // Figures over the measured window.
     // W1: every command; steady: the stream of sales (set-up is not measured).
-    let in_window: Vec<&Sent> = report
+    let in_window: Vec<Duration> = report
         .sent
         .iter()
         .filter(|s| {
-            opts.workload == Workload::W1
-                || matches!(workload.commands[s.index], Command::RecordSale { .. })
+            s.index < recovery_from
+                && (opts.workload == Workload::W1
+                    || matches!(workload.commands[s.index], Command::RecordSale { .. }))
         })
+        .map(|s| s.latency)
         .collect();
-    let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?;
-    for s in &in_window {
-        h.saturating_record(s.latency.as_micros().max(1) as u64);
-    }
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let n_window = in_window.len() as f64;
+    let n_processed_window = n_window + recovery.as_ref().map_or(0.0, |r| r.accepted_202 as f64);
     let summary = Summary {
         workload: opts.workload,
         connections,
@@ -726,14 +805,9 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
         pushed_back_429_503: shared.pushed_back.load(Ordering::Relaxed),
         reconnects: report.reconnects,
         accepted_per_s: n_window / accept_secs,
-        processed_per_s: n_window / process_secs,
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: h.max() as f64 / 1000.0,
-        },
+        processed_per_s: n_processed_window / process_secs,
+        latency_ms: Latency::of(&in_window)?,
+        recovery,
         processing_lag_end_s: processing_lag.as_secs_f64(),
         visibility_lag_end_s: visibility_lag.as_secs_f64(),
         visibility_lag_max_ms: lag_samples.iter().copied().fold(0.0, f64::max),
@@ -802,6 +876,20 @@ fn print_summary(s: &Summary, json: bool, w1_rejects: u64) -> anyhow::Result<()>
         s.visibility_lag_max_ms,
         s.visibility_lag_samples
     );
+    if let Some(r) = &s.recovery {
+        println!(
+            "RECOVERY rate={:.0} seconds={:.0} accepted={} accepted_per_s={:.0} pushed_back={} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
+            r.rate,
+            r.seconds,
+            r.accepted_202,
+            r.accepted_per_s,
+            r.pushed_back_429_503,
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            r.latency_ms.p999,
+            r.latency_ms.max
+        );
+    }
     println!(
         "LOAD workload={} commands={} accepted={} rejected={} accepted_per_s={:.0} processed_per_s={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2} lag_end_s={:.2} lag_max_ms={:.0} verified={}",
         serde_json::to_value(s.workload)
@@ -979,5 +1067,129 @@ impl ReadStore for HttpReadStore {
             })
             .collect::<PortResult<_>>()?;
         Ok((self.min_position, rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_come_from_the_histogram() {
+        let latencies: Vec<Duration> = (1..=1000).map(Duration::from_millis).collect();
+        let l = Latency::of(&latencies).expect("histogram");
+        // Three significant digits: each figure within 0.1 % of the exact percentile.
+        let near = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 0.001;
+        assert!(near(l.p50, 500.0), "p50 {l:?}");
+        assert!(near(l.p90, 900.0), "p90 {l:?}");
+        assert!(near(l.p99, 990.0), "p99 {l:?}");
+        assert!(near(l.p999, 999.0), "p99.9 {l:?}");
+        assert!(near(l.max, 1000.0), "max {l:?}");
+        let none = Latency::of(&[]).expect("histogram");
+        assert_eq!((none.p50, none.max), (0.0, 0.0));
+        // A latency beyond the histogram's range is kept at its top, not dropped.
+        let huge = Latency::of(&[Duration::from_secs(3600)]).expect("histogram");
+        assert!(huge.max >= 599_000.0, "{huge:?}");
+    }
+
+    #[test]
+    fn an_open_loop_schedule_is_fixed_in_advance() {
+        let start = Instant::now();
+        let pace = Pace {
+            start,
+            rate: Some(5000.0),
+            until: None,
+        };
+        assert_eq!(pace.due(0), start);
+        assert_eq!(pace.due(5000), start + Duration::from_secs(1));
+        assert_eq!(pace.due(2500), start + Duration::from_millis(500));
+        // Without a rate every command is due when it is taken.
+        let closed = Pace { rate: None, ..pace };
+        assert!(closed.due(1_000_000) >= start);
+        assert!(closed.due(1_000_000) < start + Duration::from_secs(60));
+    }
+
+    fn sale(store: &str, n: usize) -> Command {
+        let workload = w1(
+            1,
+            W1Size {
+                sales: 10,
+                ..W1Size::FULL
+            },
+        );
+        let template = workload
+            .commands
+            .iter()
+            .find(|c| matches!(c, Command::RecordSale { .. }))
+            .expect("W1 has sales")
+            .clone();
+        let Command::RecordSale {
+            lines, occurred_at, ..
+        } = template
+        else {
+            unreachable!()
+        };
+        Command::RecordSale {
+            sale_id: tally_domain::values::SaleId::parse(format!("s-t{n}")).expect("sale id"),
+            store_id: tally_domain::values::StoreId::parse(store).expect("store id"),
+            occurred_at,
+            lines,
+        }
+    }
+
+    #[test]
+    fn the_last_202_of_each_partition_is_tracked_whatever_order_the_answers_came_in() {
+        let commands = vec![
+            sale("store-a", 0),
+            sale("store-b", 1),
+            sale("store-a", 2),
+            sale("store-b", 3),
+            sale("store-a", 4),
+        ];
+        let ids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::now_v7()).collect();
+        // Answers arrive out of order; command 4 never got its 202.
+        let sent: Vec<Sent> = [2, 0, 3, 1]
+            .into_iter()
+            .map(|index| Sent {
+                index,
+                command_id: ids[index],
+                latency: Duration::from_millis(1),
+            })
+            .collect();
+        let mut last = last_per_partition(&commands, &sent);
+        last.sort();
+        let mut want = vec![ids[2], ids[3]];
+        want.sort();
+        assert_eq!(last, want);
+    }
+
+    #[test]
+    fn worker_reports_add_up() {
+        let mut a = WorkerReport {
+            sent: vec![Sent {
+                index: 0,
+                command_id: uuid::Uuid::now_v7(),
+                latency: Duration::ZERO,
+            }],
+            errors: BTreeMap::from([(422, (2, "first".to_owned()))]),
+            reconnects: 1,
+        };
+        let b = WorkerReport {
+            sent: vec![Sent {
+                index: 1,
+                command_id: uuid::Uuid::now_v7(),
+                latency: Duration::ZERO,
+            }],
+            errors: BTreeMap::from([
+                (422, (3, "second".to_owned())),
+                (400, (1, "bad".to_owned())),
+            ]),
+            reconnects: 2,
+        };
+        a.merge(b);
+        assert_eq!(a.sent.len(), 2);
+        assert_eq!(a.reconnects, 3);
+        assert_eq!(a.errors[&422], (5, "first".to_owned()));
+        assert_eq!(a.errors[&400], (1, "bad".to_owned()));
     }
 }
