@@ -26,7 +26,7 @@ use crate::model::{
     CommandEnvelope, CommitBatch, Decision, Delivery, EventMetadata, NewEvent, OutcomeRecord,
 };
 use crate::ports::{CommandQueue, Error, EventStore};
-use crate::signals::Signals;
+use crate::signals::{Cadence, Signals};
 
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
@@ -148,23 +148,13 @@ impl Processor {
     /// Runs until `shutdown` turns true, finishing the batch in hand before it returns.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(50);
-        let mut last_batch: Option<tokio::time::Instant> = None;
+        let mut cadence = Cadence::new(self.config.min_step_interval);
         while !*shutdown.borrow() {
-            if let Some(at) = last_batch.take() {
-                // A batch came just now: let the next one gather for the rest of the interval.
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at + self.config.min_step_interval) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-            let started = tokio::time::Instant::now();
+            let started = cadence.wait(&mut shutdown).await;
             match self.step(Duration::from_millis(200)).await {
                 Ok(report) => {
                     backoff = Duration::from_millis(50);
-                    // A full batch means a backlog: the next one goes at once.
-                    if report.received > 0 && report.received < self.config.batch_size {
-                        last_batch = Some(started);
-                    }
+                    cadence.ran(started, report.received, self.config.batch_size);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "processor step failed; retrying");

@@ -13,7 +13,7 @@ use crate::lease::Leases;
 use crate::model::RecordedEvent;
 use crate::ports::{Error, EventStore, ReadStore};
 use crate::readmodel::{Accumulator, PROJECTIONS, ProjectionUpdate};
-use crate::signals::{Signals, changed_or_poll};
+use crate::signals::{Cadence, Signals, changed_or_poll};
 
 /// The lease a projector holds while it applies to the read models.
 pub const PROJECTOR_LEASE: &str = "projector";
@@ -266,15 +266,9 @@ impl Projector {
     async fn follow(&mut self, shutdown: &mut watch::Receiver<bool>) {
         let mut head = self.signals.watch_head();
         let mut backoff = Duration::from_millis(50);
-        let mut last_batch: Option<tokio::time::Instant> = None;
+        let mut cadence = Cadence::new(LIVE_INTERVAL);
         while !*shutdown.borrow() {
-            if let Some(at) = last_batch.take() {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at + LIVE_INTERVAL) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-            let started = tokio::time::Instant::now();
+            let started = cadence.wait(shutdown).await;
             match self.step().await {
                 Ok(0) => {
                     tokio::select! {
@@ -284,10 +278,7 @@ impl Projector {
                 }
                 Ok(n) => {
                     backoff = Duration::from_millis(50);
-                    // A full batch means a backlog: the next one goes at once.
-                    if n < self.batch_size.min(LIVE_BATCH) {
-                        last_batch = Some(started);
-                    }
+                    cadence.ran(started, n, self.batch_size.min(LIVE_BATCH));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "projector step failed; retrying");

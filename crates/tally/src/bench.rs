@@ -99,27 +99,23 @@ async fn run(
     let projected = projector.catch_up().await.context("projection catch-up")?;
     let catchup_secs = started.elapsed().as_secs_f64();
 
-    let mut verified = tally_core::workload::verify(
-        backend.read.as_ref(),
-        &workload.expected,
-        accepted,
-        rejected,
-    )
-    .await;
-    // A rebuild: every read model emptied and folded again from the log, as `tally rebuild` does;
-    // the books must come out the same.
-    let started = Instant::now();
-    let rebuilt = projector.rebuild().await.context("projection rebuild")?;
-    let rebuild_secs = started.elapsed().as_secs_f64();
-    if verified.is_ok() {
-        verified = tally_core::workload::verify(
+    let books = async || {
+        tally_core::workload::verify(
             backend.read.as_ref(),
             &workload.expected,
             accepted,
             rejected,
         )
         .await
-        .map_err(|e| format!("after the rebuild: {e}"));
+    };
+    let mut verified = books().await;
+    // A rebuild: every read model emptied and folded again from the log, as `tally rebuild` does;
+    // the books must come out the same.
+    let started = Instant::now();
+    let rebuilt = projector.rebuild().await.context("projection rebuild")?;
+    let rebuild_secs = started.elapsed().as_secs_f64();
+    if verified.is_ok() {
+        verified = books().await.map_err(|e| format!("after the rebuild: {e}"));
     }
     if let Err(e) = &verified {
         eprintln!("verification FAILED: {e:#}");

@@ -206,7 +206,8 @@ pub struct LoadArgs {
     /// Stop sending sales after this many seconds (steady: 60), e.g. `60` or `60s` or `2m`.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
-    /// After the sales, this long at --recovery-rate on 64 fresh connections, with its own figures:
+    /// After the sales, this long at --recovery-rate on fresh connections (64, or --connections if
+    /// fewer), with its own figures:
     /// how the server serves right after an overload (e.g. `--rate 48000 --duration 30 --recovery 15`).
     #[arg(long, value_parser = parse_duration)]
     pub recovery: Option<std::time::Duration>,

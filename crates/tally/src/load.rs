@@ -599,8 +599,8 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
         ..workload.commands.len())
         .partition(|&i| matches!(workload.commands[i], Command::RecordDelivery { .. }));
     // The last sales are the recovery phase's (none without --recovery).
-    let recovery: Vec<usize> = sales.split_off(sales.len().saturating_sub(recovery_sales));
-    let recovery_from = recovery.first().copied().unwrap_or(usize::MAX);
+    let recovery_indices: Vec<usize> = sales.split_off(sales.len().saturating_sub(recovery_sales));
+    let recovery_from = recovery_indices.first().copied().unwrap_or(usize::MAX);
     eprintln!(
         "{:?} over HTTP: {} reference, {} deliveries, {} sales to {} on {connections} connections{}{}",
         opts.workload,
@@ -674,7 +674,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
             };
             let seen = spread(
                 &shared,
-                Arc::new(recovery),
+                Arc::new(recovery_indices),
                 RECOVERY_CONNECTIONS.min(connections),
                 pace,
             )
