@@ -122,6 +122,33 @@ impl RecordedEvent {
     }
 }
 
+/// An event as a projection reads it: its place in the log and its payload, without the stream and
+/// metadata a projection never looks at (less to read, copy and drop on a rebuild of the whole log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPayload {
+    pub position: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub data: String,
+}
+
+impl EventPayload {
+    pub fn decode(&self) -> Result<tally_domain::Event, tally_domain::event::DecodeError> {
+        tally_domain::Event::decode(&self.event_type, self.schema_version, &self.data)
+    }
+}
+
+impl From<RecordedEvent> for EventPayload {
+    fn from(e: RecordedEvent) -> Self {
+        Self {
+            position: e.position,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            data: e.data,
+        }
+    }
+}
+
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Decision {

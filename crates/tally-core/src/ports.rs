@@ -12,8 +12,8 @@ use tally_domain::StreamId;
 use uuid::Uuid;
 
 use crate::model::{
-    ApiKey, CommandEnvelope, CommandRecord, CommitBatch, DeadLetter, Delivery, KeyUsage,
-    QueueMessage, RecordedEvent,
+    ApiKey, CommandEnvelope, CommandRecord, CommitBatch, DeadLetter, Delivery, EventPayload,
+    KeyUsage, QueueMessage, RecordedEvent,
 };
 use crate::readmodel::{DayFigures, ProjectionUpdate, SupplierDay};
 
@@ -55,6 +55,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Up to `limit` events with position > `after`, in global order, without gaps in what is committed.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// What [`EventStore::read_all`] returns, as [`EventPayload`]s: the same events, without their
+    /// streams and metadata. The projector reads the log this way.
+    async fn read_payloads(&self, after: u64, limit: usize) -> Result<Vec<EventPayload>> {
+        let events = self.read_all(after, limit).await?;
+        Ok(events.into_iter().map(EventPayload::from).collect())
+    }
 
     /// Every event of the given streams: for each, `(stream, version in that stream, event)`, in version
     /// order per stream. Streams that do not exist are simply absent.

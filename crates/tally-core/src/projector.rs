@@ -10,10 +10,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::lease::Leases;
-use crate::model::RecordedEvent;
+use crate::model::EventPayload;
 use crate::ports::{Error, EventStore, ReadStore};
 use crate::readmodel::{Accumulator, PROJECTIONS, ProjectionUpdate};
 use crate::signals::{Cadence, Signals, changed_or_poll};
+use tally_domain::Event;
 
 /// The lease a projector holds while it applies to the read models.
 pub const PROJECTOR_LEASE: &str = "projector";
@@ -29,6 +30,65 @@ const LIVE_BATCH: usize = 5000;
 /// what each commit wrote). After a quiet spell an event is applied at once. Adds at most this much to
 /// the visibility lag.
 pub const LIVE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Decodes a batch of the log for folding.
+fn decode(payloads: Vec<EventPayload>) -> Result<Vec<(u64, Event)>, Error> {
+    payloads
+        .iter()
+        .map(|p| {
+            p.decode()
+                .map(|e| (p.position, e))
+                .map_err(|e| Error::Corrupt(format!("event {}: {e}", p.position)))
+        })
+        .collect()
+}
+
+/// An update being folded: one accumulator per projection, each from its own checkpoint (events at
+/// or before it are skipped), up to the last event folded.
+struct Pending {
+    projections: Vec<(&'static str, u64, Accumulator)>,
+    to: u64,
+}
+
+impl Pending {
+    fn new(checkpoints: &HashMap<String, u64>) -> Self {
+        let projections = PROJECTIONS
+            .iter()
+            .filter_map(|name| {
+                let from = checkpoints.get(*name).copied().unwrap_or(0);
+                Accumulator::for_projection(name).map(|acc| (*name, from, acc))
+            })
+            .collect();
+        Self { projections, to: 0 }
+    }
+
+    /// Folds the next events of the log (in order, after those folded before).
+    fn fold(&mut self, events: &[(u64, Event)]) {
+        for (_, from, acc) in &mut self.projections {
+            for (_, event) in events.iter().filter(|(p, _)| *p > *from) {
+                acc.fold(event);
+            }
+        }
+        if let Some((last, _)) = events.last() {
+            self.to = self.to.max(*last);
+        }
+    }
+
+    /// One update per projection that has events past its checkpoint.
+    fn finish(self) -> Vec<ProjectionUpdate> {
+        let to = self.to;
+        self.projections
+            .into_iter()
+            .filter(|(_, from, _)| to > *from)
+            .map(|(name, from, acc)| ProjectionUpdate {
+                projection: name.to_owned(),
+                from,
+                to,
+                delta: acc.finish(),
+            })
+            .collect()
+    }
+}
 
 pub struct Projector {
     store: Arc<dyn EventStore>,
@@ -77,71 +137,30 @@ impl Projector {
     pub async fn step(&mut self) -> Result<usize, Error> {
         let from = self.next_from().await?;
         // Live batches stay small: a big apply would hold the single writer (and every 202) up.
-        let events = self
-            .store
-            .read_all(from, self.batch_size.min(LIVE_BATCH))
-            .await?;
-        if events.is_empty() {
+        let events = decode(
+            self.store
+                .read_payloads(from, self.batch_size.min(LIVE_BATCH))
+                .await?,
+        )?;
+        let Some(last) = events.last().map(|(p, _)| *p) else {
             self.signals.projected(from);
             return Ok(0);
-        }
-        self.project(events).await
+        };
+        let mut pending = Pending::new(&self.checkpoints().await?);
+        pending.fold(&events);
+        self.apply(pending).await?;
+        self.signals.projected(last);
+        Ok(events.len())
     }
 
-    /// Folds a batch (the events right after the lowest checkpoint) into an update for every
-    /// projection that has not seen them, and moves the cached checkpoints to the batch's end as if the
-    /// update were applied (a failed apply clears the cache).
-    fn fold(
-        &mut self,
-        events: &[RecordedEvent],
-        checkpoints: &HashMap<String, u64>,
-    ) -> Result<Vec<ProjectionUpdate>, Error> {
-        let at = |name: &str| checkpoints.get(name).copied().unwrap_or(0);
-        let Some(last) = events.last().map(|e| e.position) else {
-            return Ok(Vec::new());
-        };
-        let decoded = events
-            .iter()
-            .map(|r| {
-                r.decode()
-                    .map(|e| (r.position, e))
-                    .map_err(|e| Error::Corrupt(format!("event {}: {e}", r.position)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut updates = Vec::with_capacity(PROJECTIONS.len());
-        for name in PROJECTIONS {
-            let cp = at(name);
-            let Some(mut acc) = Accumulator::for_projection(name).filter(|_| last > cp) else {
-                continue;
-            };
-            for (_, event) in decoded.iter().filter(|(p, _)| *p > cp) {
-                acc.fold(event);
-            }
-            updates.push(ProjectionUpdate {
-                projection: name.to_owned(),
-                from: cp,
-                to: last,
-                delta: acc.finish(),
-            });
-        }
-        if let Some(c) = &mut self.checkpoints {
-            for name in PROJECTIONS {
-                c.insert(name.to_owned(), last);
-            }
-        }
-        Ok(updates)
-    }
-
-    async fn project(&mut self, events: Vec<RecordedEvent>) -> Result<usize, Error> {
-        let checkpoints = self.checkpoints().await?;
-        let Some(last) = events.last().map(|e| e.position) else {
-            return Ok(0);
-        };
-        let updates = self.fold(&events, &checkpoints)?;
-        match self.read.apply(updates).await {
+    /// Applies a folded update and moves the cached checkpoints to its end; a failed apply clears the
+    /// cache, so the next step reads the checkpoints again.
+    async fn apply(&mut self, pending: Pending) -> Result<(), Error> {
+        let to = pending.to;
+        match self.read.apply(pending.finish()).await {
             Ok(()) => {
-                self.signals.projected(last);
-                Ok(events.len())
+                self.moved_to(to);
+                Ok(())
             }
             Err(e) => {
                 self.checkpoints = None;
@@ -150,31 +169,74 @@ impl Projector {
         }
     }
 
-    /// Applies batches until the log is exhausted; returns the events read. Three stages overlap: the
-    /// next batch is read while the current one is folded and the previous one is applied. Each apply
-    /// starts only after the previous one committed, and checks its checkpoints, so the order holds.
+    fn moved_to(&mut self, to: u64) {
+        if let Some(c) = &mut self.checkpoints {
+            for name in PROJECTIONS {
+                c.insert(name.to_owned(), to);
+            }
+        }
+    }
+
+    /// Applies batches until the log is exhausted; returns the events read. The stages overlap: a
+    /// reader task reads the log batch after batch and hands each to a decoding task of its own
+    /// (several batches decode at once, on every core), while this loop folds the decoded batches in
+    /// log order and the writer applies the previous update. Batches folded while the writer is busy
+    /// go into one update, so the writer's work follows the rows touched, not the events read, and it
+    /// never holds the others up. Each apply starts only after the previous one committed, and checks
+    /// its checkpoints, so the order holds.
     pub async fn catch_up(&mut self) -> Result<u64, Error> {
+        type Decoding = tokio::task::JoinHandle<Result<Vec<(u64, Event)>, Error>>;
         let mut total = 0u64;
         let (store, limit) = (self.store.clone(), self.batch_size);
-        let read = move |from: u64| {
-            let store = store.clone();
-            tokio::spawn(async move { store.read_all(from, limit).await })
-        };
+        // One batch waits decoded or decoding while another is read and a third is folded: memory
+        // stays at a few batches however long the log.
+        let (batches, mut decoded) = tokio::sync::mpsc::channel::<Result<Decoding, Error>>(1);
+        let mut from = self.next_from().await?;
+        tokio::spawn(async move {
+            loop {
+                let payloads = match store.read_payloads(from, limit).await {
+                    Ok(payloads) => payloads,
+                    Err(e) => {
+                        let _ = batches.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let Some(last) = payloads.last().map(|p| p.position) else {
+                    return; // the end of the log: the channel closes
+                };
+                from = last;
+                let decoding = tokio::task::spawn_blocking(move || decode(payloads));
+                if batches.send(Ok(decoding)).await.is_err() {
+                    return; // the fold loop stopped
+                }
+            }
+        });
         let joined = |r: Result<Result<(), Error>, tokio::task::JoinError>| {
             r.map_err(|e| Error::Unavailable(format!("projector task failed: {e}")))?
         };
-        let mut next = read(self.next_from().await?);
         let mut applying: Option<(u64, tokio::task::JoinHandle<Result<(), Error>>)> = None;
-        loop {
-            let events = next
-                .await
-                .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))??;
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
+        let mut pending: Option<Pending> = None;
+        while let Some(decoding) = decoded.recv().await {
+            let events = match decoding {
+                Ok(task) => task
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("decoding task failed: {e}")))
+                    .and_then(|events| events),
+                Err(e) => Err(e),
             };
-            next = read(last);
-            let checkpoints = self.checkpoints().await?;
-            let updates = self.fold(&events, &checkpoints)?;
+            // An update may be in flight: the cached checkpoints are not to be trusted after a failure.
+            let events = events.inspect_err(|_| self.checkpoints = None)?;
+            total += events.len() as u64;
+            if pending.is_none() {
+                pending = Some(Pending::new(&self.checkpoints().await?));
+            }
+            if let Some(pending) = &mut pending {
+                pending.fold(&events);
+            }
+            drop(events);
+            if applying.as_ref().is_some_and(|(_, h)| !h.is_finished()) {
+                continue; // the writer is busy: the next batch joins this update
+            }
             if let Some((position, handle)) = applying.take() {
                 if let Err(e) = joined(handle.await) {
                     self.checkpoints = None;
@@ -182,12 +244,15 @@ impl Projector {
                 }
                 self.signals.projected(position);
             }
-            let read_store = self.read.clone();
-            applying = Some((
-                last,
-                tokio::spawn(async move { read_store.apply(updates).await }),
-            ));
-            total += events.len() as u64;
+            if let Some(update) = pending.take() {
+                let to = update.to;
+                self.moved_to(to);
+                let read_store = self.read.clone();
+                applying = Some((
+                    to,
+                    tokio::spawn(async move { read_store.apply(update.finish()).await }),
+                ));
+            }
         }
         if let Some((position, handle)) = applying.take() {
             if let Err(e) = joined(handle.await) {
@@ -195,6 +260,11 @@ impl Projector {
                 return Err(e);
             }
             self.signals.projected(position);
+        }
+        if let Some(update) = pending.take() {
+            let to = update.to;
+            self.apply(update).await?;
+            self.signals.projected(to);
         }
         Ok(total)
     }
@@ -290,5 +360,99 @@ impl Projector {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::readmodel::{Delta, INVENTORY, STORE_DAILY, SUPPLIER_DAILY};
+    use tally_domain::event::{SaleRecorded, SoldLine, StockAdjusted};
+    use tally_domain::values::{
+        AdjustmentId, AdjustmentReason, Cents, ItemId, Quantity, SaleId, StockDelta, StoreId,
+        SupplierId,
+    };
+
+    fn sale(n: u64) -> (u64, Event) {
+        let event = Event::SaleRecorded(SaleRecorded {
+            sale_id: SaleId::parse(format!("x{n}")).unwrap(),
+            store_id: StoreId::parse("s1").unwrap(),
+            business_date: "2026-11-02".parse().unwrap(),
+            lines: vec![SoldLine {
+                item_id: ItemId::parse("a").unwrap(),
+                supplier_id: SupplierId::parse("acme").unwrap(),
+                quantity: Quantity::new(1).unwrap(),
+                unit_price_cents: Cents::new(100).unwrap(),
+            }],
+        });
+        (n, event)
+    }
+
+    fn adjustment(n: u64) -> (u64, Event) {
+        let event = Event::StockAdjusted(StockAdjusted {
+            adjustment_id: AdjustmentId::parse(format!("j{n}")).unwrap(),
+            store_id: StoreId::parse("s1").unwrap(),
+            item_id: ItemId::parse("a").unwrap(),
+            delta: StockDelta::new(5).unwrap(),
+            reason: AdjustmentReason::Damage,
+            business_date: "2026-11-02".parse().unwrap(),
+        });
+        (n, event)
+    }
+
+    fn checkpoints(inventory: u64, store: u64, supplier: u64) -> HashMap<String, u64> {
+        [
+            (INVENTORY, inventory),
+            (STORE_DAILY, store),
+            (SUPPLIER_DAILY, supplier),
+        ]
+        .into_iter()
+        .map(|(n, p)| (n.to_owned(), p))
+        .collect()
+    }
+
+    #[test]
+    fn batches_folded_into_one_update_equal_one_big_batch() {
+        let events: Vec<_> = (1..=6)
+            .map(|n| if n % 3 == 0 { adjustment(n) } else { sale(n) })
+            .collect();
+        let mut whole = Pending::new(&checkpoints(0, 0, 0));
+        whole.fold(&events);
+        let mut parts = Pending::new(&checkpoints(0, 0, 0));
+        parts.fold(&events[..2]);
+        parts.fold(&events[2..5]);
+        parts.fold(&events[5..]);
+        assert_eq!(parts.to, 6);
+        assert_eq!(parts.finish(), whole.finish());
+    }
+
+    #[test]
+    fn each_projection_starts_after_its_own_checkpoint() {
+        let events: Vec<_> = (1..=4).map(sale).collect();
+        // inventory has seen 3 events, store days 1, supplier days all 4.
+        let mut pending = Pending::new(&checkpoints(3, 1, 4));
+        pending.fold(&events);
+        let updates = pending.finish();
+        let names: Vec<_> = updates.iter().map(|u| u.projection.as_str()).collect();
+        assert_eq!(
+            names,
+            [INVENTORY, STORE_DAILY],
+            "supplier days have nothing new"
+        );
+        let Delta::Inventory(stock) = &updates[0].delta else {
+            panic!("wrong delta")
+        };
+        assert_eq!((updates[0].from, updates[0].to), (3, 4));
+        assert_eq!(stock.get(&("s1".to_owned(), "a".to_owned())), Some(&-1));
+        let Delta::StoreDaily(days) = &updates[1].delta else {
+            panic!("wrong delta")
+        };
+        assert_eq!((updates[1].from, updates[1].to), (1, 4));
+        let day = days
+            .get(&("s1".to_owned(), "2026-11-02".parse().unwrap()))
+            .unwrap();
+        assert_eq!(day.transactions, 3);
     }
 }

@@ -128,7 +128,9 @@ fn store_day_change(event: &Event) -> Option<(&str, Date, DayFigures)> {
     })
 }
 
-type Fast<K, V> = foldhash::HashMap<K, V>;
+/// hashbrown's map (foldhash inside) for its `entry_ref`: one lookup by `&str`, the key copied only
+/// when the row is new.
+type Fast<K, V> = hashbrown::HashMap<K, V>;
 
 /// Folds many events into one projection's delta. Rows are kept in nested maps looked up by `&str`, so
 /// a row touched before costs no allocation: this is the projector's hot loop.
@@ -143,32 +145,18 @@ fn row<'m, K: std::hash::Hash + Eq, V: Default>(
     outer: &str,
     inner: K,
 ) -> &'m mut V {
-    if !m.contains_key(outer) {
-        m.insert(outer.to_owned(), Fast::default());
-    }
-    m.get_mut(outer)
-        .unwrap_or_else(|| unreachable!("inserted above"))
-        .entry(inner)
-        .or_default()
+    m.entry_ref(outer).or_default().entry(inner).or_default()
 }
 
-fn item_row<'m>(
-    m: &'m mut Fast<String, Fast<String, i64>>,
+/// Adds each `(item, change)` to the store's stock rows: one store per event, so its items' map is
+/// looked up once, then each line's row.
+fn add_stock<'e>(
+    rows: &mut Fast<String, Fast<String, i64>>,
     store: &str,
-    item: &str,
-) -> &'m mut i64 {
-    if !m.contains_key(store) {
-        m.insert(store.to_owned(), Fast::default());
-    }
-    let items = m
-        .get_mut(store)
-        .unwrap_or_else(|| unreachable!("inserted above"));
-    if !items.contains_key(item) {
-        items.insert(item.to_owned(), 0);
-    }
-    items
-        .get_mut(item)
-        .unwrap_or_else(|| unreachable!("inserted above"))
+    lines: impl Iterator<Item = (&'e str, i64)>,
+) {
+    let items = rows.entry_ref(store).or_default();
+    lines.for_each(|(item, change)| *items.entry_ref(item).or_insert(0) += change);
 }
 
 impl Accumulator {
@@ -183,29 +171,44 @@ impl Accumulator {
 
     pub fn fold(&mut self, event: &Event) {
         match self {
-            Accumulator::Inventory(rows) => {
-                let mut add = |store: &str, item: &str, d: i64| *item_row(rows, store, item) += d;
-                match event {
-                    Event::GoodsDelivered(e) => e.lines.iter().for_each(|l| {
-                        add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get())
-                    }),
-                    Event::SaleRecorded(e) => e.lines.iter().for_each(|l| {
-                        add(e.store_id.as_str(), l.item_id.as_str(), -l.quantity.get())
-                    }),
-                    Event::SaleVoided(e) => e.lines.iter().for_each(|l| {
-                        add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get())
-                    }),
-                    Event::ReturnRecorded(e) => e.lines.iter().for_each(|l| {
-                        add(e.store_id.as_str(), l.item_id.as_str(), l.quantity.get())
-                    }),
-                    Event::StockAdjusted(e) => {
-                        add(e.store_id.as_str(), e.item_id.as_str(), e.delta.get())
-                    }
-                    Event::SupplierRegistered(_)
-                    | Event::StoreRegistered(_)
-                    | Event::ItemRegistered(_) => {}
-                }
-            }
+            Accumulator::Inventory(rows) => match event {
+                Event::GoodsDelivered(e) => add_stock(
+                    rows,
+                    e.store_id.as_str(),
+                    e.lines
+                        .iter()
+                        .map(|l| (l.item_id.as_str(), l.quantity.get())),
+                ),
+                Event::SaleRecorded(e) => add_stock(
+                    rows,
+                    e.store_id.as_str(),
+                    e.lines
+                        .iter()
+                        .map(|l| (l.item_id.as_str(), -l.quantity.get())),
+                ),
+                Event::SaleVoided(e) => add_stock(
+                    rows,
+                    e.store_id.as_str(),
+                    e.lines
+                        .iter()
+                        .map(|l| (l.item_id.as_str(), l.quantity.get())),
+                ),
+                Event::ReturnRecorded(e) => add_stock(
+                    rows,
+                    e.store_id.as_str(),
+                    e.lines
+                        .iter()
+                        .map(|l| (l.item_id.as_str(), l.quantity.get())),
+                ),
+                Event::StockAdjusted(e) => add_stock(
+                    rows,
+                    e.store_id.as_str(),
+                    std::iter::once((e.item_id.as_str(), e.delta.get())),
+                ),
+                Event::SupplierRegistered(_)
+                | Event::StoreRegistered(_)
+                | Event::ItemRegistered(_) => {}
+            },
             Accumulator::StoreDaily(rows) => {
                 if let Some((store, date, change)) = store_day_change(event) {
                     row(rows, store, date).add(&change);

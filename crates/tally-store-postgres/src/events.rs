@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use tally_core::model::{
-    CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata, Principal, RecordedEvent,
-    Role,
+    CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata, EventPayload, Principal,
+    RecordedEvent, Role,
 };
 use tally_core::ports::{CommandLog, Error, EventStore, Result};
 use tally_domain::StreamId;
@@ -374,6 +374,34 @@ impl EventStore for Postgres {
             .await
             .map_err(|e| pg_error("reading the log", e))?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_payloads(&self, after: u64, limit: usize) -> Result<Vec<EventPayload>> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT position, event_type, schema_version, data FROM events \
+                 WHERE position > $1 ORDER BY position LIMIT $2",
+                &[&to_i64(after, "position")?, &limit],
+            )
+            .await
+            .map_err(|e| pg_error("reading the log", e))?;
+        rows.iter()
+            .map(|row| {
+                let get =
+                    |e: tokio_postgres::Error| Error::Corrupt(format!("reading an event row: {e}"));
+                let position: i64 = row.try_get(0).map_err(get)?;
+                let schema_version: i32 = row.try_get(2).map_err(get)?;
+                Ok(EventPayload {
+                    position: to_u64(position, "position")?,
+                    event_type: row.try_get(1).map_err(get)?,
+                    schema_version: u32::try_from(schema_version)
+                        .map_err(|_| Error::Corrupt(format!("schema version {schema_version}")))?,
+                    data: row.try_get(3).map_err(get)?,
+                })
+            })
+            .collect()
     }
 
     async fn read_streams(

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use tally_core::model::{
-    CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata, Principal, RecordedEvent,
-    Role,
+    CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata, EventPayload, Principal,
+    RecordedEvent, Role,
 };
 use tally_core::ports::{CommandLog, Error, EventStore, Result};
 use tally_domain::StreamId;
@@ -236,6 +236,30 @@ impl EventStore for Sqlite {
                     .map_err(sql_error)?;
                 rows.map(|r| r.map_err(sql_error).and_then(RawEvent::into_recorded))
                     .collect()
+            })
+            .await
+    }
+
+    async fn read_payloads(&self, after: u64, limit: usize) -> Result<Vec<EventPayload>> {
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT position, event_type, schema_version, data FROM events \
+                         WHERE position > ?1 ORDER BY position LIMIT ?2",
+                    )
+                    .map_err(sql_error)?;
+                let rows = stmt
+                    .query_map(params![after as i64, limit as i64], |row| {
+                        Ok(EventPayload {
+                            position: row.get::<_, i64>(0)? as u64,
+                            event_type: row.get(1)?,
+                            schema_version: row.get(2)?,
+                            data: row.get(3)?,
+                        })
+                    })
+                    .map_err(sql_error)?;
+                rows.map(|r| r.map_err(sql_error)).collect()
             })
             .await
     }

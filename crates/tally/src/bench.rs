@@ -109,6 +109,7 @@ async fn run(
         .await
     };
     let mut verified = books().await;
+    eprintln!("caught up in {catchup_secs:.2}s; rebuilding the read models from the log");
     // A rebuild: every read model emptied and folded again from the log, as `tally rebuild` does;
     // the books must come out the same.
     let started = Instant::now();

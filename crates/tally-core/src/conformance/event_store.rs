@@ -8,7 +8,7 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use super::support::{accept, batch, event, processed, stream, ts};
-use crate::model::{CommitBatch, NewEvent, RecordedEvent};
+use crate::model::{CommitBatch, EventPayload, NewEvent, RecordedEvent};
 use crate::{Backend, Error};
 
 /// Checks that `got` is `new` stored at `position` and read as (`stream_id`, `version`).
@@ -102,6 +102,16 @@ pub async fn appends_and_reads_in_global_order(b: &Backend) {
     let page = b.events.read_all(written[0].0, 2).await.expect("read_all");
     assert_eq!(page, all[1..3].to_vec());
     assert_eq!(b.events.read_all(last, 100).await, Ok(Vec::new()));
+    // The projector's read: the same events and pages, without streams and metadata.
+    let payloads = |events: &[RecordedEvent]| -> Vec<EventPayload> {
+        events.iter().cloned().map(EventPayload::from).collect()
+    };
+    assert_eq!(b.events.read_payloads(0, 100).await, Ok(payloads(&all)));
+    assert_eq!(
+        b.events.read_payloads(written[0].0, 2).await,
+        Ok(payloads(&all[1..3]))
+    );
+    assert_eq!(b.events.read_payloads(last, 100).await, Ok(Vec::new()));
 
     let s_a = b
         .events
