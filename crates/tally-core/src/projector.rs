@@ -227,12 +227,11 @@ impl Projector {
             // An update may be in flight: the cached checkpoints are not to be trusted after a failure.
             let events = events.inspect_err(|_| self.checkpoints = None)?;
             total += events.len() as u64;
-            if pending.is_none() {
-                pending = Some(Pending::new(&self.checkpoints().await?));
-            }
-            if let Some(pending) = &mut pending {
-                pending.fold(&events);
-            }
+            let update = match &mut pending {
+                Some(update) => update,
+                None => pending.insert(Pending::new(&self.checkpoints().await?)),
+            };
+            update.fold(&events);
             drop(events);
             if applying.as_ref().is_some_and(|(_, h)| !h.is_finished()) {
                 continue; // the writer is busy: the next batch joins this update

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use jiff::civil::Date;
 use serde::Serialize;
 use tally_domain::Event;
+use tally_domain::event::{ReturnRecorded, SaleRecorded, SaleVoided, SoldLine};
 
 /// The projections tally maintains, by name.
 pub const INVENTORY: &str = "inventory";
@@ -169,46 +170,42 @@ impl Accumulator {
         }
     }
 
-    pub fn fold(&mut self, event: &Event) {
+    pub fn fold<'e>(&mut self, event: &'e Event) {
         match self {
-            Accumulator::Inventory(rows) => match event {
-                Event::GoodsDelivered(e) => add_stock(
-                    rows,
-                    e.store_id.as_str(),
-                    e.lines
+            Accumulator::Inventory(rows) => {
+                // Sold lines leave the stock; voided and returned ones come back.
+                let sold = |lines: &'e [SoldLine], sign: i64| {
+                    lines
                         .iter()
-                        .map(|l| (l.item_id.as_str(), l.quantity.get())),
-                ),
-                Event::SaleRecorded(e) => add_stock(
-                    rows,
-                    e.store_id.as_str(),
-                    e.lines
-                        .iter()
-                        .map(|l| (l.item_id.as_str(), -l.quantity.get())),
-                ),
-                Event::SaleVoided(e) => add_stock(
-                    rows,
-                    e.store_id.as_str(),
-                    e.lines
-                        .iter()
-                        .map(|l| (l.item_id.as_str(), l.quantity.get())),
-                ),
-                Event::ReturnRecorded(e) => add_stock(
-                    rows,
-                    e.store_id.as_str(),
-                    e.lines
-                        .iter()
-                        .map(|l| (l.item_id.as_str(), l.quantity.get())),
-                ),
-                Event::StockAdjusted(e) => add_stock(
-                    rows,
-                    e.store_id.as_str(),
-                    std::iter::once((e.item_id.as_str(), e.delta.get())),
-                ),
-                Event::SupplierRegistered(_)
-                | Event::StoreRegistered(_)
-                | Event::ItemRegistered(_) => {}
-            },
+                        .map(move |l| (l.item_id.as_str(), sign * l.quantity.get()))
+                };
+                match event {
+                    Event::GoodsDelivered(e) => add_stock(
+                        rows,
+                        e.store_id.as_str(),
+                        e.lines
+                            .iter()
+                            .map(|l| (l.item_id.as_str(), l.quantity.get())),
+                    ),
+                    Event::SaleRecorded(SaleRecorded {
+                        store_id, lines, ..
+                    }) => add_stock(rows, store_id.as_str(), sold(lines, -1)),
+                    Event::SaleVoided(SaleVoided {
+                        store_id, lines, ..
+                    })
+                    | Event::ReturnRecorded(ReturnRecorded {
+                        store_id, lines, ..
+                    }) => add_stock(rows, store_id.as_str(), sold(lines, 1)),
+                    Event::StockAdjusted(e) => add_stock(
+                        rows,
+                        e.store_id.as_str(),
+                        std::iter::once((e.item_id.as_str(), e.delta.get())),
+                    ),
+                    Event::SupplierRegistered(_)
+                    | Event::StoreRegistered(_)
+                    | Event::ItemRegistered(_) => {}
+                }
+            }
             Accumulator::StoreDaily(rows) => {
                 if let Some((store, date, change)) = store_day_change(event) {
                     row(rows, store, date).add(&change);
