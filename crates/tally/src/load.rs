@@ -237,43 +237,88 @@ impl Pace {
     }
 }
 
-/// Sends `indices` on `connections` workers; returns what each saw.
+/// The items a pool of workers shares: each takes the next one when done with the last.
+struct Shares<T> {
+    items: Arc<Vec<T>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl<T> Shares<T> {
+    /// The next item and its index, if any is left.
+    fn take(&self) -> Option<(usize, &T)> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.items.get(n).map(|item| (n, item))
+    }
+    /// No worker takes another item.
+    fn close(&self) {
+        self.next.store(self.items.len(), Ordering::Relaxed);
+    }
+}
+
+/// Works through `items` on `connections` workers, each with its own connection, so a slow answer
+/// holds up only its own worker; returns what each worker gathered.
+async fn on_workers<T, R, F, Fut>(
+    shared: &Arc<Shared>,
+    items: Arc<Vec<T>>,
+    connections: usize,
+    work: F,
+) -> anyhow::Result<Vec<R>>
+where
+    T: Send + Sync + 'static,
+    R: Send + 'static,
+    F: Fn(Arc<Shared>, Conn, Shares<T>) -> Fut,
+    Fut: Future<Output = anyhow::Result<R>> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let shares = Shares {
+                items: items.clone(),
+                next: next.clone(),
+            };
+            let conn = Conn::new(shared.target.clone());
+            tokio::spawn(work(shared.clone(), conn, shares))
+        })
+        .collect();
+    let mut gathered = Vec::with_capacity(workers.len());
+    for w in workers {
+        gathered.push(w.await.context("load worker")??);
+    }
+    Ok(gathered)
+}
+
+/// Sends `indices` on `connections` workers; returns what they saw.
 async fn spread(
     shared: &Arc<Shared>,
     indices: Arc<Vec<usize>>,
     connections: usize,
     pace: Pace,
 ) -> anyhow::Result<WorkerReport> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..connections {
-        let (shared, indices, next) = (shared.clone(), indices.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut conn = Conn::new(shared.target.clone());
+    let reports = on_workers(
+        shared,
+        indices,
+        connections,
+        |shared, mut conn, shares| async move {
             let mut report = WorkerReport::default();
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&index) = indices.get(n) else {
-                    return Ok::<_, anyhow::Error>(report);
-                };
+            while let Some((n, &index)) = shares.take() {
                 let due = pace.due(n);
                 let now = Instant::now();
                 if pace.until.is_some_and(|until| due.max(now) > until) {
-                    // Later commands are due later still: this worker is done.
-                    next.store(indices.len(), Ordering::Relaxed);
-                    return Ok(report);
+                    // Later commands are due later still: the run is over.
+                    shares.close();
+                    break;
                 }
                 if due > now {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 send_one(&shared, &mut conn, index, due, &mut report).await?;
             }
-        }));
-    }
+            Ok(report)
+        },
+    )
+    .await?;
     let mut all = WorkerReport::default();
-    for w in workers {
-        all.merge(w.await.context("load worker")??);
-    }
+    reports.into_iter().for_each(|r| all.merge(r));
     Ok(all)
 }
 
@@ -354,27 +399,22 @@ async fn outcomes(
     ids: Vec<uuid::Uuid>,
     connections: usize,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let ids = Arc::new(ids);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..connections {
-        let (shared, ids, next) = (shared.clone(), ids.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut conn = Conn::new(shared.target.clone());
+    let count = ids.len();
+    let gathered = on_workers(
+        shared,
+        Arc::new(ids),
+        connections,
+        |shared, mut conn, shares| async move {
             let mut got = Vec::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&id) = ids.get(n) else {
-                    return Ok::<_, anyhow::Error>(got);
-                };
+            while let Some((n, &id)) = shares.take() {
                 got.push((n, outcome(&shared, &mut conn, id).await?));
             }
-        }));
-    }
-    let mut all = Vec::with_capacity(ids.len());
-    for w in workers {
-        all.extend(w.await.context("outcome worker")??);
-    }
+            Ok(got)
+        },
+    )
+    .await?;
+    let mut all = Vec::with_capacity(count);
+    all.extend(gathered.into_iter().flatten());
     all.sort_by_key(|(n, _)| *n);
     Ok(all.into_iter().map(|(_, o)| o).collect())
 }
