@@ -133,15 +133,16 @@ impl Projector {
             .unwrap_or(0))
     }
 
+    /// Most events per batch when following the log live.
+    fn live_batch(&self) -> usize {
+        self.batch_size.min(LIVE_BATCH)
+    }
+
     /// Applies the next batch of events; returns how many events it read (0: caught up).
     pub async fn step(&mut self) -> Result<usize, Error> {
         let from = self.next_from().await?;
         // Live batches stay small: a big apply would hold the single writer (and every 202) up.
-        let events = decode(
-            self.store
-                .read_payloads(from, self.batch_size.min(LIVE_BATCH))
-                .await?,
-        )?;
+        let events = decode(self.store.read_payloads(from, self.live_batch()).await?)?;
         let Some(last) = events.last().map(|(p, _)| *p) else {
             self.signals.projected(from);
             return Ok(0);
@@ -347,7 +348,7 @@ impl Projector {
                 }
                 Ok(n) => {
                     backoff = Duration::from_millis(50);
-                    cadence.ran(started, n, self.batch_size.min(LIVE_BATCH));
+                    cadence.ran(started, n, self.live_batch());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "projector step failed; retrying");

@@ -60,11 +60,6 @@ macro_rules! id_type {
                 Self::parse(raw)
             }
         }
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0.into_string()
-            }
-        }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)

@@ -26,8 +26,13 @@ use crate::{Postgres, Ts, pg_error, to_i64, to_u64};
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_type, e.schema_version, \
      e.occurred_at, e.recorded_at, e.data, e.command_id, e.correlation_id, e.principal";
 
+/// A column of an event row that could not be read.
+fn unreadable(e: tokio_postgres::Error) -> Error {
+    Error::Corrupt(format!("reading an event row: {e}"))
+}
+
 fn event_from_row(row: &Row) -> Result<RecordedEvent> {
-    let get = |e: tokio_postgres::Error| Error::Corrupt(format!("reading an event row: {e}"));
+    let get = unreadable;
     let position: i64 = row.try_get(0).map_err(get)?;
     let version: i64 = row.try_get(2).map_err(get)?;
     let schema_version: i32 = row.try_get(4).map_err(get)?;
@@ -389,8 +394,7 @@ impl EventStore for Postgres {
             .map_err(|e| pg_error("reading the log", e))?;
         rows.iter()
             .map(|row| {
-                let get =
-                    |e: tokio_postgres::Error| Error::Corrupt(format!("reading an event row: {e}"));
+                let get = unreadable;
                 let position: i64 = row.try_get(0).map_err(get)?;
                 let schema_version: i32 = row.try_get(2).map_err(get)?;
                 Ok(EventPayload {

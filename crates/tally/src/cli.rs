@@ -236,7 +236,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("{s}: must be positive"));
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("{s}: too long"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -463,4 +463,21 @@ fn env_of(command: &clap::Command, long: &str) -> Option<String> {
         .and_then(|a| a.get_env())
         .map(|v| v.to_string_lossy().into_owned())
         .or_else(|| command.get_subcommands().find_map(|sub| env_of(sub, long)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_a_unit_and_refuse_what_is_not_one() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "", "5h", "x", "99999999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -399,7 +399,6 @@ async fn outcomes(
     ids: Vec<uuid::Uuid>,
     connections: usize,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let count = ids.len();
     let gathered = on_workers(
         shared,
         Arc::new(ids),
@@ -413,8 +412,7 @@ async fn outcomes(
         },
     )
     .await?;
-    let mut all = Vec::with_capacity(count);
-    all.extend(gathered.into_iter().flatten());
+    let mut all: Vec<(usize, Outcome)> = gathered.into_iter().flatten().collect();
     all.sort_by_key(|(n, _)| *n);
     Ok(all.into_iter().map(|(_, o)| o).collect())
 }
