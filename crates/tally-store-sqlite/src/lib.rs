@@ -46,7 +46,8 @@ impl Sqlite {
              PRAGMA busy_timeout=5000;
              PRAGMA cache_size=-32768;
              PRAGMA temp_store=MEMORY;
-             PRAGMA wal_autocheckpoint=0;",
+             PRAGMA wal_autocheckpoint=0;
+             PRAGMA journal_size_limit=67108864;",
         )
         .map_err(sql_error)?;
         schema::migrate(&mut conn).map_err(sql_error)?;
@@ -54,9 +55,10 @@ impl Sqlite {
         // statement evicted from the cache is parsed again on its next use.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let pending = queue::load(&conn)?;
-        let writer = Writer::start(conn)
+        let checkpoints = checkpoint::Pass::default();
+        let writer = Writer::start(conn, checkpoints.clone())
             .map_err(|e| Error::Unavailable(format!("starting sqlite writer: {e}")))?;
-        let checkpointer = checkpoint::start(&path)?;
+        let checkpointer = checkpoint::start(&path, checkpoints)?;
         Ok(Arc::new(Self {
             writer,
             readers: Readers {

@@ -10,6 +10,8 @@ use rusqlite::Connection;
 use tally_core::Error;
 use tokio::sync::oneshot;
 
+use crate::checkpoint::Pass;
+
 type Completion = Box<dyn FnOnce(Result<(), Error>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
@@ -25,11 +27,11 @@ pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> std::io::Result<Self> {
+    pub(crate) fn start(conn: Connection, checkpoints: Pass) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("tally-sqlite-writer".into())
-            .spawn(move || run(conn, rx))?;
+            .spawn(move || run(conn, rx, checkpoints))?;
         Ok(Self { jobs })
     }
 
@@ -95,7 +97,7 @@ fn exec_cached(conn: &Connection, sql: &str) -> Result<(), Error> {
         .map_err(sql_error)
 }
 
-fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
+fn run(conn: Connection, jobs: mpsc::Receiver<Job>, checkpoints: Pass) {
     while let Ok(first) = jobs.recv() {
         if let Err(err) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             let done = first(&conn);
@@ -118,6 +120,7 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
         for done in completions {
             done(committed.clone());
         }
+        checkpoints.finish(&conn);
     }
     tracing::debug!("sqlite writer stopped");
 }
