@@ -11,11 +11,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tally_core::model::{DeadLetter, Delivery, QueueMessage};
 use tally_core::ports::{CommandQueue, Error, Intake, IntakeLedger, Result, Submission, Submitted};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::writer::sql_error;
+use crate::writer::{Completion, Job, in_savepoint, sql_error};
 use crate::{Sqlite, ts_from_sql, ts_to_sql, uuid_from_sql};
 
 /// A message is dead-lettered when nacked on its fifth delivery.
@@ -392,7 +392,7 @@ enum Destination {
 
 fn submit_one(
     conn: &Connection,
-    s: Submission,
+    s: &Submission,
     to: Destination,
 ) -> Result<(Submitted, Option<(i64, Msg)>)> {
     let e = &s.envelope;
@@ -463,12 +463,111 @@ fn submit_one(
     Ok((accepted, Some(fresh(seq, m))))
 }
 
+/// Submissions waiting for the writer, gathered into one job: HTTP requests arrive one command each,
+/// and a job of its own per command would pay a savepoint, a job hand-over and the pages it touches
+/// for each. The first submission to arrive while none is waiting sends the job; the job takes
+/// whatever has gathered by the time the writer runs it. Each caller still gets its own result, and
+/// its 202 waits for the commit that holds its rows.
+#[derive(Default)]
+pub(crate) struct Gather {
+    waiting: Mutex<Vec<Waiting>>,
+}
+
+struct Waiting {
+    submission: Submission,
+    reply: oneshot::Sender<Result<Submitted>>,
+}
+
+impl Gather {
+    /// Everything waiting; a poisoned lock still holds a valid list.
+    fn take(&self) -> Vec<Waiting> {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Adds one; true when it is the first, whose caller sends the job.
+    fn push(&self, w: Waiting) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.push(w);
+        waiting.len() == 1
+    }
+}
+
+/// Writes a gathered group in one savepoint. Should that fail, each submission is written again in a
+/// savepoint of its own, so that one bad submission fails alone, as it would have on its own.
+fn submit_group(
+    conn: &Connection,
+    group: &[Submission],
+    to: Destination,
+) -> (Vec<Result<Submitted>>, Vec<(i64, Msg)>) {
+    let together = in_savepoint(conn, |conn| {
+        let mut results = Vec::with_capacity(group.len());
+        let mut rows = Vec::new();
+        for s in group {
+            let (r, row) = submit_one(conn, s, to)?;
+            results.push(Ok(r));
+            rows.extend(row);
+        }
+        Ok((results, rows))
+    });
+    if let Ok(done) = together {
+        return done;
+    }
+    let mut results = Vec::with_capacity(group.len());
+    let mut rows = Vec::new();
+    for s in group {
+        match in_savepoint(conn, |conn| submit_one(conn, s, to)) {
+            Ok((r, row)) => {
+                results.push(Ok(r));
+                rows.extend(row);
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    (results, rows)
+}
+
+impl Sqlite {
+    /// Submits one command onto the queue through the gathered job. (A broker's intake gathers its
+    /// submissions before they reach [`IntakeLedger::record`].)
+    async fn submit_gathered(&self, submission: Submission) -> Result<Submitted> {
+        let gather = &self.gather;
+        let (reply, answer) = oneshot::channel();
+        if gather.push(Waiting { submission, reply }) {
+            let (gathered, queue) = (gather.clone(), self.queue.clone());
+            let job: Job = Box::new(move |conn: &Connection| -> Completion {
+                let (submissions, replies): (Vec<_>, Vec<_>) = gathered
+                    .take()
+                    .into_iter()
+                    .map(|w| (w.submission, w.reply))
+                    .unzip();
+                let (results, rows) = submit_group(conn, &submissions, Destination::Queue);
+                Box::new(move |committed: Result<()>| {
+                    if committed.is_ok()
+                        && let Err(e) = queue.add(rows)
+                    {
+                        tracing::error!(error = %e, "committed commands could not join the queue in memory");
+                    }
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(committed.clone().and(result));
+                    }
+                })
+            });
+            if let Err(e) = self.writer.send(job) {
+                for w in gather.take() {
+                    let _ = w.reply.send(Err(e.clone()));
+                }
+            }
+        }
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the sqlite intake dropped a submission".into()))?
+    }
+}
+
 #[async_trait]
 impl Intake for Sqlite {
     async fn submit(&self, submission: Submission) -> Result<Submitted> {
-        let mut out = self.submit_many(vec![submission]).await?;
-        out.pop()
-            .ok_or_else(|| Error::Corrupt("submit returned nothing".into()))
+        self.submit_gathered(submission).await
     }
 
     async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
@@ -477,7 +576,7 @@ impl Intake for Sqlite {
             .write(move |conn| {
                 let mut results = Vec::with_capacity(submissions.len());
                 let mut rows = Vec::new();
-                for s in submissions {
+                for s in &submissions {
                     let (r, row) = submit_one(conn, s, Destination::Queue)?;
                     results.push(r);
                     rows.extend(row);
@@ -496,7 +595,7 @@ impl IntakeLedger for Sqlite {
         self.writer
             .write(move |conn| {
                 submissions
-                    .into_iter()
+                    .iter()
                     .map(|s| submit_one(conn, s, Destination::Outbox).map(|(r, _)| r))
                     .collect()
             })
@@ -582,7 +681,88 @@ impl IntakeLedger for Sqlite {
 
 #[cfg(test)]
 mod tests {
-    use super::runs;
+    #![allow(clippy::unwrap_used)]
+
+    use super::{Destination, runs, submit_group};
+    use rusqlite::Connection;
+    use tally_core::model::{CommandEnvelope, Principal, Role};
+    use tally_core::ports::{Submission, Submitted};
+    use tally_domain::values::{SupplierId, Text};
+    use uuid::Uuid;
+
+    fn register(command_id: Uuid, supplier: &str) -> Submission {
+        let envelope = CommandEnvelope {
+            command_id,
+            received_at: jiff::Timestamp::now(),
+            principal: Principal {
+                key_id: "test".into(),
+                role: Role::Admin,
+                scope: None,
+            },
+            correlation_id: None,
+            command: tally_domain::Command::RegisterSupplier {
+                supplier_id: SupplierId::parse(supplier).unwrap(),
+                name: Text::parse("A supplier").unwrap(),
+            },
+        };
+        let partition_key = envelope.command.partition_key();
+        Submission {
+            envelope,
+            partition_key,
+            idempotency: None,
+        }
+    }
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_gathered_group_fails_only_the_submission_that_fails() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        // The third reuses the first's command id: its insert breaks the commands table's key.
+        let group = [
+            register(first, "one"),
+            register(second, "two"),
+            register(first, "three"),
+        ];
+        let (results, rows) = submit_group(&conn, &group, Destination::Queue);
+        conn.execute_batch("COMMIT").unwrap();
+
+        assert!(
+            matches!(results[0], Ok(Submitted::Accepted { command_id }) if command_id == first)
+        );
+        assert!(
+            matches!(results[1], Ok(Submitted::Accepted { command_id }) if command_id == second)
+        );
+        assert!(results[2].is_err(), "{:?}", results[2]);
+        assert_eq!(rows.len(), 2, "only the accepted two join the queue");
+        assert_eq!(count(&conn, "commands"), 2);
+        assert_eq!(count(&conn, "queue"), 2);
+    }
+
+    #[test]
+    fn a_gathered_group_without_failures_is_written_whole() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        let group: Vec<Submission> = (0..5)
+            .map(|i| register(Uuid::now_v7(), &format!("s{i}")))
+            .collect();
+        let (results, rows) = submit_group(&conn, &group, Destination::Queue);
+        conn.execute_batch("COMMIT").unwrap();
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(Submitted::Accepted { .. })))
+        );
+        assert_eq!(rows.len(), 5);
+        assert_eq!(count(&conn, "queue"), 5);
+    }
 
     #[test]
     fn runs_group_consecutive_sequence_numbers() {

@@ -12,8 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::checkpoint::Pass;
 
-type Completion = Box<dyn FnOnce(Result<(), Error>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// Runs on the writer thread with the outcome of the transaction that held the job.
+pub(crate) type Completion = Box<dyn FnOnce(Result<(), Error>) + Send>;
+/// Runs on the writer thread inside a transaction; what it returns runs once that transaction ends.
+pub(crate) type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
 /// Most jobs in one transaction; bounds how long one commit can take.
 const MAX_JOBS_PER_COMMIT: usize = 1024;
@@ -42,30 +44,39 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, Error>>();
-        let job: Job = Box::new(move |conn: &Connection| {
-            let result = match exec_cached(conn, "SAVEPOINT job") {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let r = f(conn);
-                    let end = if r.is_ok() {
-                        exec_cached(conn, "RELEASE job")
-                    } else {
-                        exec_cached(conn, "ROLLBACK TO job")
-                            .and_then(|()| exec_cached(conn, "RELEASE job"))
-                    };
-                    end.and(r)
-                }
-            };
+        self.send(Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, f);
             Box::new(move |committed: Result<(), Error>| {
                 let _ = tx.send(committed.and(result));
             })
-        });
-        self.jobs
-            .send(job)
-            .map_err(|_| Error::Unavailable("sqlite writer has stopped".into()))?;
+        }))?;
         rx.await
             .map_err(|_| Error::Unavailable("sqlite writer dropped a job".into()))?
     }
+
+    /// Queues a job for the next transaction. Its completion runs on the writer thread once that
+    /// transaction has committed (or failed), before any later transaction begins.
+    pub(crate) fn send(&self, job: Job) -> Result<(), Error> {
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Unavailable("sqlite writer has stopped".into()))
+    }
+}
+
+/// Runs `f` in a savepoint of the writer's transaction: if it fails, what it wrote is rolled back and
+/// the rest of the transaction stands.
+pub(crate) fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    exec_cached(conn, "SAVEPOINT job")?;
+    let r = f(conn);
+    let end = if r.is_ok() {
+        exec_cached(conn, "RELEASE job")
+    } else {
+        exec_cached(conn, "ROLLBACK TO job").and_then(|()| exec_cached(conn, "RELEASE job"))
+    };
+    end.and(r)
 }
 
 impl Writer {
