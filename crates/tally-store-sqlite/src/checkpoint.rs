@@ -10,9 +10,11 @@
 //! copied, and with a commit every millisecond or two some frames always arrive while the thread
 //! copies. The WAL then grows for as long as the stream lasts (1.4 GB in 24 s at 5,000 commands/s).
 //! So after each pass of this thread the writer, between two of its transactions, runs a passive
-//! checkpoint of its own: it copies only what arrived during the pass, nothing can arrive while it
-//! runs, and the writer's next transaction rewinds the WAL. `journal_size_limit` then cuts back a WAL
-//! file that a burst left large.
+//! checkpoint of its own: it copies only what arrived during the pass (0.3–8 ms under 5,000
+//! commands/s), nothing can arrive while it runs, and the writer's next transaction rewinds the WAL.
+//! `journal_size_limit` then cuts back a WAL file that a burst left large. (Rewinding only once the
+//! WAL held 32 MiB, so that the writer paid for it about once a second instead of five times, made
+//! the steady stream's p99.9 worse, not better: 29–59 ms against 10–31 ms in alternating runs.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,13 +43,14 @@ impl Pass {
         if !self.done.swap(false, Ordering::AcqRel) {
             return;
         }
+        let started = std::time::Instant::now();
         match checkpoint(conn) {
             Ok(Outcome {
                 busy: false,
                 log,
                 copied,
             }) => {
-                tracing::trace!(log, copied, "writer finished a checkpoint pass");
+                tracing::debug!(log, copied, took = ?started.elapsed(), "the writer finished a checkpoint; the WAL rewinds");
             }
             // Another checkpoint holds the lock (a shutdown pass): the next pass tries again.
             Ok(Outcome { busy: true, .. }) => {}

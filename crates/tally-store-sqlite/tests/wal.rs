@@ -28,7 +28,7 @@ async fn the_wal_starts_over_under_a_steady_stream_of_commits() {
             suppliers: 3,
             stores: 8,
             items: 200,
-            sales: 40_000,
+            sales: 100_000,
         },
     )
     .commands;
