@@ -685,32 +685,18 @@ mod tests {
 
     use super::{Destination, runs, submit_group};
     use rusqlite::Connection;
-    use tally_core::model::{CommandEnvelope, Principal, Role};
+    use tally_core::conformance::{admin_envelope, submission};
     use tally_core::ports::{Submission, Submitted};
     use tally_domain::values::{SupplierId, Text};
     use uuid::Uuid;
 
     fn register(command_id: Uuid, supplier: &str) -> Submission {
-        let envelope = CommandEnvelope {
-            command_id,
-            received_at: jiff::Timestamp::now(),
-            principal: Principal {
-                key_id: "test".into(),
-                role: Role::Admin,
-                scope: None,
-            },
-            correlation_id: None,
-            command: tally_domain::Command::RegisterSupplier {
-                supplier_id: SupplierId::parse(supplier).unwrap(),
-                name: Text::parse("A supplier").unwrap(),
-            },
-        };
-        let partition_key = envelope.command.partition_key();
-        Submission {
-            envelope,
-            partition_key,
-            idempotency: None,
-        }
+        let mut envelope = admin_envelope(tally_domain::Command::RegisterSupplier {
+            supplier_id: SupplierId::parse(supplier).unwrap(),
+            name: Text::parse("A supplier").unwrap(),
+        });
+        envelope.command_id = command_id;
+        submission(envelope, None)
     }
 
     fn count(conn: &Connection, table: &str) -> i64 {

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use tally_core::model::{CommandEnvelope, CommandStatus, Principal, QueueMessage, Role};
+use tally_core::conformance::admin_envelope as envelope;
+use tally_core::model::{CommandStatus, QueueMessage};
 use tally_core::ports::Submission;
 use tally_core::processor::{Processor, ProcessorConfig};
 use tally_core::projector::Projector;
@@ -13,20 +14,6 @@ use tally_core::workload::{W1Size, verify, w1};
 use tally_core::{Backend, Signals};
 use tally_store_sqlite::Sqlite;
 use uuid::Uuid;
-
-fn envelope(command: tally_domain::Command) -> CommandEnvelope {
-    CommandEnvelope {
-        command_id: Uuid::now_v7(),
-        received_at: jiff::Timestamp::now(),
-        principal: Principal {
-            key_id: "test".into(),
-            role: Role::Admin,
-            scope: None,
-        },
-        correlation_id: None,
-        command,
-    }
-}
 
 async fn submit_all(backend: &Backend, commands: Vec<tally_domain::Command>) {
     let submissions = commands

@@ -7,11 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tally_core::model::{CommandEnvelope, Principal, Role};
+use tally_core::conformance::admin_envelope;
 use tally_core::ports::Submission;
 use tally_core::workload::{W1Size, w1};
 use tally_store_sqlite::Sqlite;
-use uuid::Uuid;
 
 fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
@@ -54,17 +53,7 @@ async fn the_wal_starts_over_under_a_steady_stream_of_commits() {
                 let Some(command) = commands.get(i) else {
                     break;
                 };
-                let envelope = CommandEnvelope {
-                    command_id: Uuid::now_v7(),
-                    received_at: jiff::Timestamp::now(),
-                    principal: Principal {
-                        key_id: "test".into(),
-                        role: Role::Admin,
-                        scope: None,
-                    },
-                    correlation_id: None,
-                    command: command.clone(),
-                };
+                let envelope = admin_envelope(command.clone());
                 let partition_key = envelope.command.partition_key();
                 backend
                     .intake

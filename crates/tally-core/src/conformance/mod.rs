@@ -42,6 +42,8 @@ pub mod queue;
 pub mod read_store;
 mod support;
 
+pub use support::{admin_envelope, submission};
+
 /// A fresh, empty backend, and whatever must live as long as it (a temporary directory, a scratch
 /// database to drop).
 pub struct Fresh {
