@@ -32,6 +32,9 @@ pub(crate) struct Msg {
     not_before: Option<Instant>,
 }
 
+/// A message with its sequence number: a row of the queue table, as the mirror holds it.
+type Row = (i64, Msg);
+
 #[derive(Default)]
 struct Inner {
     pending: BTreeMap<i64, Msg>,
@@ -468,6 +471,11 @@ fn submit_one(
 /// for each. The first submission to arrive while none is waiting sends the job; the job takes
 /// whatever has gathered by the time the writer runs it. Each caller still gets its own result, and
 /// its 202 waits for the commit that holds its rows.
+///
+/// Not `tally_core::intake::Grouped`, which the PostgreSQL and broker intakes use: that one hands
+/// each group through a task of its own to an asynchronous commit, a hop this writer does not need
+/// (its job queue already holds the submissions until it is free), and it fails a whole group when
+/// one submission fails.
 #[derive(Default)]
 pub(crate) struct Gather {
     waiting: Mutex<Vec<Waiting>>,
@@ -492,25 +500,32 @@ impl Gather {
     }
 }
 
+/// Writes every submission, stopping at the first that fails; returns their results and the queue rows
+/// to add once committed.
+fn submit_all(
+    conn: &Connection,
+    group: &[Submission],
+    to: Destination,
+) -> Result<(Vec<Submitted>, Vec<Row>)> {
+    let mut results = Vec::with_capacity(group.len());
+    let mut rows = Vec::new();
+    for s in group {
+        let (r, row) = submit_one(conn, s, to)?;
+        results.push(r);
+        rows.extend(row);
+    }
+    Ok((results, rows))
+}
+
 /// Writes a gathered group in one savepoint. Should that fail, each submission is written again in a
 /// savepoint of its own, so that one bad submission fails alone, as it would have on its own.
 fn submit_group(
     conn: &Connection,
     group: &[Submission],
     to: Destination,
-) -> (Vec<Result<Submitted>>, Vec<(i64, Msg)>) {
-    let together = in_savepoint(conn, |conn| {
-        let mut results = Vec::with_capacity(group.len());
-        let mut rows = Vec::new();
-        for s in group {
-            let (r, row) = submit_one(conn, s, to)?;
-            results.push(Ok(r));
-            rows.extend(row);
-        }
-        Ok((results, rows))
-    });
-    if let Ok(done) = together {
-        return done;
+) -> (Vec<Result<Submitted>>, Vec<Row>) {
+    if let Ok((results, rows)) = in_savepoint(conn, |conn| submit_all(conn, group, to)) {
+        return (results.into_iter().map(Ok).collect(), rows);
     }
     let mut results = Vec::with_capacity(group.len());
     let mut rows = Vec::new();
@@ -573,16 +588,7 @@ impl Intake for Sqlite {
     async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
         let (results, rows) = self
             .writer
-            .write(move |conn| {
-                let mut results = Vec::with_capacity(submissions.len());
-                let mut rows = Vec::new();
-                for s in &submissions {
-                    let (r, row) = submit_one(conn, s, Destination::Queue)?;
-                    results.push(r);
-                    rows.extend(row);
-                }
-                Ok((results, rows))
-            })
+            .write(move |conn| submit_all(conn, &submissions, Destination::Queue))
             .await?;
         self.queue.add(rows)?;
         Ok(results)
@@ -594,10 +600,7 @@ impl IntakeLedger for Sqlite {
     async fn record(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
         self.writer
             .write(move |conn| {
-                submissions
-                    .iter()
-                    .map(|s| submit_one(conn, s, Destination::Outbox).map(|(r, _)| r))
-                    .collect()
+                submit_all(conn, &submissions, Destination::Outbox).map(|(results, _)| results)
             })
             .await
     }
