@@ -11,7 +11,8 @@
 //!
 //! Nacked messages wait in the process's memory until due, blocking their key; dead letters go, with
 //! their reason, to the stream `<ns>_dead` under `<ns>.dead.<message id>`. See [`Nats`] for the
-//! guarantees and the module docs of `queue.rs` for how order survives crashes and reconnects.
+//! guarantees and the module docs of `queue.rs` for how it fetches and how order survives crashes
+//! and reconnects.
 //!
 //! Durability (nats-server 2.9): a message is acknowledged once it is written to the stream's files,
 //! not once it is fsynced; the server fsyncs every two minutes (`sync_interval`, which 2.9.10 does not
@@ -20,6 +21,7 @@
 //! lost mean redeliveries).
 #![cfg(feature = "nats")]
 
+mod pulls;
 mod queue;
 mod state;
 mod wire;

@@ -16,6 +16,38 @@
 //! that list, in stream order, before any new message. Held messages are kept alive with progress
 //! acks (`+WPI`), all of a partition at once, so their ack deadlines stay in stream order too.
 //!
+//! ## Fetching
+//!
+//! Each partition held has a fetch task (`queue/fetch.rs`). For each epoch of the partition it
+//! subscribes one inbox, `<inbox>.*`, and sends its pull requests with reply subjects under it
+//! (`<inbox>.<request id>`): every delivery of every request of the epoch arrives on that one
+//! subscription, in the order the server sent them (stream order), and is taken, however late.
+//! Statuses come on the request's own subject and name it. A request asks for what the watermarks
+//! leave room for, expires at the server after 2 s and asks for an idle heartbeat every second.
+//!
+//! One request is live at a time; the next is sent when it is filled, closed by a status (408 at its
+//! expiry), or lapses: 250 ms after its expiry with no status at all. nats-server 2.9.10 drops an
+//! expired request without a 408 when a message becomes deliverable before its expiry timer has
+//! fired (`nextWaiting` in `consumer.go`; fixed upstream in nats-server#3942, after 2.9.10), which
+//! happens under load. A lapsed request is only superseded, never a reason to reset: nothing it
+//! delivers is lost. What a request may still deliver is counted (`pulls.rs`): the live and closed
+//! requests' rest against the watermarks, so a partition's buffer and what is on its way stay within
+//! `HIGH_WATER` (`BUFFER_CAP` while it holds back the others); lapsed requests' rest, until forgotten
+//! (expiry plus the call limit), against `BUFFER_CAP`, so all of it stays within that.
+//!
+//! A request with no answer at all by the time it lapses (no delivery, no heartbeat, no status), or
+//! a maintenance round that failed, makes the process check its connection with a message to itself;
+//! when that does not come back within the call limit, it reconnects (the client's own pings would
+//! notice minutes later), and the reconnect resets every partition as any broken connection does.
+//! A partition is reset only when deliveries may have been lost: the connection changed (a
+//! disconnect or a slow-consumer event), the subscription closed, a request could not be sent, a
+//! delivery could not be taken (a dead letter not stored) or an unexpected status came. When an
+//! epoch ends, the fetch task unsubscribes its inbox before `settle_in` asks the server anything:
+//! the server gives nothing to a request whose reply subject has no interest, so the consumer info
+//! `settle_in` reads counts every delivery the old epoch's requests got. A partition being given up
+//! sends no more requests; its fetch task takes what the live one brings and ends when it closes or
+//! lapses.
+//!
 //! ## Order across partitions
 //!
 //! Per partition key order is the contract; beyond it, a receive hands out the lowest stream
@@ -48,7 +80,7 @@ use async_nats::jetstream::stream::{
     Stream,
 };
 use async_nats::jetstream::{self, message::StreamMessage};
-use async_nats::{Client, HeaderMap, StatusCode, Subject};
+use async_nats::{Client, HeaderMap, Subject};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -63,14 +95,14 @@ use crate::NatsOptions;
 use crate::state::{Held, Lines};
 use crate::wire::{self, Names};
 
+mod fetch;
+
 /// A partition is refilled when fewer than this many of its messages are buffered…
 const LOW_WATER: usize = 1_000;
 /// …up to this many.
 const HIGH_WATER: usize = 2_000;
 /// A partition that holds back the others fetches up to this many.
 const BUFFER_CAP: usize = 8 * HIGH_WATER;
-/// How long one pull request stays open at the server.
-const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// JetStream's cap on a consumer's unacked messages (far above what the watermarks let a process hold).
 const MAX_ACK_PENDING: i64 = 50_000;
 /// Added to the ack wait before a partition with unknown pending messages is fetched again.
@@ -164,6 +196,8 @@ struct Inner {
     reconnects: Arc<AtomicU64>,
     /// Set by the first `receive`: from then on this process holds partitions.
     consuming: AtomicBool,
+    /// A connection check runs (see [`Inner::suspect`]).
+    probing: AtomicBool,
     /// Acks sent and not yet confirmed by the server (see [`Nats::ack`]).
     confirming: AtomicUsize,
     /// An ack confirmation finished.
@@ -314,6 +348,7 @@ pub async fn connect(options: NatsOptions) -> Result<Arc<Nats>> {
         changed: Notify::new(),
         room: Notify::new(),
         consuming: AtomicBool::new(false),
+        probing: AtomicBool::new(false),
         confirming: AtomicUsize::new(0),
         confirmed: Notify::new(),
         connection,
@@ -780,7 +815,7 @@ impl Inner {
         for (k, p) in s.partitions.iter_mut().enumerate() {
             if p.lease.as_ref().is_some_and(|l| !l.draining) && !p.fetching {
                 p.fetching = true;
-                tokio::spawn(fetch(self.clone(), k));
+                tokio::spawn(fetch::fetch(self.clone(), k));
             }
         }
     }
@@ -809,225 +844,6 @@ impl Inner {
                 tracing::debug!(error = %e, "progress ack not sent");
             }
         }
-    }
-
-    /// Whether the fetch task of `partition` should go on: the epoch it works for and how many
-    /// messages to fetch now (0: none, wait for room).
-    fn fetch_state(&self, partition: usize) -> Option<(u64, usize)> {
-        let s = self.lock();
-        let p = &s.partitions[partition];
-        match &p.lease {
-            Some(l) if !l.draining && !self.stopped() => {
-                let buffered = p.lines.buffered();
-                let want = if buffered < LOW_WATER {
-                    HIGH_WATER - buffered
-                } else if p.limits && p.more && buffered < BUFFER_CAP {
-                    HIGH_WATER.min(BUFFER_CAP - buffered)
-                } else {
-                    0
-                };
-                Some((p.epoch, want))
-            }
-            _ => None,
-        }
-    }
-
-    /// Before fetching a partition whose state was (re)started: if JetStream has more of its messages
-    /// delivered and unacked than this process holds, waits until their ack wait ran out, so they are
-    /// redelivered ahead of anything new.
-    async fn settle_in(&self, partition: usize, epoch: u64) -> bool {
-        loop {
-            if self.fetch_state(partition).map(|s| s.0) != Some(epoch) {
-                return false;
-            }
-            let info = tokio::time::timeout(
-                self.limit(),
-                self.commands.consumer_info(self.names.consumer(partition)),
-            )
-            .await;
-            match info {
-                Ok(Ok(info)) => {
-                    let held = self.lock().partitions[partition].lines.len();
-                    let waits = info.num_ack_pending > held;
-                    if waits {
-                        tracing::info!(
-                            partition,
-                            pending = info.num_ack_pending,
-                            held,
-                            "waiting for unacked deliveries to come back first"
-                        );
-                        // Counted from now, not from when this process lost track of them: a
-                        // server that restarted meanwhile starts their ack timers anew.
-                        let until = Instant::now() + self.ack_wait + GRACE;
-                        let mut shutdown = self.shutdown.subscribe();
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(until) => {}
-                            _ = shutdown.wait_for(|s| *s) => return false,
-                        }
-                    }
-                    let mut s = self.lock();
-                    let p = &mut s.partitions[partition];
-                    if p.epoch != epoch || p.lease.as_ref().is_none_or(|l| l.draining) {
-                        return false;
-                    }
-                    // Until its first pull says otherwise, what the server has of it comes first.
-                    p.more = waits || info.num_pending > 0;
-                    return true;
-                }
-                Ok(Err(e)) => tracing::warn!(partition, error = %e, "reading a consumer"),
-                Err(_) => tracing::warn!(partition, "reading a consumer timed out"),
-            }
-            let mut shutdown = self.shutdown.subscribe();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.wait_for(|s| *s) => return false,
-            }
-        }
-    }
-
-    /// One pull request of up to `batch` messages for `partition`, everything it brings added to the
-    /// partition's lines. An error means deliveries may have been lost on the way.
-    async fn pull(&self, partition: usize, epoch: u64, batch: usize) -> Result<()> {
-        let limit = self.limit();
-        let inbox = self.client.new_inbox();
-        let mut sub = bounded(
-            limit,
-            "subscribing for a pull",
-            self.client.subscribe(inbox.clone()),
-        )
-        .await?;
-        let request = format!(
-            r#"{{"batch":{batch},"expires":{}}}"#,
-            PULL_EXPIRES.as_nanos()
-        );
-        bounded(
-            limit,
-            "sending a pull request",
-            self.client.publish_with_reply(
-                self.names.next_subject(partition),
-                inbox,
-                Bytes::from(request),
-            ),
-        )
-        .await?;
-        let deadline = Instant::now() + PULL_EXPIRES + limit;
-        let mut left = batch;
-        while left > 0 {
-            let message = match tokio::time::timeout_at(deadline, sub.next()).await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Err(unavailable("pulling", "subscription closed")),
-                Err(_) => return Err(unavailable("pulling", "the pull request was never closed")),
-            };
-            match message.status {
-                None | Some(StatusCode::OK) => {}
-                Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => {
-                    // The server had nothing more for it.
-                    let mut s = self.lock();
-                    let p = &mut s.partitions[partition];
-                    if p.epoch == epoch {
-                        p.more = false;
-                    }
-                    break;
-                }
-                Some(StatusCode::IDLE_HEARTBEAT) => continue,
-                Some(status) => {
-                    return Err(unavailable(
-                        "pulling",
-                        format!("status {status}: {:?}", message.description),
-                    ));
-                }
-            }
-            left -= 1;
-            self.accept(partition, epoch, message).await?;
-        }
-        let _ = sub.unsubscribe().await;
-        Ok(())
-    }
-
-    /// Adds one delivered message to its partition's lines, or dead-letters it when it was delivered
-    /// too often without being settled (its consumers kept dying) or is not a tally message.
-    async fn accept(
-        &self,
-        partition: usize,
-        epoch: u64,
-        message: async_nats::Message,
-    ) -> Result<()> {
-        let Some(reply) = message.reply.clone() else {
-            return Err(unavailable("pulling", "a message without an ack subject"));
-        };
-        let Some(ack) = wire::parse_ack_subject(reply.as_str()) else {
-            return Err(unavailable(
-                "pulling",
-                format!("unexpected ack subject {reply}"),
-            ));
-        };
-        let headers = message.headers.as_ref();
-        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-        let message_id = header(wire::ID).and_then(|v| Uuid::parse_str(v).ok());
-        let key = header(wire::KEY).and_then(wire::decode_header);
-        let redeliveries = u32::try_from(ack.delivered.saturating_sub(1)).unwrap_or(u32::MAX);
-        let (message_id, key) = match (message_id, key) {
-            (Some(id), Some(key)) => (id, key),
-            (id, key) => {
-                let held = Held {
-                    reply,
-                    message_id: id.unwrap_or_else(Uuid::now_v7),
-                    key: key.unwrap_or_default(),
-                    payload: message.payload,
-                    redeliveries,
-                    due: None,
-                    out: false,
-                    settled: false,
-                    touched: Instant::now(),
-                };
-                tracing::warn!(
-                    seq = ack.stream_seq,
-                    "dead-lettering a message that is not tally's"
-                );
-                return self
-                    .dead_letter(
-                        &held,
-                        "not a tally queue message (no Tally-Id or Tally-Key header)",
-                    )
-                    .await;
-            }
-        };
-        let held = Held {
-            reply,
-            message_id,
-            key,
-            payload: message.payload,
-            redeliveries,
-            due: None,
-            out: false,
-            settled: false,
-            touched: Instant::now(),
-        };
-        let abandoned = self.options.max_deliveries.saturating_mul(2);
-        if redeliveries >= abandoned {
-            tracing::warn!(%message_id, redeliveries, "dead-lettering a message never settled");
-            return self
-                .dead_letter(
-                    &held,
-                    &format!(
-                        "delivered {} times without being acked or nacked (its consumers stopped \
-                         or lost their connection each time)",
-                        redeliveries + 1
-                    ),
-                )
-                .await;
-        }
-        let mut s = self.lock();
-        let p = &mut s.partitions[partition];
-        if p.epoch != epoch {
-            return Ok(());
-        }
-        p.fetched_upto = p.fetched_upto.max(ack.stream_seq);
-        p.more = ack.pending > 0;
-        p.lines.push(ack.stream_seq, held);
-        drop(s);
-        self.changed.notify_waiters();
-        Ok(())
     }
 
     /// Stores the message in the dead-letter stream with its reason, then acks it (removing it from
@@ -1150,52 +966,6 @@ async fn confirm(inner: Arc<Inner>, partition: usize, epoch: u64, seqs: Vec<u64>
     inner.confirmed.notify_waiters();
 }
 
-/// Fetches one partition for as long as this process holds it (and is not giving it up).
-async fn fetch(inner: Arc<Inner>, partition: usize) {
-    let mut settled_epoch: Option<u64> = None;
-    let mut shutdown = inner.shutdown.subscribe();
-    loop {
-        let room = inner.room.notified();
-        tokio::pin!(room);
-        room.as_mut().enable();
-        let Some((epoch, want)) = inner.fetch_state(partition) else {
-            break;
-        };
-        if settled_epoch != Some(epoch) {
-            if inner.settle_in(partition, epoch).await {
-                settled_epoch = Some(epoch);
-            }
-            continue;
-        }
-        if want == 0 {
-            tokio::select! {
-                _ = room => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.wait_for(|s| *s) => break,
-            }
-            continue;
-        }
-        let connection = inner.connection.load(Ordering::SeqCst);
-        let result = tokio::select! {
-            r = inner.pull(partition, epoch, want) => r,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        match result {
-            Ok(()) if inner.connection.load(Ordering::SeqCst) == connection => {}
-            Ok(()) => inner.reset(partition, epoch, "the connection changed during a pull"),
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "pull failed");
-                inner.reset(partition, epoch, "a pull failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.wait_for(|s| *s) => break,
-                }
-            }
-        }
-    }
-    inner.lock().partitions[partition].fetching = false;
-}
-
 /// The background loop: connection changes, leases, rebalancing, keep-alives.
 async fn maintain(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
@@ -1237,6 +1007,7 @@ async fn maintain(inner: Arc<Inner>) {
         }
         if let Err(e) = inner.tick().await {
             tracing::warn!(error = %e, "queue maintenance");
+            inner.suspect();
         }
         inner.keep_alive().await;
     }

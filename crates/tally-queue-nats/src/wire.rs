@@ -13,6 +13,8 @@ pub(crate) const KEY: &str = "Tally-Key";
 pub(crate) const REASON: &str = "Tally-Reason";
 /// When a message was dead-lettered (RFC 3339).
 pub(crate) const FAILED_AT: &str = "Tally-Failed-At";
+/// On the status that closes a pull request: how many of its batch it did not deliver.
+pub(crate) const PENDING_MESSAGES: &str = "Nats-Pending-Messages";
 
 /// Names of everything one namespace owns on the broker.
 #[derive(Debug, Clone)]

@@ -1,5 +1,8 @@
-//! What the NATS test suites share: the server's address, fresh namespaces, and removing them again.
+//! What the NATS test suites share: the server's address, fresh namespaces, removing them again, and a
+//! proxy that misbehaves on request.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
