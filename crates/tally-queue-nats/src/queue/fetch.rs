@@ -394,36 +394,11 @@ impl Inner {
         let message_id = header(wire::ID).and_then(|v| Uuid::parse_str(v).ok());
         let key = header(wire::KEY).and_then(wire::decode_header);
         let redeliveries = u32::try_from(ack.delivered.saturating_sub(1)).unwrap_or(u32::MAX);
-        let (message_id, key) = match (message_id, key) {
-            (Some(id), Some(key)) => (id, key),
-            (id, key) => {
-                let held = Held {
-                    reply,
-                    message_id: id.unwrap_or_else(Uuid::now_v7),
-                    key: key.unwrap_or_default(),
-                    payload: message.payload,
-                    redeliveries,
-                    due: None,
-                    out: false,
-                    settled: false,
-                    touched: Instant::now(),
-                };
-                tracing::warn!(
-                    seq = ack.stream_seq,
-                    "dead-lettering a message that is not tally's"
-                );
-                return self
-                    .dead_letter(
-                        &held,
-                        "not a tally queue message (no Tally-Id or Tally-Key header)",
-                    )
-                    .await;
-            }
-        };
+        let tally_message = message_id.is_some() && key.is_some();
         let held = Held {
             reply,
-            message_id,
-            key,
+            message_id: message_id.unwrap_or_else(Uuid::now_v7),
+            key: key.unwrap_or_default(),
             payload: message.payload,
             redeliveries,
             due: None,
@@ -431,6 +406,19 @@ impl Inner {
             settled: false,
             touched: Instant::now(),
         };
+        if !tally_message {
+            tracing::warn!(
+                seq = ack.stream_seq,
+                "dead-lettering a message that is not tally's"
+            );
+            return self
+                .dead_letter(
+                    &held,
+                    "not a tally queue message (no Tally-Id or Tally-Key header)",
+                )
+                .await;
+        }
+        let message_id = held.message_id;
         let abandoned = self.options.max_deliveries.saturating_mul(2);
         if redeliveries >= abandoned {
             tracing::warn!(%message_id, redeliveries, "dead-lettering a message never settled");
