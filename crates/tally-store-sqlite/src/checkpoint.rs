@@ -99,7 +99,8 @@ fn catch_up(conn: &Connection) -> Result<bool, Error> {
     for _ in 0..MAX_CATCH_UPS {
         match checkpoint(conn)? {
             Outcome { busy: true, .. } => return Ok(false),
-            // The WAL was rewound meanwhile: the writer has nothing to finish.
+            // The WAL was rewound meanwhile (the writer finished an earlier pass): this checkpoint
+            // copied what the new WAL holds, and the writer's pass is as short as can be.
             Outcome { log, .. } if log < seen => return Ok(true),
             Outcome { log, .. } => {
                 let arrived = log - seen;
