@@ -335,14 +335,13 @@ impl Inner {
             // Deliveries may have been lost on the way: the fetch task resets the partition.
             return Ok(());
         }
-        let id = feed.request(message.subject.as_str());
         match message.status {
             None | Some(StatusCode::OK) => {
                 feed.pulls.delivered();
                 self.accept(partition, feed.epoch, message).await
             }
             Some(StatusCode::IDLE_HEARTBEAT) => {
-                if let Some(id) = id {
+                if let Some(id) = feed.request(message.subject.as_str()) {
                     feed.pulls.heartbeat(id);
                 }
                 Ok(())
@@ -353,7 +352,7 @@ impl Inner {
                     .as_ref()
                     .and_then(|h| h.get(wire::PENDING_MESSAGES))
                     .and_then(|v| v.as_str().parse().ok());
-                if let Some(id) = id
+                if let Some(id) = feed.request(message.subject.as_str())
                     && feed.pulls.closed(id, pending)
                 {
                     // The server had nothing more for the latest request.
