@@ -401,13 +401,28 @@ fn submit_one(
     let e = &s.envelope;
     let key_id = e.principal.key_id.as_str();
     if let Some((key, hash)) = &s.idempotency {
-        let seen = conn
-            .prepare_cached("SELECT request_hash, command_id FROM idempotency WHERE key_id = ?1 AND idem_key = ?2")
+        // The key is claimed first: a new key (nearly every request) costs one descent of the
+        // index, not a lookup and then an insert; only a key seen before is read back.
+        let claimed = conn
+            .prepare_cached(
+                "INSERT INTO idempotency (key_id, idem_key, request_hash, command_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key_id, idem_key) DO NOTHING",
+            )
             .map_err(sql_error)?
-            .query_row(params![key_id, key], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
-            .optional()
+            .execute(params![
+                key_id,
+                key,
+                hash.as_slice(),
+                e.command_id.as_bytes().as_slice(),
+                ts_to_sql(e.received_at)
+            ])
             .map_err(sql_error)?;
-        if let Some((seen_hash, command_id)) = seen {
+        if claimed == 0 {
+            let (seen_hash, command_id) = conn
+                .prepare_cached("SELECT request_hash, command_id FROM idempotency WHERE key_id = ?1 AND idem_key = ?2")
+                .map_err(sql_error)?
+                .query_row(params![key_id, key], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
+                .map_err(sql_error)?;
             return Ok(if seen_hash.as_slice() == hash.as_slice() {
                 (
                     Submitted::Replayed {
@@ -419,12 +434,6 @@ fn submit_one(
                 (Submitted::KeyReused, None)
             });
         }
-        conn.prepare_cached(
-            "INSERT INTO idempotency (key_id, idem_key, request_hash, command_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(sql_error)?
-        .execute(params![key_id, key, hash.as_slice(), e.command_id.as_bytes().as_slice(), ts_to_sql(e.received_at)])
-        .map_err(sql_error)?;
     }
     conn.prepare_cached(
         "INSERT INTO commands (command_id, kind, key_id, role, scope, accepted_at, status) \
