@@ -5,15 +5,17 @@
 #   bench/callgrind-w1.sh [path/to/tally] [small] [large]
 #
 # Runs `tally serve` under `valgrind --tool=callgrind` twice, loads it with `tally load --workload w1`
-# (W1's set-up and deliveries, then `small` and `large` sales; 1,000 and 5,000 by default), and prints
+# (W1's set-up and deliveries, then `small` and `large` sales; 1,000 and 20,000 by default), and prints
 # (Ir(large) - Ir(small)) / (large - small): the marginal cost of one sale, its HTTP request, intake,
 # processing, projection and its share of commits, plus the status request `tally load` makes to
-# verify it. Needs valgrind and a release build (`cargo build --release -p tally`); ~3 minutes.
+# verify it. The difference is taken over many sales because each total moves by 1–2 % from run to
+# run (batch sizes and timer work depend on timing): over 19,000 sales that is ±2 % per sale. Needs
+# valgrind and a release build (`cargo build --release -p tally`); about 5 minutes.
 set -euo pipefail
 
 bin=${1:-target/release/tally}
 small=${2:-1000}
-large=${3:-5000}
+large=${3:-20000}
 key=tally_bench_callgrind_admin_key
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
