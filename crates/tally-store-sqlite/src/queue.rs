@@ -184,14 +184,22 @@ const INSERT_MESSAGE: &str =
     "INSERT INTO queue (message_id, partition_key, payload) VALUES (?1, ?2, ?3)";
 
 fn insert_message(conn: &Connection, m: &QueueMessage) -> Result<i64> {
-    conn.prepare_cached(INSERT_MESSAGE)
-        .map_err(sql_error)?
-        .execute(params![
-            m.message_id.as_bytes().as_slice(),
-            m.partition_key,
-            m.payload
-        ])
-        .map_err(sql_error)?;
+    let mut stmt = conn.prepare_cached(INSERT_MESSAGE).map_err(sql_error)?;
+    insert_with(&mut stmt, conn, m)
+}
+
+/// Inserts `m` with `INSERT_MESSAGE` prepared as `stmt`; its sequence number.
+fn insert_with(
+    stmt: &mut rusqlite::Statement<'_>,
+    conn: &Connection,
+    m: &QueueMessage,
+) -> Result<i64> {
+    stmt.execute(params![
+        m.message_id.as_bytes().as_slice(),
+        m.partition_key,
+        m.payload
+    ])
+    .map_err(sql_error)?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -485,12 +493,11 @@ impl<'c> IntakeStatements<'c> {
         let accepted = Submitted::Accepted {
             command_id: e.command_id,
         };
-        let id = m.message_id.as_bytes().as_slice();
         match self.to {
             Destination::Outbox => {
                 self.message
                     .execute(params![
-                        id,
+                        m.message_id.as_bytes().as_slice(),
                         m.partition_key,
                         m.payload,
                         ts_to_sql(jiff::Timestamp::now())
@@ -499,10 +506,7 @@ impl<'c> IntakeStatements<'c> {
                 Ok((accepted, None))
             }
             Destination::Queue => {
-                self.message
-                    .execute(params![id, m.partition_key, m.payload])
-                    .map_err(sql_error)?;
-                let seq = self.conn.last_insert_rowid();
+                let seq = insert_with(&mut self.message, self.conn, &m)?;
                 Ok((accepted, Some(fresh(seq, m))))
             }
         }
