@@ -163,6 +163,28 @@ pub enum Decision {
 pub struct OutcomeRecord {
     pub command_id: Uuid,
     pub decision: Decision,
+    /// What the intake knew of the command, from its envelope: a store whose intake keeps no record of
+    /// its own beside the queued message (the embedded one) writes the command's record from this.
+    /// `None` for a command that bypassed the intake (benchmarks, tests).
+    pub accepted: Option<AcceptedCommand>,
+}
+
+/// A command as the intake accepted it: what its record in the command log shows besides the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedCommand {
+    pub kind: &'static str,
+    pub principal: Principal,
+    pub accepted_at: Timestamp,
+}
+
+impl AcceptedCommand {
+    pub fn of(envelope: &CommandEnvelope) -> Self {
+        Self {
+            kind: envelope.command.kind(),
+            principal: envelope.principal.clone(),
+            accepted_at: envelope.received_at,
+        }
+    }
 }
 
 /// Events and outcomes committed together: either all of them or none.

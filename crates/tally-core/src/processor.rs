@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 use crate::metrics::Outcomes;
 use crate::model::{
-    CommandEnvelope, CommitBatch, Decision, Delivery, EventMetadata, NewEvent, OutcomeRecord,
+    AcceptedCommand, CommandEnvelope, CommitBatch, Decision, Delivery, EventMetadata, NewEvent,
+    OutcomeRecord,
 };
 use crate::ports::{CommandQueue, Error, EventStore};
 use crate::signals::{Cadence, Signals};
@@ -586,6 +587,7 @@ impl Processor {
             batch.outcomes.push(OutcomeRecord {
                 command_id: envelope.command_id,
                 decision,
+                accepted: Some(AcceptedCommand::of(envelope)),
             });
         }
         // Streams the chunk appends to are guarded by the versions it appends at (which build on what

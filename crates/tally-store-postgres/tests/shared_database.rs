@@ -421,6 +421,7 @@ async fn a_command_decided_by_one_process_cannot_be_decided_by_another() {
             events: vec![e],
             outcomes: vec![OutcomeRecord {
                 command_id,
+                accepted: None,
                 decision: Decision::Processed { last_event: 0 },
             }],
             reads: Vec::new(),

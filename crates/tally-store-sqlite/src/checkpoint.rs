@@ -119,13 +119,13 @@ pub(crate) struct Handle {
     _stop: mpsc::Sender<()>,
 }
 
-pub(crate) fn start(path: &Path, pass: Pass) -> Result<Handle, Error> {
+pub(crate) fn start(path: &Path, pass: Pass, name: &str) -> Result<Handle, Error> {
     let conn = Connection::open(path).map_err(sql_error)?;
     conn.execute_batch("PRAGMA busy_timeout=5000;")
         .map_err(sql_error)?;
     let (stop, stopped) = mpsc::channel::<()>();
     thread::Builder::new()
-        .name("tally-sqlite-checkpoint".into())
+        .name(name.into())
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
                 match catch_up(&conn) {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use tally_core::model::{
-    CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata, EventPayload, Principal,
-    RecordedEvent, Role,
+    CommandEnvelope, CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata,
+    EventPayload, Principal, RecordedEvent, Role,
 };
 use tally_core::ports::{CommandLog, Error, EventStore, Result};
 use tally_domain::StreamId;
@@ -140,22 +140,19 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
         }
         positions.push(position as u64);
     }
+    // One statement per outcome: a command decided for the first time gets its record here (commands
+    // on the embedded queue have none until now; see the crate's docs), one accepted before the intake
+    // had a file of its own has its `accepted` record updated, and one decided already changes nothing,
+    // which fails the batch.
     let mut decide = conn
         .prepare_cached(
-            "UPDATE commands SET status = ?2, position = ?3, code = ?4, message = ?5 \
-             WHERE command_id = ?1 AND status = 'accepted'",
-        )
-        .map_err(sql_error)?;
-    let mut exists = conn
-        .prepare_cached("SELECT 1 FROM commands WHERE command_id = ?1")
-        .map_err(sql_error)?;
-    let mut insert_decided = conn
-        .prepare_cached(
             "INSERT INTO commands (command_id, kind, key_id, role, scope, accepted_at, status, position, code, message) \
-             VALUES (?1, '', '', 'admin', NULL, ?6, ?2, ?3, ?4, ?5)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (command_id) DO UPDATE SET status = excluded.status, position = excluded.position, \
+             code = excluded.code, message = excluded.message WHERE commands.status = 'accepted'",
         )
         .map_err(sql_error)?;
-    let now = ts_to_sql(jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
     for outcome in &batch.outcomes {
         let (status, position, code, message) = match &outcome.decision {
             Decision::Processed { last_event } => {
@@ -174,20 +171,35 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
                 Some(r.message.as_str()),
             ),
         };
-        let id = outcome.command_id.as_bytes().as_slice();
+        // A command that bypassed the intake (benchmarks, tests) is recorded as an admin's.
+        let (kind, key_id, role, scope, accepted_at) = match &outcome.accepted {
+            Some(a) => (
+                a.kind,
+                a.principal.key_id.as_str(),
+                a.principal.role.as_str(),
+                a.principal.scope.as_deref(),
+                a.accepted_at,
+            ),
+            None => ("", "", Role::Admin.as_str(), None, now),
+        };
         let changed = decide
-            .execute(params![id, status, position, code, message])
+            .execute(params![
+                outcome.command_id.as_bytes().as_slice(),
+                kind,
+                key_id,
+                role,
+                scope,
+                ts_to_sql(accepted_at),
+                status,
+                position,
+                code,
+                message
+            ])
             .map_err(sql_error)?;
         if changed == 0 {
-            // Either decided already, or a command that bypassed the intake (benchmarks, tests).
-            if exists.exists(params![id]).map_err(sql_error)? {
-                return Err(Error::AlreadyDecided {
-                    command_id: outcome.command_id,
-                });
-            }
-            insert_decided
-                .execute(params![id, status, position, code, message, now])
-                .map_err(sql_error)?;
+            return Err(Error::AlreadyDecided {
+                command_id: outcome.command_id,
+            });
         }
     }
     Ok(positions)
@@ -343,6 +355,21 @@ impl EventStore for Sqlite {
 #[async_trait]
 impl CommandLog for Sqlite {
     async fn status(&self, command_id: Uuid) -> Result<Option<CommandRecord>> {
+        if let Some(record) = self.decided_record(command_id).await? {
+            return Ok(Some(record));
+        }
+        if let Some(record) = self.accepted_record(command_id).await? {
+            return Ok(Some(record));
+        }
+        // Decided and acked between the two reads: the outcome was committed before the ack.
+        self.decided_record(command_id).await
+    }
+}
+
+impl Sqlite {
+    /// The command's record in `tally.db`: its outcome, or the `accepted` record of a command accepted
+    /// before the intake had a file of its own.
+    async fn decided_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>> {
         self.readers
             .read(move |conn| {
                 let row = conn
@@ -389,6 +416,66 @@ impl CommandLog for Sqlite {
                     },
                     accepted_at: ts_from_sql(accepted_at)?,
                     status,
+                }))
+            })
+            .await
+    }
+
+    /// A command the processor has not decided yet, from `intake.db`: its message on the queue or in
+    /// the dead letters, or the `accepted` record of a command handed to a broker.
+    async fn accepted_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>> {
+        self.intake_readers
+            .read(move |conn| {
+                let id = command_id.as_bytes().as_slice();
+                let payload = conn
+                    .prepare_cached(
+                        "SELECT payload FROM queue WHERE message_id = ?1 \
+                         UNION ALL SELECT payload FROM dead_letters WHERE message_id = ?1 LIMIT 1",
+                    )
+                    .map_err(sql_error)?
+                    .query_row(params![id], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map_err(sql_error)?;
+                if let Some(payload) = payload {
+                    let envelope = CommandEnvelope::decode(&payload)
+                        .map_err(|e| Error::Corrupt(format!("queued command {command_id}: {e}")))?;
+                    return Ok(Some(CommandRecord {
+                        command_id,
+                        kind: envelope.command.kind().to_owned(),
+                        principal: envelope.principal,
+                        accepted_at: envelope.received_at,
+                        status: CommandStatus::Accepted,
+                    }));
+                }
+                let row = conn
+                    .prepare_cached(
+                        "SELECT kind, key_id, role, scope, accepted_at FROM accepted WHERE command_id = ?1",
+                    )
+                    .map_err(sql_error)?
+                    .query_row(params![id], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .optional()
+                    .map_err(sql_error)?;
+                let Some((kind, key_id, role, scope, accepted_at)) = row else {
+                    return Ok(None);
+                };
+                Ok(Some(CommandRecord {
+                    command_id,
+                    kind,
+                    principal: Principal {
+                        key_id,
+                        role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("role {role:?}")))?,
+                        scope,
+                    },
+                    accepted_at: ts_from_sql(accepted_at)?,
+                    status: CommandStatus::Accepted,
                 }))
             })
             .await

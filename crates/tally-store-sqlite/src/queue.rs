@@ -221,7 +221,7 @@ fn fresh(seq: i64, m: QueueMessage) -> (i64, Msg) {
 impl CommandQueue for Sqlite {
     async fn enqueue(&self, messages: Vec<QueueMessage>) -> Result<()> {
         let rows = self
-            .writer
+            .intake
             .write(move |conn| {
                 let mut rows = Vec::with_capacity(messages.len());
                 for m in messages {
@@ -258,7 +258,7 @@ impl CommandQueue for Sqlite {
         for seq in &seqs {
             self.queue.settle(*seq)?;
         }
-        self.writer.write_detached("queue ack", move |conn| {
+        self.intake.write_detached("queue ack", move |conn| {
             // Acked messages are mostly consecutive: one range delete per run.
             let mut stmt = conn
                 .prepare_cached("DELETE FROM queue WHERE seq BETWEEN ?1 AND ?2")
@@ -280,7 +280,7 @@ impl CommandQueue for Sqlite {
         msg.deliveries += 1;
         let dead = msg.deliveries >= MAX_DELIVERIES;
         let (reason, deliveries, m) = (reason.to_owned(), msg.deliveries, msg.clone());
-        self.writer
+        self.intake
             .write(move |conn| {
                 if dead {
                     conn.prepare_cached(
@@ -321,7 +321,7 @@ impl CommandQueue for Sqlite {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        self.readers
+        self.intake_readers
             .read(|conn| {
                 let mut stmt = conn
                     .prepare_cached(
@@ -357,7 +357,7 @@ impl CommandQueue for Sqlite {
 
     async fn replay_dead_letter(&self, message_id: Uuid) -> Result<bool> {
         let row = self
-            .writer
+            .intake
             .write(move |conn| {
                 let found = conn
                     .query_row(
@@ -404,22 +404,29 @@ enum Destination {
 
 /// The intake's statements, taken from the connection's statement cache once per group rather than
 /// once per row: a lookup in that cache and the return to it each hash the SQL text, ≈ 1,300
-/// instructions a statement, three statements a command.
+/// instructions a statement.
 struct IntakeStatements<'c> {
     conn: &'c Connection,
     claim: rusqlite::CachedStatement<'c>,
-    command: rusqlite::CachedStatement<'c>,
+    /// The outbox's `accepted` record (a message on this file's queue is its own record).
+    accepted: Option<rusqlite::CachedStatement<'c>>,
     message: rusqlite::CachedStatement<'c>,
-    to: Destination,
 }
 
 impl<'c> IntakeStatements<'c> {
     fn new(conn: &'c Connection, to: Destination) -> Result<Self> {
-        let message = match to {
-            Destination::Queue => INSERT_MESSAGE,
-            Destination::Outbox => {
-                "INSERT INTO outbox (message_id, partition_key, payload, created_at) VALUES (?1, ?2, ?3, ?4)"
-            }
+        let (message, accepted) = match to {
+            Destination::Queue => (INSERT_MESSAGE, None),
+            Destination::Outbox => (
+                "INSERT INTO outbox (message_id, partition_key, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
+                Some(
+                    conn.prepare_cached(
+                        "INSERT INTO accepted (command_id, kind, key_id, role, scope, accepted_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(sql_error)?,
+                ),
+            ),
         };
         Ok(Self {
             conn,
@@ -431,14 +438,8 @@ impl<'c> IntakeStatements<'c> {
                      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key_id, idem_key) DO NOTHING",
                 )
                 .map_err(sql_error)?,
-            command: conn
-                .prepare_cached(
-                    "INSERT INTO commands (command_id, kind, key_id, role, scope, accepted_at, status) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted')",
-                )
-                .map_err(sql_error)?,
+            accepted,
             message: conn.prepare_cached(message).map_err(sql_error)?,
-            to,
         })
     }
 
@@ -475,26 +476,26 @@ impl<'c> IntakeStatements<'c> {
                 });
             }
         }
-        self.command
-            .execute(params![
-                e.command_id.as_bytes().as_slice(),
-                e.command.kind(),
-                key_id,
-                e.principal.role.as_str(),
-                e.principal.scope,
-                ts_to_sql(e.received_at)
-            ])
-            .map_err(sql_error)?;
         let m = QueueMessage {
             message_id: e.command_id,
             partition_key: s.partition_key.clone(),
             payload: e.encode(),
         };
-        let accepted = Submitted::Accepted {
+        let accepted_result = Submitted::Accepted {
             command_id: e.command_id,
         };
-        match self.to {
-            Destination::Outbox => {
+        match &mut self.accepted {
+            Some(accepted) => {
+                accepted
+                    .execute(params![
+                        e.command_id.as_bytes().as_slice(),
+                        e.command.kind(),
+                        key_id,
+                        e.principal.role.as_str(),
+                        e.principal.scope,
+                        ts_to_sql(e.received_at)
+                    ])
+                    .map_err(sql_error)?;
                 self.message
                     .execute(params![
                         m.message_id.as_bytes().as_slice(),
@@ -503,11 +504,11 @@ impl<'c> IntakeStatements<'c> {
                         ts_to_sql(jiff::Timestamp::now())
                     ])
                     .map_err(sql_error)?;
-                Ok((accepted, None))
+                Ok((accepted_result, None))
             }
-            Destination::Queue => {
+            None => {
                 let seq = insert_with(&mut self.message, self.conn, &m)?;
-                Ok((accepted, Some(fresh(seq, m))))
+                Ok((accepted_result, Some(fresh(seq, m))))
             }
         }
     }
@@ -628,7 +629,7 @@ impl Sqlite {
                     }
                 })
             });
-            if let Err(e) = self.writer.send(job) {
+            if let Err(e) = self.intake.send(job) {
                 for w in gather.take() {
                     let _ = w.reply.send(Err(e.clone()));
                 }
@@ -648,7 +649,7 @@ impl Intake for Sqlite {
 
     async fn submit_many(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
         let (results, rows) = self
-            .writer
+            .intake
             .write(move |conn| submit_all(conn, &submissions, Destination::Queue))
             .await?;
         self.queue.add(rows)?;
@@ -659,7 +660,7 @@ impl Intake for Sqlite {
 #[async_trait]
 impl IntakeLedger for Sqlite {
     async fn record(&self, submissions: Vec<Submission>) -> Result<Vec<Submitted>> {
-        self.writer
+        self.intake
             .write(move |conn| {
                 submit_all(conn, &submissions, Destination::Outbox).map(|(results, _)| results)
             })
@@ -668,7 +669,7 @@ impl IntakeLedger for Sqlite {
 
     async fn published(&self, message_ids: &[Uuid]) -> Result<()> {
         let ids = message_ids.to_vec();
-        self.writer
+        self.intake
             .write(move |conn| {
                 let mut stmt = conn
                     .prepare_cached("DELETE FROM outbox WHERE message_id = ?1")
@@ -684,7 +685,7 @@ impl IntakeLedger for Sqlite {
 
     async fn outbox(&self, message_ids: &[Uuid]) -> Result<Vec<QueueMessage>> {
         let ids = message_ids.to_vec();
-        self.readers
+        self.intake_readers
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
@@ -715,7 +716,7 @@ impl IntakeLedger for Sqlite {
     async fn unpublished(&self, older_than: Duration, limit: usize) -> Result<Vec<QueueMessage>> {
         let cutoff = ts_to_sql(jiff::Timestamp::now())
             .saturating_sub(i64::try_from(older_than.as_nanos()).unwrap_or(i64::MAX));
-        self.readers
+        self.intake_readers
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
@@ -768,21 +769,20 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_gathered_group_fails_only_the_submission_that_fails() {
+    /// Writes a group of three whose third reuses the first's command id (and so breaks the key of
+    /// the table its message goes to), and checks that only the third failed.
+    fn group_with_a_bad_third(to: Destination) -> (Connection, Vec<super::Row>) {
         let mut conn = Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&mut conn).unwrap();
+        crate::schema::migrate_intake(&mut conn).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
-        // The third reuses the first's command id: its insert breaks the commands table's key.
         let group = [
             register(first, "one"),
             register(second, "two"),
             register(first, "three"),
         ];
-        let (results, rows) = submit_group(&conn, &group, Destination::Queue);
+        let (results, rows) = submit_group(&conn, &group, to);
         conn.execute_batch("COMMIT").unwrap();
-
         assert!(
             matches!(results[0], Ok(Submitted::Accepted { command_id }) if command_id == first)
         );
@@ -790,15 +790,34 @@ mod tests {
             matches!(results[1], Ok(Submitted::Accepted { command_id }) if command_id == second)
         );
         assert!(results[2].is_err(), "{:?}", results[2]);
+        (conn, rows)
+    }
+
+    #[test]
+    fn a_gathered_group_fails_only_the_submission_that_fails() {
+        let (conn, rows) = group_with_a_bad_third(Destination::Queue);
         assert_eq!(rows.len(), 2, "only the accepted two join the queue");
-        assert_eq!(count(&conn, "commands"), 2);
         assert_eq!(count(&conn, "queue"), 2);
+        assert_eq!(
+            count(&conn, "accepted"),
+            0,
+            "a queued message is its own record"
+        );
+    }
+
+    #[test]
+    fn a_gathered_group_for_a_broker_records_what_it_accepted() {
+        let (conn, rows) = group_with_a_bad_third(Destination::Outbox);
+        assert!(rows.is_empty(), "nothing joins this file's queue");
+        assert_eq!(count(&conn, "outbox"), 2);
+        assert_eq!(count(&conn, "accepted"), 2);
+        assert_eq!(count(&conn, "queue"), 0);
     }
 
     #[test]
     fn a_gathered_group_without_failures_is_written_whole() {
         let mut conn = Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&mut conn).unwrap();
+        crate::schema::migrate_intake(&mut conn).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         let group: Vec<Submission> = (0..5)
             .map(|i| register(Uuid::now_v7(), &format!("s{i}")))

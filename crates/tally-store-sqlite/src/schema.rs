@@ -116,10 +116,65 @@ ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
 "#,
 ];
 
-/// Brings the schema up to date; safe to run on every start.
+/// The intake's file, `intake.db`: what a command is before the processor decides it. Its writer commits
+/// nothing else, so a request's 202 never waits behind an append or a read-model update. Before this
+/// file existed these tables lived in `tally.db` (where they stay, emptied: see `Sqlite::open`).
+const INTAKE_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE queue (
+    seq           INTEGER PRIMARY KEY,
+    message_id    BLOB    NOT NULL UNIQUE,
+    partition_key TEXT    NOT NULL,
+    payload       BLOB    NOT NULL,
+    deliveries    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE dead_letters (
+    message_id    BLOB PRIMARY KEY,
+    partition_key TEXT    NOT NULL,
+    payload       BLOB    NOT NULL,
+    reason        TEXT    NOT NULL,
+    failed_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE idempotency (
+    key_id       TEXT    NOT NULL,
+    idem_key     TEXT    NOT NULL,
+    request_hash BLOB    NOT NULL,
+    command_id   BLOB    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (key_id, idem_key)
+) WITHOUT ROWID;
+-- Commands accepted for a broker queue whose publish is not confirmed yet (IntakeLedger).
+CREATE TABLE outbox (
+    message_id    BLOB PRIMARY KEY,
+    partition_key TEXT    NOT NULL,
+    payload       BLOB    NOT NULL,
+    created_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX outbox_by_age ON outbox (created_at);
+-- The accepted record of a command handed to a broker: once published, its message is out of reach.
+-- (A command on this file's own queue needs none: its message is its record until it is decided.)
+CREATE TABLE accepted (
+    command_id  BLOB PRIMARY KEY,
+    kind        TEXT    NOT NULL,
+    key_id      TEXT    NOT NULL,
+    role        TEXT    NOT NULL,
+    scope       TEXT,
+    accepted_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#];
+
+/// Brings the schema of `tally.db` up to date; safe to run on every start.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    run(conn, MIGRATIONS)
+}
+
+/// Brings the schema of `intake.db` up to date; safe to run on every start.
+pub(crate) fn migrate_intake(conn: &mut Connection) -> rusqlite::Result<()> {
+    run(conn, INTAKE_MIGRATIONS)
+}
+
+fn run(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+    for (i, sql) in migrations.iter().enumerate().skip(current.max(0) as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

@@ -29,10 +29,11 @@ pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection, checkpoints: Pass) -> std::io::Result<Self> {
+    /// Starts the writer thread, named `name`, on `conn`.
+    pub(crate) fn start(conn: Connection, checkpoints: Pass, name: &str) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
-            .name("tally-sqlite-writer".into())
+            .name(name.into())
             .spawn(move || run(conn, rx, checkpoints))?;
         Ok(Self { jobs })
     }

@@ -34,7 +34,8 @@ async fn the_wal_starts_over_under_a_steady_stream_of_commits() {
     let commands = Arc::new(commands);
     let next = Arc::new(AtomicU64::new(0));
     let largest_wal = Arc::new(AtomicU64::new(0));
-    let wal = dir.path().join("tally.db-wal");
+    // The intake commits go to `intake.db`; its WAL is checkpointed as `tally.db`'s is.
+    let wal = dir.path().join("intake.db-wal");
 
     // Many submitters, each waiting for its own commit: a commit every few hundred microseconds, as
     // under HTTP load, and never a quiet moment for a checkpoint to catch up on its own.

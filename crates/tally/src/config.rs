@@ -117,7 +117,7 @@ impl FileConfig {
 /// Where the ports live.
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    /// One SQLite file in a data dir, with its embedded queue.
+    /// SQLite files in a data dir (the intake's and the rest), with the embedded queue.
     Embedded {
         data_dir: PathBuf,
         broker: Option<BrokerConfig>,

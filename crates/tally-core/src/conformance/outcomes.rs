@@ -5,7 +5,7 @@
 use tally_domain::{Rejection, RejectionCode};
 use uuid::Uuid;
 
-use super::support::{accept, batch, event, processed, sorted, stream};
+use super::support::{accept, as_accepted, batch, event, processed, sorted, stream};
 use crate::model::{CommandStatus, CommitBatch, Decision, OutcomeRecord};
 use crate::{Backend, Error};
 
@@ -59,6 +59,7 @@ pub async fn already_decided_writes_nothing(b: &Backend) {
         events: Vec::new(),
         outcomes: vec![OutcomeRecord {
             command_id: done,
+            accepted: Some(as_accepted()),
             decision: Decision::Rejected(rejection),
         }],
         reads: Vec::new(),
@@ -120,6 +121,7 @@ pub async fn records_outcomes_as_statuses(b: &Backend) {
             processed(ids[1], 2),
             OutcomeRecord {
                 command_id: ids[2],
+                accepted: Some(as_accepted()),
                 decision: Decision::Rejected(Rejection {
                     code: RejectionCode::InsufficientStock,
                     message: "only 2 of item i1 in store s1".to_owned(),
@@ -166,6 +168,7 @@ pub async fn reports_decided_commands(b: &Backend) {
             processed(ids[0], 0),
             OutcomeRecord {
                 command_id: ids[2],
+                accepted: Some(as_accepted()),
                 decision: Decision::Rejected(Rejection {
                     code: RejectionCode::DuplicateId,
                     message: "sale s1 exists".to_owned(),
@@ -185,6 +188,7 @@ pub async fn reports_decided_commands(b: &Backend) {
 fn rejected(command_id: Uuid) -> OutcomeRecord {
     OutcomeRecord {
         command_id,
+        accepted: Some(as_accepted()),
         decision: Decision::Rejected(Rejection {
             code: RejectionCode::InsufficientStock,
             message: "only 5 of item i1 in store s".to_owned(),

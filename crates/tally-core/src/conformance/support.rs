@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::Backend;
 use crate::model::{
-    CommandEnvelope, CommitBatch, Decision, Delivery, EventMetadata, NewEvent, OutcomeRecord,
-    Principal, QueueMessage, Role,
+    AcceptedCommand, CommandEnvelope, CommitBatch, Decision, Delivery, EventMetadata, NewEvent,
+    OutcomeRecord, Principal, QueueMessage, Role,
 };
 use crate::ports::{CommandQueue, Submission, Submitted};
 
@@ -65,7 +65,13 @@ pub fn processed(command_id: Uuid, last_event: usize) -> OutcomeRecord {
     OutcomeRecord {
         command_id,
         decision: Decision::Processed { last_event },
+        accepted: Some(as_accepted()),
     }
+}
+
+/// What the processor passes on of a command that [`accept`] submitted (they differ only in id).
+pub fn as_accepted() -> AcceptedCommand {
+    AcceptedCommand::of(&envelope("key-writer", "sup-0"))
 }
 
 pub fn principal(key_id: &str) -> Principal {
