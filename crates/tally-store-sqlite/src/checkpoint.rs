@@ -119,7 +119,8 @@ pub(crate) struct Handle {
     _stop: mpsc::Sender<()>,
 }
 
-pub(crate) fn start(path: &Path, pass: Pass, name: &str) -> Result<Handle, Error> {
+/// Starts the checkpoint thread of the file at `path`, named `name`, at `niceness`.
+pub(crate) fn start(path: &Path, pass: Pass, name: &str, niceness: i32) -> Result<Handle, Error> {
     let conn = Connection::open(path).map_err(sql_error)?;
     conn.execute_batch("PRAGMA busy_timeout=5000;")
         .map_err(sql_error)?;
@@ -127,6 +128,7 @@ pub(crate) fn start(path: &Path, pass: Pass, name: &str) -> Result<Handle, Error
     thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            crate::writer::lower_priority(niceness);
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
                 match catch_up(&conn) {
                     Ok(true) => pass.done.store(true, Ordering::Release),

@@ -29,12 +29,18 @@ pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
 }
 
 impl Writer {
-    /// Starts the writer thread, named `name`, on `conn`.
-    pub(crate) fn start(conn: Connection, checkpoints: Pass, name: &str) -> std::io::Result<Self> {
+    /// Starts the writer thread, named `name`, on `conn`, at `niceness` (see [`lower_priority`]).
+    pub(crate) fn start(
+        conn: Connection,
+        checkpoints: Pass,
+        name: &str,
+        niceness: i32,
+    ) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
-            .name(name.into())
-            .spawn(move || run(conn, rx, checkpoints))?;
+        thread::Builder::new().name(name.into()).spawn(move || {
+            lower_priority(niceness);
+            run(conn, rx, checkpoints)
+        })?;
         Ok(Self { jobs })
     }
 
@@ -98,6 +104,20 @@ impl Writer {
         if self.jobs.send(job).is_err() {
             tracing::warn!(what, "sqlite writer has stopped; detached write dropped");
         }
+    }
+}
+
+/// Makes the calling thread yield the CPU to the rest of the process when both want it: `niceness` 0
+/// leaves it as it is, 10 gives it about a tenth of a core that a thread at 0 also wants (Linux sets
+/// the nice value per thread). For the threads whose work can wait (see `Sqlite::open`). A failure
+/// only costs that preference, so it is logged.
+pub(crate) fn lower_priority(niceness: i32) {
+    if niceness == 0 {
+        return;
+    }
+    let thread = Some(rustix::thread::gettid());
+    if let Err(e) = rustix::process::setpriority_process(thread, niceness) {
+        tracing::warn!(error = %e, niceness, "could not lower this thread's priority");
     }
 }
 
