@@ -67,6 +67,9 @@ impl Default for ProcessorConfig {
 /// What one [`Processor::step`] did.
 struct Prepared {
     batch: Option<CommitBatch>,
+    /// The batch's events as decided, in its order: once committed, they go to the projector of this
+    /// process through [`Signals::events_recorded`].
+    events: Vec<tally_domain::Event>,
     touched: Set<StreamId>,
     counts: StepReport,
     outcomes: Outcomes,
@@ -74,6 +77,7 @@ struct Prepared {
 
 struct InFlight {
     handle: Option<tokio::task::JoinHandle<Result<Vec<u64>, Error>>>,
+    events: Vec<tally_domain::Event>,
     touched: Set<StreamId>,
     counts: StepReport,
     outcomes: Outcomes,
@@ -336,6 +340,8 @@ impl Processor {
             match result {
                 Ok(positions) => {
                     self.committed(&positions, touched);
+                    self.signals
+                        .events_recorded(positions.into_iter().zip(prepared.events).collect());
                     report.add(&counts);
                     outcomes.record();
                     return Ok(());
@@ -371,6 +377,7 @@ impl Processor {
             .map(|batch| tokio::spawn(async move { timed_commit(store.as_ref(), batch).await }));
         InFlight {
             handle,
+            events: prepared.events,
             touched: prepared.touched,
             counts: prepared.counts,
             outcomes: prepared.outcomes,
@@ -393,6 +400,8 @@ impl Processor {
         match result {
             Ok(positions) => {
                 self.committed(&positions, flight.touched);
+                self.signals
+                    .events_recorded(positions.into_iter().zip(flight.events).collect());
                 report.add(&flight.counts);
                 flight.outcomes.record();
                 true
@@ -502,6 +511,7 @@ impl Processor {
 
         let now = Timestamp::now();
         let mut batch = CommitBatch::default();
+        let mut decided_events = Vec::new();
         let mut touched: Set<StreamId> = Set::default();
         // Every stream a decision read, at the version it read it at. When several decisions read a
         // stream, the first one's version is kept: a later one sees another version only if the chunk
@@ -571,6 +581,7 @@ impl Processor {
                             },
                             streams,
                         });
+                        decided_events.push(event);
                     }
                     counts.processed += 1;
                     outcomes.processed(&envelope.command);
@@ -601,6 +612,7 @@ impl Processor {
         batch.reads.sort_unstable();
         Ok(Prepared {
             batch: (!batch.outcomes.is_empty()).then_some(batch),
+            events: decided_events,
             touched,
             counts,
             outcomes,

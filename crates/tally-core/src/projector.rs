@@ -147,16 +147,29 @@ impl Projector {
     pub async fn step(&mut self) -> Result<usize, Error> {
         let from = self.next_from().await?;
         // Live batches stay small: a big apply holds its writer (and whatever waits for it) up.
-        let events = decode(self.store.read_payloads(from, self.live_batch()).await?)?;
-        let Some(last) = events.last().map(|(p, _)| *p) else {
+        let limit = self.live_batch();
+        // What this process's processor committed since, when it continues without a gap; else the
+        // store's log (see `signals::Tail`).
+        let read: Vec<(u64, Event)>;
+        let recent = self.signals.recent_events(from, limit);
+        let batches: Vec<&[(u64, Event)]> = match &recent {
+            Some(recent) => recent.iter().map(|r| &**r).collect(),
+            None => {
+                read = decode(self.store.read_payloads(from, limit).await?)?;
+                vec![&read[..]]
+            }
+        };
+        let Some(last) = batches.iter().rev().find_map(|b| b.last()).map(|(p, _)| *p) else {
             self.signals.projected(from);
             return Ok(0);
         };
         let mut pending = Pending::new(&self.checkpoints().await?);
-        pending.fold(&events);
+        for batch in &batches {
+            pending.fold(batch);
+        }
         self.apply(pending).await?;
         self.signals.projected(last);
-        Ok(events.len())
+        Ok(batches.iter().map(|b| b.len()).sum())
     }
 
     /// Applies a folded update and moves the cached checkpoints to its end; a failed apply clears the

@@ -1,9 +1,14 @@
 //! In-process wake-ups: the processor tells waiters that outcomes and events were committed, the
 //! projector tells queries how far it got. Waiters also poll, so a writer in another process (on a
-//! shared database) is seen too, only later.
+//! shared database) is seen too, only later. The processor also leaves the events it committed, as it
+//! decided them, in a [`Tail`] for the projector of the same process.
 
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tally_domain::Event;
 use tokio::sync::watch;
 
 #[derive(Clone)]
@@ -11,6 +16,7 @@ pub struct Signals {
     outcomes: watch::Sender<u64>,
     head: watch::Sender<u64>,
     projected: watch::Sender<u64>,
+    tail: Arc<Tail>,
 }
 
 impl Default for Signals {
@@ -19,6 +25,7 @@ impl Default for Signals {
             outcomes: watch::channel(0).0,
             head: watch::channel(0).0,
             projected: watch::channel(0).0,
+            tail: Arc::default(),
         }
     }
 }
@@ -56,6 +63,105 @@ impl Signals {
     }
     pub fn watch_projected(&self) -> watch::Receiver<u64> {
         self.projected.subscribe()
+    }
+    /// The events of one commit, each at the position the store gave it.
+    pub fn events_recorded(&self, events: Vec<(u64, Event)>) {
+        self.tail.push(events);
+    }
+    /// See [`Tail::after`].
+    pub fn recent_events(&self, after: u64, limit: usize) -> Option<Vec<Recent>> {
+        self.tail.after(after, limit)
+    }
+}
+
+/// Events committed lately by this process, decided and not yet encoded: the projector following the
+/// log live folds them from here instead of reading them back from the store and decoding their JSON
+/// (under W1 over HTTP that read and decode were about a tenth of the server's CPU).
+///
+/// Only what the store confirmed is here, in commits, each at the positions the store returned. The
+/// projector takes events from here only when they continue exactly where its checkpoint is and run
+/// on without a gap, so an event committed by anyone else (another process on a shared database, a
+/// commit that was not recorded here) is never skipped: the projector reads the store instead. The
+/// tail is bounded; the oldest commits are forgotten first.
+#[derive(Default)]
+pub struct Tail {
+    commits: Mutex<VecDeque<Commit>>,
+}
+
+/// One commit's events, at their positions.
+type Commit = Arc<[(u64, Event)]>;
+
+/// At most this many events stay in a [`Tail`] (a few live batches of the projector).
+pub const TAIL_EVENTS: usize = 20_000;
+
+/// Part of one commit in a [`Tail`].
+pub struct Recent {
+    commit: Commit,
+    from: usize,
+    to: usize,
+}
+
+impl Deref for Recent {
+    type Target = [(u64, Event)];
+    fn deref(&self) -> &Self::Target {
+        &self.commit[self.from..self.to]
+    }
+}
+
+impl Tail {
+    fn commits(&self) -> std::sync::MutexGuard<'_, VecDeque<Commit>> {
+        // Every state of the deque is valid: a panic elsewhere leaves nothing half done.
+        self.commits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds one commit's events, whose positions must be consecutive (a commit's are); anything else
+    /// is not kept.
+    pub fn push(&self, events: Vec<(u64, Event)>) {
+        let consecutive = events.windows(2).all(|w| w[1].0 == w[0].0 + 1);
+        if events.is_empty() || !consecutive {
+            return;
+        }
+        let mut commits = self.commits();
+        commits.push_back(events.into());
+        let mut held: usize = commits.iter().map(|c| c.len()).sum();
+        while held > TAIL_EVENTS
+            && let Some(oldest) = commits.pop_front()
+        {
+            held -= oldest.len();
+        }
+    }
+
+    /// The events from position `after + 1` on, at most `limit` of them, if this tail holds that
+    /// position and every one after it up to where it stops (or to the limit); `None` otherwise.
+    pub fn after(&self, after: u64, limit: usize) -> Option<Vec<Recent>> {
+        let next = after.checked_add(1)?;
+        let commits = self.commits();
+        let start = commits.iter().position(|c| {
+            c.first().is_some_and(|(p, _)| *p <= next) && c.last().is_some_and(|(p, _)| *p >= next)
+        })?;
+        let mut out = Vec::new();
+        let (mut want, mut taken) = (next, 0usize);
+        for commit in commits.iter().skip(start) {
+            let Some((first, _)) = commit.first() else {
+                break;
+            };
+            if *first > want || taken >= limit {
+                break; // a gap (someone else's commit), or enough
+            }
+            let from = usize::try_from(want - first).ok()?;
+            let to = commit.len().min(from + (limit - taken));
+            if from >= to {
+                break;
+            }
+            taken += to - from;
+            want = commit[to - 1].0 + 1;
+            out.push(Recent {
+                commit: commit.clone(),
+                from,
+                to,
+            });
+        }
+        Some(out)
     }
 }
 
@@ -103,6 +209,78 @@ impl Cadence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tally_domain::event::SupplierRegistered;
+    use tally_domain::values::{SupplierId, Text};
+
+    fn commit(positions: std::ops::RangeInclusive<u64>) -> Vec<(u64, Event)> {
+        positions
+            .map(|p| {
+                let event = Event::SupplierRegistered(SupplierRegistered {
+                    supplier_id: SupplierId::parse(format!("sup-{p}")).expect("valid id"),
+                    name: Text::parse("A supplier").expect("valid name"),
+                });
+                (p, event)
+            })
+            .collect()
+    }
+
+    fn positions(recent: &[Recent]) -> Vec<u64> {
+        recent
+            .iter()
+            .flat_map(|r| r.iter().map(|(p, _)| *p))
+            .collect()
+    }
+
+    #[test]
+    fn the_tail_hands_out_events_only_without_a_gap_from_the_position_asked() {
+        let tail = Tail::default();
+        tail.push(commit(1..=3));
+        tail.push(commit(4..=5));
+        // 6 and 7 were committed by someone else: not here.
+        tail.push(commit(8..=9));
+        assert_eq!(
+            tail.after(0, 100).map(|r| positions(&r)),
+            Some(vec![1, 2, 3, 4, 5])
+        );
+        assert_eq!(
+            tail.after(2, 100).map(|r| positions(&r)),
+            Some(vec![3, 4, 5])
+        );
+        assert_eq!(tail.after(1, 3).map(|r| positions(&r)), Some(vec![2, 3, 4]));
+        assert!(
+            tail.after(5, 100).is_none(),
+            "6 is not here: read the store"
+        );
+        assert_eq!(tail.after(7, 100).map(|r| positions(&r)), Some(vec![8, 9]));
+        assert!(tail.after(9, 100).is_none(), "nothing after the end");
+        // The events are the ones pushed at those positions.
+        let got = tail.after(3, 1).expect("4 is here");
+        assert_eq!(got[0][0].1, commit(4..=4)[0].1);
+    }
+
+    #[test]
+    fn the_tail_keeps_only_consecutive_commits_and_forgets_the_oldest_past_its_bound() {
+        let tail = Tail::default();
+        let mut gapped = commit(1..=2);
+        gapped.extend(commit(4..=4));
+        tail.push(gapped);
+        assert!(
+            tail.after(0, 10).is_none(),
+            "a commit with a gap is not kept"
+        );
+        let size = TAIL_EVENTS as u64 / 2;
+        tail.push(commit(1..=size));
+        tail.push(commit(size + 1..=2 * size));
+        tail.push(commit(2 * size + 1..=2 * size + 10));
+        assert!(
+            tail.after(0, 10).is_none(),
+            "the oldest commit was forgotten"
+        );
+        assert_eq!(
+            tail.after(size, 5).map(|r| positions(&r)),
+            Some((size + 1..=size + 5).collect())
+        );
+    }
 
     #[tokio::test]
     async fn a_small_batch_paces_the_next_round_and_a_full_one_or_none_does_not() {
