@@ -91,8 +91,8 @@ pub struct Tail {
 /// One commit's events, at their positions.
 type Commit = Arc<[(u64, Event)]>;
 
-/// At most this many events stay in a [`Tail`] (a few live batches of the projector).
-pub const TAIL_EVENTS: usize = 20_000;
+/// At most this many events stay in a [`Tail`] (two live batches of the projector).
+pub const TAIL_EVENTS: usize = 10_000;
 
 /// Part of one commit in a [`Tail`].
 pub struct Recent {

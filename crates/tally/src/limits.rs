@@ -7,7 +7,7 @@
 //! ip_rate_per_second = 20      # requests without a known key, per client address
 //! ip_burst = 50
 //! max_in_flight = 1024         # requests in hand at once; beyond: 503
-//! queue_high_water = 100000    # command POSTs get 503 while more commands wait in the queue
+//! queue_high_water = 20000     # command POSTs get 503 while more commands wait in the queue
 //! request_timeout_seconds = 40 # longer than the longest long poll (wait_ms ≤ 30 s)
 //! [limits.rate_per_second]     # per API key, by role, unless the key has its own rate_per_second
 //! admin = 100000
