@@ -409,11 +409,7 @@ impl Sqlite {
                 Ok(Some(CommandRecord {
                     command_id: uuid_from_sql(&id)?,
                     kind,
-                    principal: Principal {
-                        key_id,
-                        role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("role {role:?}")))?,
-                        scope,
-                    },
+                    principal: principal(key_id, &role, scope)?,
                     accepted_at: ts_from_sql(accepted_at)?,
                     status,
                 }))
@@ -469,15 +465,20 @@ impl Sqlite {
                 Ok(Some(CommandRecord {
                     command_id,
                     kind,
-                    principal: Principal {
-                        key_id,
-                        role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("role {role:?}")))?,
-                        scope,
-                    },
+                    principal: principal(key_id, &role, scope)?,
                     accepted_at: ts_from_sql(accepted_at)?,
                     status: CommandStatus::Accepted,
                 }))
             })
             .await
     }
+}
+
+/// A principal as the command tables store it.
+fn principal(key_id: String, role: &str, scope: Option<String>) -> Result<Principal> {
+    Ok(Principal {
+        key_id,
+        role: Role::parse(role).ok_or_else(|| Error::Corrupt(format!("role {role:?}")))?,
+        scope,
+    })
 }

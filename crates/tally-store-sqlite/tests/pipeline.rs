@@ -42,6 +42,22 @@ async fn drain(processor: &mut Processor, backend: &Backend) -> (u64, u64, u64) 
     (processed, rejected, duplicates)
 }
 
+/// Every projection's checkpoint is at `head`, and the read models hold W1's expected books.
+async fn assert_books(
+    backend: &Backend,
+    head: u64,
+    expected: &tally_core::workload::Books,
+    processed: u64,
+    rejected: u64,
+) {
+    for (name, position) in backend.read.checkpoints().await.unwrap() {
+        assert_eq!(position, head, "checkpoint of {name}");
+    }
+    verify(backend.read.as_ref(), expected, processed, rejected)
+        .await
+        .unwrap();
+}
+
 fn new_processor(backend: &Backend, commit_size: usize) -> Processor {
     Processor::new(
         backend.events.clone(),
@@ -89,17 +105,7 @@ async fn small_w1_books_match_and_survive_a_rebuild() {
     let projected = projector.catch_up().await.unwrap();
     let head = backend.events.head().await.unwrap();
     assert_eq!(projected, head, "every event is projected once");
-    for (name, position) in backend.read.checkpoints().await.unwrap() {
-        assert_eq!(position, head, "checkpoint of {name}");
-    }
-    verify(
-        backend.read.as_ref(),
-        &workload.expected,
-        processed,
-        rejected,
-    )
-    .await
-    .unwrap();
+    assert_books(&backend, head, &workload.expected, processed, rejected).await;
 
     let rebuilt = projector.rebuild().await.unwrap();
     assert_eq!(rebuilt, head);
@@ -184,17 +190,7 @@ async fn live_projection_from_the_processors_tail_and_from_the_log_keeps_the_boo
     assert!(from_tail > 0, "the tail was used");
     assert!(from_log > 0, "the log was read past the tail's gaps");
     let head = backend.events.head().await.unwrap();
-    for (name, position) in backend.read.checkpoints().await.unwrap() {
-        assert_eq!(position, head, "checkpoint of {name}");
-    }
-    verify(
-        backend.read.as_ref(),
-        &workload.expected,
-        processed,
-        rejected,
-    )
-    .await
-    .unwrap();
+    assert_books(&backend, head, &workload.expected, processed, rejected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

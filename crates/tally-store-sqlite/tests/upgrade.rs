@@ -9,11 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use tally_core::Signals;
 use tally_core::conformance::{admin_envelope, submission};
 use tally_core::model::{CommandEnvelope, CommandStatus};
 use tally_core::ports::Submitted;
 use tally_core::processor::{Processor, ProcessorConfig};
+use tally_core::{Backend, Signals};
 use tally_domain::Command;
 use tally_domain::values::{SupplierId, Text};
 use tally_store_sqlite::Sqlite;
@@ -77,6 +77,19 @@ fn write_old_intake(
         ],
     )
     .unwrap();
+}
+
+/// Decides everything on the queue.
+async fn process_all(backend: &Backend) {
+    let mut processor = Processor::new(
+        backend.events.clone(),
+        backend.queue.clone(),
+        Signals::default(),
+        ProcessorConfig::default(),
+    );
+    while backend.queue.depth().await.unwrap() > 0 {
+        processor.step(Duration::from_millis(50)).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,15 +159,7 @@ async fn an_older_data_dir_keeps_its_pending_commands_keys_and_statuses() {
 
     // The pending command is delivered from `intake.db` and decided; its old `accepted` record in
     // `tally.db` becomes its outcome, keeping what the intake wrote.
-    let mut processor = Processor::new(
-        backend.events.clone(),
-        backend.queue.clone(),
-        Signals::default(),
-        ProcessorConfig::default(),
-    );
-    while backend.queue.depth().await.unwrap() > 0 {
-        processor.step(Duration::from_millis(50)).await.unwrap();
-    }
+    process_all(&backend).await;
     let after = backend
         .commands
         .status(pending.command_id)
@@ -197,15 +202,7 @@ async fn a_queued_command_reads_as_accepted_until_its_outcome_and_then_as_decide
     assert_eq!(accepted.kind, "register_supplier");
     assert_eq!(accepted.principal, principal);
 
-    let mut processor = Processor::new(
-        backend.events.clone(),
-        backend.queue.clone(),
-        Signals::default(),
-        ProcessorConfig::default(),
-    );
-    while backend.queue.depth().await.unwrap() > 0 {
-        processor.step(Duration::from_millis(50)).await.unwrap();
-    }
+    process_all(&backend).await;
     let decided = backend.commands.status(id).await.unwrap().unwrap();
     assert!(matches!(decided.status, CommandStatus::Processed { .. }));
     assert_eq!(
