@@ -85,7 +85,14 @@ impl Signals {
 /// tail is bounded; the oldest commits are forgotten first.
 #[derive(Default)]
 pub struct Tail {
-    commits: Mutex<VecDeque<Commit>>,
+    held: Mutex<Held>,
+}
+
+/// The commits in a [`Tail`], oldest first, and how many events they hold together.
+#[derive(Default)]
+struct Held {
+    commits: VecDeque<Commit>,
+    events: usize,
 }
 
 /// One commit's events, at their positions.
@@ -109,9 +116,9 @@ impl Deref for Recent {
 }
 
 impl Tail {
-    fn commits(&self) -> std::sync::MutexGuard<'_, VecDeque<Commit>> {
-        // Every state of the deque is valid: a panic elsewhere leaves nothing half done.
-        self.commits.lock().unwrap_or_else(|p| p.into_inner())
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        // No code panics while holding the lock, so a poisoned one still holds a whole state.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds one commit's events, whose positions must be consecutive (a commit's are); anything else
@@ -121,13 +128,13 @@ impl Tail {
         if events.is_empty() || !consecutive {
             return;
         }
-        let mut commits = self.commits();
-        commits.push_back(events.into());
-        let mut held: usize = commits.iter().map(|c| c.len()).sum();
-        while held > TAIL_EVENTS
-            && let Some(oldest) = commits.pop_front()
+        let mut held = self.held();
+        held.events += events.len();
+        held.commits.push_back(events.into());
+        while held.events > TAIL_EVENTS
+            && let Some(oldest) = held.commits.pop_front()
         {
-            held -= oldest.len();
+            held.events -= oldest.len();
         }
     }
 
@@ -135,7 +142,8 @@ impl Tail {
     /// position and every one after it up to where it stops (or to the limit); `None` otherwise.
     pub fn after(&self, after: u64, limit: usize) -> Option<Vec<Recent>> {
         let next = after.checked_add(1)?;
-        let commits = self.commits();
+        let held = self.held();
+        let commits = &held.commits;
         let start = commits.iter().position(|c| {
             c.first().is_some_and(|(p, _)| *p <= next) && c.last().is_some_and(|(p, _)| *p >= next)
         })?;
