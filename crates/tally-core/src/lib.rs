@@ -6,9 +6,10 @@
 //!
 //! Layout:
 //! - [`ports`]: the traits and their contracts ([`EventStore`], [`Intake`], [`CommandQueue`],
-//!   [`CommandLog`], [`ReadStore`], [`KeyStore`]);
+//!   [`CommandLog`], [`ProjectionSink`], [`ReadModels`], [`KeyStore`]);
 //! - [`model`]: the records that cross them;
 //! - [`processor`], [`projector`], [`readmodel`]: the write path and the read path;
+//! - [`rows`], [`timetravel`]: what queries answer, and the answers as of an earlier moment;
 //! - [`metrics`]: the processor's counters and histograms (recorded through the `metrics` facade);
 //! - [`wait`]: long polls for command outcomes and read-your-writes;
 //! - [`workload`]: W1, the standard benchmark workload, and its independent expected books;
@@ -24,7 +25,9 @@ pub mod ports;
 pub mod processor;
 pub mod projector;
 pub mod readmodel;
+pub mod rows;
 pub mod signals;
+pub mod timetravel;
 pub mod wait;
 pub mod workload;
 
@@ -33,7 +36,8 @@ pub mod conformance;
 
 pub use lease::{Lease, Leases, LocalLeases};
 pub use ports::{
-    CommandLog, CommandQueue, Error, EventStore, Intake, IntakeLedger, KeyStore, ReadStore,
+    CommandLog, CommandQueue, Error, EventStore, Intake, IntakeLedger, KeyStore, ProjectionSink,
+    ReadModels,
 };
 pub use signals::Signals;
 
@@ -45,7 +49,10 @@ pub struct Backend {
     pub commands: Arc<dyn CommandLog>,
     pub intake: Arc<dyn Intake>,
     pub queue: Arc<dyn CommandQueue>,
-    pub read: Arc<dyn ReadStore>,
+    /// Where the projector writes the read models.
+    pub sink: Arc<dyn ProjectionSink>,
+    /// What queries read of them.
+    pub read: Arc<dyn ReadModels>,
     pub keys: Arc<dyn KeyStore>,
     /// Roles only one process may hold at a time (the projector).
     pub leases: Arc<dyn Leases>,

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use tally_domain::StreamId;
+use tally_domain::values::{ItemId, StoreId, SupplierId};
 use uuid::Uuid;
 
 use crate::model::{
@@ -16,6 +17,9 @@ use crate::model::{
     KeyUsage, QueueMessage, RecordedEvent,
 };
 use crate::readmodel::{DayFigures, ProjectionUpdate, SupplierDay};
+use crate::rows::{
+    DateRange, Dated, ItemSales, Positioned, StockRow, StoreSales, TopItem, TopItemsQuery,
+};
 
 /// A storage failure, translated into what it means for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +48,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub trait EventStore: Send + Sync + 'static {
     /// Appends the batch's events and records its outcomes atomically, returning the global position of
     /// each event in order. Positions grow strictly with commit order and are never reused.
+    ///
+    /// The store assigns each event's `recorded_at`: the later of the event's own `recorded_at` (the
+    /// appending process's clock) and the `recorded_at` of the event before it in the global order, so
+    /// it never decreases along the log, whatever the clocks of several appending processes say.
     ///
     /// Fails with [`Error::Conflict`] naming the stream when any `(stream, version)` an event appends
     /// is already taken (a stale expected version), or when a stream of [`CommitBatch::reads`] is no
@@ -79,6 +87,21 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The position of the last committed event (0 when the log is empty).
     async fn head(&self) -> Result<u64>;
+
+    /// The last position whose event was recorded at or before `at` (0 when none was). `recorded_at`
+    /// never decreases along the global order (the store assigns it at append: see
+    /// [`EventStore::commit`]), so the events at or before the answer are exactly those recorded at or
+    /// before `at`: a prefix of the log.
+    async fn position_at(&self, at: Timestamp) -> Result<u64>;
+
+    /// The events of one stream with a global position at or before `upto`, in version order (each
+    /// with its version in that stream, as [`EventStore::read_stream`]). Time travel folds a store's
+    /// stream this way.
+    async fn read_stream_upto(&self, stream: &StreamId, upto: u64) -> Result<Vec<RecordedEvent>> {
+        let mut events = self.read_stream(stream).await?;
+        events.retain(|e| e.position <= upto);
+        Ok(events)
+    }
 
     /// Which of these commands already have an outcome.
     async fn decided(&self, command_ids: &[Uuid]) -> Result<Vec<Uuid>>;
@@ -141,9 +164,9 @@ pub trait CommandQueue: Send + Sync + 'static {
     async fn replay_dead_letter(&self, message_id: Uuid) -> Result<bool>;
 }
 
-/// The read models and their checkpoints.
+/// Where the projector writes: read-model rows and the checkpoints they reflect.
 #[async_trait]
-pub trait ReadStore: Send + Sync + 'static {
+pub trait ProjectionSink: Send + Sync + 'static {
     /// The position each projection has reached.
     async fn checkpoints(&self) -> Result<HashMap<String, u64>>;
     /// Applies the updates and moves their checkpoints in one transaction. Fails with
@@ -151,22 +174,48 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn apply(&self, updates: Vec<ProjectionUpdate>) -> Result<()>;
     /// Empties a projection's rows and sets its checkpoint to 0, for a rebuild.
     async fn reset(&self, projection: &str) -> Result<()>;
+}
 
-    async fn inventory(&self, store_id: &str) -> Result<(u64, Vec<(String, i64)>)>;
-    async fn inventory_item(&self, store_id: &str, item_id: &str) -> Result<(u64, i64)>;
+/// What queries read: the read models as they are now. Every answer comes with the position its
+/// read model reflects, read in the same snapshot as its rows; rows whose figures are all zero (a
+/// day whose only sale was voided) are left out. Answers as of an earlier moment are folds of the
+/// log ([`crate::timetravel`]), not reads of these tables.
+#[async_trait]
+pub trait ReadModels: Send + Sync + 'static {
+    /// The position each projection has reached (what `min_position` waits for).
+    async fn checkpoints(&self) -> Result<HashMap<String, u64>>;
+    /// A store's stock, by item id.
+    async fn inventory(&self, store: &StoreId) -> Result<Positioned<Vec<StockRow>>>;
+    /// One item's stock in a store (0 when it never moved).
+    async fn inventory_item(&self, store: &StoreId, item: &ItemId) -> Result<Positioned<i64>>;
+    /// A store's items with at most `threshold` on hand, by on hand, then item id.
+    async fn low_stock(&self, store: &StoreId, threshold: i64)
+    -> Result<Positioned<Vec<StockRow>>>;
+    /// A store's daily sales over a range of business dates, by date.
     async fn store_daily(
         &self,
-        store_id: &str,
-        from: Option<Date>,
-        to: Option<Date>,
-    ) -> Result<(u64, Vec<(Date, DayFigures)>)>;
-    async fn daily_sales(&self, date: Date) -> Result<(u64, Vec<(String, DayFigures)>)>;
+        store: &StoreId,
+        range: DateRange,
+    ) -> Result<Positioned<Vec<Dated<DayFigures>>>>;
+    /// Every store's sales on one business date, by store id.
+    async fn daily_sales(&self, date: Date) -> Result<Positioned<Vec<StoreSales>>>;
+    /// A supplier's daily report over a range of business dates, by date.
     async fn supplier_daily(
         &self,
-        supplier_id: &str,
-        from: Option<Date>,
-        to: Option<Date>,
-    ) -> Result<(u64, Vec<(Date, SupplierDay)>)>;
+        supplier: &SupplierId,
+        range: DateRange,
+    ) -> Result<Positioned<Vec<Dated<SupplierDay>>>>;
+    /// One item's daily sales, in one store or summed over every store, by date; with the item's
+    /// supplier when it has sold anywhere.
+    async fn item_daily(
+        &self,
+        item: &ItemId,
+        store: Option<&StoreId>,
+        range: DateRange,
+    ) -> Result<Positioned<ItemSales>>;
+    /// The items sold most over a range (in one store, or every store), by units sold, then item id;
+    /// with `supplier`, only that supplier's items.
+    async fn top_items(&self, query: &TopItemsQuery) -> Result<Positioned<Vec<TopItem>>>;
 }
 
 /// API keys, stored by the SHA-256 of their secret.

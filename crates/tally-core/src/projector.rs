@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::lease::Leases;
 use crate::model::EventPayload;
-use crate::ports::{Error, EventStore, ReadStore};
+use crate::ports::{Error, EventStore, ProjectionSink};
 use crate::readmodel::{Accumulator, PROJECTIONS, ProjectionUpdate};
 use crate::signals::{Cadence, Signals, changed_or_poll};
 use tally_domain::Event;
@@ -97,14 +97,18 @@ impl Pending {
 
 pub struct Projector {
     store: Arc<dyn EventStore>,
-    read: Arc<dyn ReadStore>,
+    read: Arc<dyn ProjectionSink>,
     signals: Signals,
     batch_size: usize,
     checkpoints: Option<HashMap<String, u64>>,
 }
 
 impl Projector {
-    pub fn new(store: Arc<dyn EventStore>, read: Arc<dyn ReadStore>, signals: Signals) -> Self {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        read: Arc<dyn ProjectionSink>,
+        signals: Signals,
+    ) -> Self {
         Self {
             store,
             read,
@@ -386,7 +390,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::readmodel::{Delta, INVENTORY, STORE_DAILY, SUPPLIER_DAILY};
+    use crate::readmodel::{Delta, INVENTORY, ITEM_DAILY, STORE_DAILY, SUPPLIER_DAILY};
     use tally_domain::event::{SaleRecorded, SoldLine, StockAdjusted};
     use tally_domain::values::{
         AdjustmentId, AdjustmentReason, Cents, ItemId, Quantity, SaleId, StockDelta, StoreId,
@@ -420,11 +424,13 @@ mod tests {
         (n, event)
     }
 
+    /// Item daily sales stand where supplier days do.
     fn checkpoints(inventory: u64, store: u64, supplier: u64) -> HashMap<String, u64> {
         [
             (INVENTORY, inventory),
             (STORE_DAILY, store),
             (SUPPLIER_DAILY, supplier),
+            (ITEM_DAILY, supplier),
         ]
         .into_iter()
         .map(|(n, p)| (n.to_owned(), p))
@@ -457,7 +463,7 @@ mod tests {
         assert_eq!(
             names,
             [INVENTORY, STORE_DAILY],
-            "supplier days have nothing new"
+            "supplier and item days have nothing new"
         );
         let Delta::Inventory(stock) = &updates[0].delta else {
             panic!("wrong delta")

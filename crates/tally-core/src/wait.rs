@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::model::{CommandRecord, CommandStatus};
-use crate::ports::{CommandLog, Error, ReadStore};
+use crate::ports::{CommandLog, Error, ReadModels};
 use crate::signals::{Signals, changed_or_poll};
 
 /// The command's record once it has left `accepted`, or as it is when `wait` has passed.
@@ -37,7 +37,7 @@ pub async fn command_outcome(
 
 /// Waits until every projection has reached `position`; false if `wait` passed first.
 pub async fn projected(
-    read: &dyn ReadStore,
+    read: &dyn ReadModels,
     signals: &Signals,
     position: u64,
     wait: Duration,

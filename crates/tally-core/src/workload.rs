@@ -11,8 +11,10 @@ use tally_domain::values::{
 };
 use tally_domain::{Command, DeliveryLine, SaleLine};
 
-use crate::ports::ReadStore;
-use crate::readmodel::{DayFigures, SupplierDay};
+use crate::ports::ReadModels;
+use crate::readmodel::{DayFigures, ItemDay, SupplierDay};
+use crate::rows::{DateRange, TopItem, TopItemsQuery, rank};
+use crate::timetravel::{item_id, store_id, supplier_id};
 
 /// A small, fast, seeded generator (SplitMix64): the same seed gives the same W1 on every machine and
 /// every version, which a general-purpose RNG crate does not promise.
@@ -71,6 +73,8 @@ pub struct Books {
     pub stock: HashMap<(String, String), i64>,
     pub store_days: HashMap<(String, Date), DayFigures>,
     pub supplier_days: HashMap<(String, Date), SupplierDay>,
+    /// `(store, item, date)`: the item daily sales read model.
+    pub item_days: HashMap<(String, String, Date), ItemDay>,
 }
 
 pub struct W1 {
@@ -339,6 +343,12 @@ pub fn books_of(commands: &[Command], accepted: impl Fn(usize) -> bool) -> Books
                     let (q, price) = (l.quantity.get(), l.unit_price_cents.get());
                     day.units_sold += q;
                     day.gross_cents += q * price;
+                    let item_day = books
+                        .item_days
+                        .entry((store_id.to_string(), l.item_id.to_string(), date))
+                        .or_default();
+                    item_day.units_sold += q;
+                    item_day.gross_cents += q * price;
                     *books
                         .stock
                         .entry((store_id.to_string(), l.item_id.to_string()))
@@ -358,7 +368,7 @@ pub fn books_of(commands: &[Command], accepted: impl Fn(usize) -> bool) -> Books
 
 /// Compares the outcome counts and every read model with the books computed from the commands.
 pub async fn verify(
-    read: &dyn ReadStore,
+    read: &dyn ReadModels,
     expected: &Books,
     accepted: u64,
     rejected: u64,
@@ -376,23 +386,26 @@ pub async fn verify(
             expected.submitted
         ));
     }
+    let text = |e: crate::ports::Error| e.to_string();
     let mut stores: Vec<&String> = expected.stock.keys().map(|(s, _)| s).collect();
     stores.sort();
     stores.dedup();
     let mut stock = HashMap::new();
     let mut store_days = HashMap::new();
     for store in stores {
-        for (item, n) in read.inventory(store).await.map_err(|e| e.to_string())?.1 {
-            stock.insert((store.clone(), item), n);
+        let id = store_id(store).map_err(text)?;
+        for row in read.inventory(&id).await.map_err(text)?.rows {
+            stock.insert((store.clone(), row.item_id.to_string()), row.on_hand);
         }
-        for (date, f) in read
-            .store_daily(store, None, None)
+        for day in read
+            .store_daily(&id, DateRange::default())
             .await
-            .map_err(|e| e.to_string())?
-            .1
+            .map_err(text)?
+            .rows
         {
-            store_days.insert((store.clone(), date), f);
+            store_days.insert((store.clone(), day.date), day.figures);
         }
+        verify_store_rankings(read, &id, expected).await?;
     }
     if stock != expected.stock {
         return Err(format!(
@@ -419,13 +432,14 @@ pub async fn verify(
     suppliers.dedup();
     let mut supplier_days = HashMap::new();
     for supplier in suppliers {
-        for (date, f) in read
-            .supplier_daily(supplier, None, None)
+        let id = supplier_id(supplier).map_err(text)?;
+        for day in read
+            .supplier_daily(&id, DateRange::default())
             .await
-            .map_err(|e| e.to_string())?
-            .1
+            .map_err(text)?
+            .rows
         {
-            supplier_days.insert((supplier.clone(), date), f);
+            supplier_days.insert((supplier.clone(), day.date), day.figures);
         }
     }
     if supplier_days != expected.supplier_days {
@@ -433,6 +447,101 @@ pub async fn verify(
             "supplier daily reports differ ({} days vs {} expected)",
             supplier_days.len(),
             expected.supplier_days.len()
+        ));
+    }
+    verify_item_days(read, expected).await
+}
+
+/// The item daily sales of every item, summed over the stores, against the books.
+async fn verify_item_days(read: &dyn ReadModels, expected: &Books) -> Result<(), String> {
+    let mut want: HashMap<(String, Date), ItemDay> = HashMap::new();
+    for ((_, item, date), f) in &expected.item_days {
+        want.entry((item.clone(), *date)).or_default().add(f);
+    }
+    let mut items: Vec<&String> = want.keys().map(|(i, _)| i).collect();
+    items.sort();
+    items.dedup();
+    let mut got = HashMap::new();
+    for item in items {
+        let id = item_id(item).map_err(|e| e.to_string())?;
+        let sales = read
+            .item_daily(&id, None, DateRange::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .rows;
+        for day in sales.days {
+            got.insert((item.clone(), day.date), day.figures);
+        }
+    }
+    want.retain(|_, f| !f.is_empty());
+    if got != want {
+        return Err(format!(
+            "item daily sales differ ({} item days vs {} expected)",
+            got.len(),
+            want.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A store's top items over all dates and its low-stock list, against the books.
+async fn verify_store_rankings(
+    read: &dyn ReadModels,
+    store: &tally_domain::values::StoreId,
+    expected: &Books,
+) -> Result<(), String> {
+    let text = |e: crate::ports::Error| e.to_string();
+    let mut totals: HashMap<&str, ItemDay> = HashMap::new();
+    for ((s, item, _), f) in &expected.item_days {
+        if s == store.as_str() {
+            totals.entry(item.as_str()).or_default().add(f);
+        }
+    }
+    let want = rank(
+        totals
+            .into_iter()
+            .map(|(item, f)| {
+                Ok(TopItem {
+                    item_id: item_id(item)?,
+                    units_sold: f.units_sold,
+                    net_cents: f.net_cents(),
+                })
+            })
+            .collect::<Result<Vec<_>, crate::ports::Error>>()
+            .map_err(text)?,
+        100,
+    );
+    let query = TopItemsQuery {
+        range: DateRange::default(),
+        store: Some(store.clone()),
+        supplier: None,
+        limit: 100,
+    };
+    let got = read.top_items(&query).await.map_err(text)?.rows;
+    if got != want {
+        return Err(format!("top items of store {store} differ from the books"));
+    }
+    let threshold = 5;
+    let mut want_low: Vec<(String, i64)> = expected
+        .stock
+        .iter()
+        .filter(|((s, _), n)| s == store.as_str() && **n <= threshold)
+        .map(|((_, i), n)| (i.clone(), *n))
+        .collect();
+    want_low.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let got_low: Vec<(String, i64)> = read
+        .low_stock(store, threshold)
+        .await
+        .map_err(text)?
+        .rows
+        .into_iter()
+        .map(|r| (r.item_id.to_string(), r.on_hand))
+        .collect();
+    if got_low != want_low {
+        return Err(format!(
+            "low stock of store {store} differs from the books ({} items vs {} expected)",
+            got_low.len(),
+            want_low.len()
         ));
     }
     Ok(())

@@ -5,14 +5,22 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    AdjustmentId, AdjustmentReason, Cents, DeliveryId, ItemId, Quantity, ReturnId, SaleId,
-    StockDelta, StoreId, SupplierId, Text, TimeZoneName,
+    AdjustmentId, AdjustmentReason, Cents, CorrectedQuantity, CorrectionId, DeliveryId, ItemId,
+    Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text, TimeZoneName,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryLine {
     pub item_id: ItemId,
     pub quantity: Quantity,
+    pub unit_cost_cents: Cents,
+}
+
+/// A line of a corrected delivery note: quantity 0 removes the item from the delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectedLine {
+    pub item_id: ItemId,
+    pub quantity: CorrectedQuantity,
     pub unit_cost_cents: Cents,
 }
 
@@ -83,12 +91,23 @@ pub enum Command {
         reason: AdjustmentReason,
         occurred_at: Timestamp,
     },
+    /// Replaces a delivery's lines with the corrected delivery note: an item of the delivery that the
+    /// note does not list, or lists with quantity 0, is removed; an item not in the delivery is added.
+    /// It names only the delivery; `only_supplier` carries the scope of a supplier key, which may
+    /// correct only its own supplier's deliveries (any other delivery is `unknown_delivery` to it).
+    CorrectDelivery {
+        correction_id: CorrectionId,
+        delivery_id: DeliveryId,
+        reason: Text,
+        lines: Vec<CorrectedLine>,
+        only_supplier: Option<SupplierId>,
+    },
 }
 
 impl Command {
     /// Every command's [`Command::kind`], indexed by [`Command::kind_index`] (metrics keep one counter
     /// per kind in an array).
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "register_supplier",
         "register_store",
         "register_item",
@@ -97,6 +116,7 @@ impl Command {
         "void_sale",
         "record_return",
         "adjust_stock",
+        "correct_delivery",
     ];
 
     /// The command's name as clients and metrics see it.
@@ -115,12 +135,14 @@ impl Command {
             Command::VoidSale { .. } => 5,
             Command::RecordReturn { .. } => 6,
             Command::AdjustStock { .. } => 7,
+            Command::CorrectDelivery { .. } => 8,
         }
     }
 
     /// The key that orders commands: commands with the same key are applied in arrival order. It is the
-    /// store for everything that happens in a store; reference data and voids (which name no store) use
-    /// a key of their own.
+    /// store for everything that happens in a store; reference data, voids and delivery corrections
+    /// (which name no store) use a key of their own. All corrections of one delivery share a key, so
+    /// each is decided after the one before it.
     pub fn partition_key(&self) -> String {
         match self {
             Command::RegisterSupplier { .. }
@@ -135,6 +157,7 @@ impl Command {
                 ..
             } => format!("store:{store_id}"),
             Command::VoidSale { sale_id, .. } => format!("sale:{sale_id}"),
+            Command::CorrectDelivery { delivery_id, .. } => format!("delivery:{delivery_id}"),
         }
     }
 
@@ -197,6 +220,17 @@ impl Command {
                 S::store(store_id),
                 S::item(item_id),
             ],
+            // The delivery names its store: see `Command::dependent_streams`.
+            Command::CorrectDelivery {
+                correction_id,
+                delivery_id,
+                lines,
+                ..
+            } => {
+                let mut s = vec![S::correction(correction_id), S::delivery(delivery_id)];
+                s.extend(lines.iter().map(|l| S::item(&l.item_id)));
+                s
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The rules: given the state of the aggregates a command reads, decide which events it causes or why
 //! it is rejected. Pure: no clock, no I/O; the business time comes with the command.
 
+mod correction;
+
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,7 @@ pub enum RejectionCode {
     ReturnExceedsSale,
     SaleVoided,
     SaleHasReturns,
+    UnknownDelivery,
 }
 
 impl RejectionCode {
@@ -51,12 +54,13 @@ impl RejectionCode {
             RejectionCode::ReturnExceedsSale => "return_exceeds_sale",
             RejectionCode::SaleVoided => "sale_voided",
             RejectionCode::SaleHasReturns => "sale_has_returns",
+            RejectionCode::UnknownDelivery => "unknown_delivery",
         }
     }
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == raw)
     }
-    pub const ALL: [RejectionCode; 10] = [
+    pub const ALL: [RejectionCode; 11] = [
         RejectionCode::UnknownStore,
         RejectionCode::UnknownItem,
         RejectionCode::UnknownSupplier,
@@ -67,6 +71,7 @@ impl RejectionCode {
         RejectionCode::ReturnExceedsSale,
         RejectionCode::SaleVoided,
         RejectionCode::SaleHasReturns,
+        RejectionCode::UnknownDelivery,
     ];
 }
 
@@ -78,7 +83,7 @@ pub struct Rejection {
     pub message: String,
 }
 
-fn reject<T>(code: RejectionCode, message: impl Into<String>) -> Result<T, Rejection> {
+pub(crate) fn reject<T>(code: RejectionCode, message: impl Into<String>) -> Result<T, Rejection> {
     Err(Rejection {
         code,
         message: message.into(),
@@ -86,7 +91,11 @@ fn reject<T>(code: RejectionCode, message: impl Into<String>) -> Result<T, Rejec
 }
 
 /// The id's stream must not exist yet. `what` names the id, only built when the id is taken.
-fn unused(state: &State, stream: StreamId, what: impl FnOnce() -> String) -> Result<(), Rejection> {
+pub(crate) fn unused(
+    state: &State,
+    stream: StreamId,
+    what: impl FnOnce() -> String,
+) -> Result<(), Rejection> {
     if state.exists(&stream) {
         return reject(
             RejectionCode::DuplicateId,
@@ -111,6 +120,9 @@ pub fn decide(
         }
         Command::RecordSale { lines, .. } => first_repeated_item(lines.iter().map(|l| &l.item_id)),
         Command::RecordReturn { lines, .. } => {
+            first_repeated_item(lines.iter().map(|l| &l.item_id))
+        }
+        Command::CorrectDelivery { lines, .. } => {
             first_repeated_item(lines.iter().map(|l| &l.item_id))
         }
         _ => None,
@@ -371,28 +383,52 @@ pub fn decide(
                 business_date: store.timezone.business_date(*occurred_at),
             })])
         }
+        Command::CorrectDelivery {
+            correction_id,
+            delivery_id,
+            reason,
+            lines,
+            only_supplier,
+        } => correction::decide(
+            state,
+            correction::Correction {
+                correction_id,
+                delivery_id,
+                reason,
+                lines,
+                only_supplier: only_supplier.as_ref(),
+            },
+            policy,
+        ),
     }
 }
 
 impl Command {
     /// Streams read by [`decide`] that can only be named once [`Command::streams_read`] is loaded: a void
-    /// names the sale, and the sale names its store.
+    /// names the sale, and the sale names its store; a correction names the delivery, and the delivery
+    /// names its store.
     pub fn dependent_streams(&self, state: &State) -> Vec<StreamId> {
         match self {
             Command::VoidSale { sale_id, .. } => state
                 .sale(sale_id)
                 .map(|s| vec![StreamId::store(&s.store_id)])
                 .unwrap_or_default(),
+            Command::CorrectDelivery { delivery_id, .. } => state
+                .delivery(delivery_id)
+                .map(|d| vec![StreamId::store(&d.store_id)])
+                .unwrap_or_default(),
             _ => Vec::new(),
         }
     }
 
-    /// The business time of the command, when it has one (registrations happen when received).
+    /// The business time of the command, when it has one (registrations and corrections happen when
+    /// received; a correction still counts on its delivery's business date, which its event carries).
     pub fn occurred_at(&self) -> Option<jiff::Timestamp> {
         match self {
             Command::RegisterSupplier { .. }
             | Command::RegisterStore { .. }
-            | Command::RegisterItem { .. } => None,
+            | Command::RegisterItem { .. }
+            | Command::CorrectDelivery { .. } => None,
             Command::RecordDelivery { occurred_at, .. }
             | Command::RecordSale { occurred_at, .. }
             | Command::VoidSale { occurred_at, .. }

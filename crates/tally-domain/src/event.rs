@@ -11,8 +11,8 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    AdjustmentId, AdjustmentReason, Cents, DeliveryId, ItemId, Quantity, ReturnId, SaleId,
-    StockDelta, StoreId, SupplierId, Text, TimeZoneName,
+    AdjustmentId, AdjustmentReason, Cents, CorrectionId, DeliveryId, ItemId, Quantity, ReturnId,
+    SaleId, StockDelta, StoreId, SupplierId, Text, TimeZoneName,
 };
 
 /// A stream id: `<kind>-<business id>`, for example `store-s1` or `sale-2026-0001`.
@@ -40,6 +40,9 @@ impl StreamId {
     }
     pub fn adjustment(id: &AdjustmentId) -> Self {
         Self(format!("adjustment-{id}"))
+    }
+    pub fn correction(id: &CorrectionId) -> Self {
+        Self(format!("correction-{id}"))
     }
     /// A stream id as stored or as a client names it; unchecked, since it is only ever used to look up.
     pub fn from_stored(raw: impl Into<String>) -> Self {
@@ -149,6 +152,31 @@ pub struct StockAdjusted {
     pub business_date: Date,
 }
 
+/// How a correction moved one item of a delivery: the new quantity minus the old, and the new line
+/// cost (quantity × unit cost) minus the old.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryLineChange {
+    pub item_id: ItemId,
+    pub quantity_change: i64,
+    pub cost_change_cents: i64,
+}
+
+/// A retroactive fact: the delivery's lines are now `lines` (lines of quantity 0 left out). It counts
+/// on the delivery's own business date, by `changes` (the items whose quantity or cost changed,
+/// relative to the lines as last corrected), and moves the store's stock by each quantity change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryCorrected {
+    pub correction_id: CorrectionId,
+    pub delivery_id: DeliveryId,
+    pub supplier_id: SupplierId,
+    pub store_id: StoreId,
+    /// The corrected delivery's business date, not the correction's.
+    pub business_date: Date,
+    pub reason: Text,
+    pub lines: Vec<DeliveredLine>,
+    pub changes: Vec<DeliveryLineChange>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     SupplierRegistered(SupplierRegistered),
@@ -159,6 +187,7 @@ pub enum Event {
     SaleVoided(SaleVoided),
     ReturnRecorded(ReturnRecorded),
     StockAdjusted(StockAdjusted),
+    DeliveryCorrected(DeliveryCorrected),
 }
 
 /// An event could not be read back from its stored form.
@@ -190,6 +219,7 @@ impl Event {
             Event::SaleVoided(_) => "SaleVoided",
             Event::ReturnRecorded(_) => "ReturnRecorded",
             Event::StockAdjusted(_) => "StockAdjusted",
+            Event::DeliveryCorrected(_) => "DeliveryCorrected",
         }
     }
 
@@ -219,6 +249,11 @@ impl Event {
                 StreamId::adjustment(&e.adjustment_id),
                 StreamId::store(&e.store_id),
             ],
+            Event::DeliveryCorrected(e) => vec![
+                StreamId::correction(&e.correction_id),
+                StreamId::delivery(&e.delivery_id),
+                StreamId::store(&e.store_id),
+            ],
         }
     }
 
@@ -233,6 +268,7 @@ impl Event {
             Event::SaleVoided(e) => serde_json::to_string(e),
             Event::ReturnRecorded(e) => serde_json::to_string(e),
             Event::StockAdjusted(e) => serde_json::to_string(e),
+            Event::DeliveryCorrected(e) => serde_json::to_string(e),
         };
         // Serializing these plain structs of strings and integers into a String cannot fail.
         encoded.unwrap_or_else(|e| unreachable!("event payloads always serialize: {e}"))
@@ -265,6 +301,7 @@ impl Event {
             "SaleVoided" => Event::SaleVoided(parse(event_type, data)?),
             "ReturnRecorded" => Event::ReturnRecorded(parse(event_type, data)?),
             "StockAdjusted" => Event::StockAdjusted(parse(event_type, data)?),
+            "DeliveryCorrected" => Event::DeliveryCorrected(parse(event_type, data)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }

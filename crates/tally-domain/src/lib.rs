@@ -17,7 +17,7 @@ pub mod event;
 pub mod state;
 pub mod values;
 
-pub use command::{Command, DeliveryLine, ReturnLine, SaleLine};
+pub use command::{Command, CorrectedLine, DeliveryLine, ReturnLine, SaleLine};
 pub use decide::{Rejection, RejectionCode, StockPolicy, decide};
 pub use event::{Event, StreamId};
 pub use state::State;

@@ -7,8 +7,8 @@ use foldhash::{HashMap, HashSet};
 
 use jiff::civil::Date;
 
-use crate::event::{Event, SoldLine, StreamId};
-use crate::values::{ItemId, SaleId, StoreId, SupplierId, TimeZoneName};
+use crate::event::{DeliveredLine, Event, SoldLine, StreamId};
+use crate::values::{DeliveryId, ItemId, SaleId, StoreId, SupplierId, TimeZoneName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreState {
@@ -47,6 +47,22 @@ impl SaleState {
     }
 }
 
+/// A delivery as last corrected, folded from its `delivery-*` stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub supplier_id: SupplierId,
+    pub store_id: StoreId,
+    pub business_date: Date,
+    /// The lines as last corrected (no line of quantity 0).
+    pub lines: Vec<DeliveredLine>,
+}
+
+impl DeliveryState {
+    pub fn line(&self, item: &ItemId) -> Option<&DeliveredLine> {
+        self.lines.iter().find(|l| &l.item_id == item)
+    }
+}
+
 /// The state of every aggregate the holder has loaded, with each stream's version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
@@ -55,6 +71,7 @@ pub struct State {
     stores: HashMap<StoreId, StoreState>,
     items: HashMap<ItemId, ItemState>,
     sales: HashMap<SaleId, SaleState>,
+    deliveries: HashMap<DeliveryId, DeliveryState>,
 }
 
 impl State {
@@ -79,6 +96,12 @@ impl State {
     }
     pub fn stores(&self) -> impl Iterator<Item = (&StoreId, &StoreState)> {
         self.stores.iter()
+    }
+    pub fn delivery(&self, id: &DeliveryId) -> Option<&DeliveryState> {
+        self.deliveries.get(id)
+    }
+    pub fn deliveries(&self) -> impl Iterator<Item = (&DeliveryId, &DeliveryState)> {
+        self.deliveries.iter()
     }
 
     /// Applies a newly decided event to every stream it belongs to.
@@ -119,6 +142,27 @@ impl State {
             Event::GoodsDelivered(e) if s.starts_with("store-") => {
                 for l in &e.lines {
                     self.move_stock(&e.store_id, &l.item_id, l.quantity.get());
+                }
+            }
+            Event::GoodsDelivered(e) => {
+                self.deliveries.insert(
+                    e.delivery_id.clone(),
+                    DeliveryState {
+                        supplier_id: e.supplier_id.clone(),
+                        store_id: e.store_id.clone(),
+                        business_date: e.business_date,
+                        lines: e.lines.clone(),
+                    },
+                );
+            }
+            Event::DeliveryCorrected(e) if s.starts_with("store-") => {
+                for c in &e.changes {
+                    self.move_stock(&e.store_id, &c.item_id, c.quantity_change);
+                }
+            }
+            Event::DeliveryCorrected(e) if s.starts_with("delivery-") => {
+                if let Some(delivery) = self.deliveries.get_mut(&e.delivery_id) {
+                    delivery.lines.clone_from(&e.lines);
                 }
             }
             Event::SaleRecorded(e) if s.starts_with("store-") => {
@@ -163,8 +207,8 @@ impl State {
             Event::StockAdjusted(e) if s.starts_with("store-") => {
                 self.move_stock(&e.store_id, &e.item_id, e.delta.get());
             }
-            // The id streams (delivery-*, return-*, adjustment-*) only record that the id is used.
-            Event::GoodsDelivered(_) | Event::ReturnRecorded(_) | Event::StockAdjusted(_) => {}
+            // The id streams (return-*, adjustment-*, correction-*) only record that the id is used.
+            Event::ReturnRecorded(_) | Event::StockAdjusted(_) | Event::DeliveryCorrected(_) => {}
         }
     }
 
@@ -186,6 +230,8 @@ impl State {
             self.items.remove(&id);
         } else if let Some(Ok(id)) = s.strip_prefix("supplier-").map(SupplierId::parse) {
             self.suppliers.remove(&id);
+        } else if let Some(Ok(id)) = s.strip_prefix("delivery-").map(DeliveryId::parse) {
+            self.deliveries.remove(&id);
         }
     }
 }

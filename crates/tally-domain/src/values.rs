@@ -130,6 +130,10 @@ id_type!(
     /// A stock adjustment's business id.
     AdjustmentId
 );
+id_type!(
+    /// A delivery correction's business id.
+    CorrectionId
+);
 
 /// Money in integer minor units (cents), 0 ≤ value ≤ 10^12.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -188,6 +192,41 @@ impl TryFrom<i64> for Quantity {
 }
 impl From<Quantity> for i64 {
     fn from(q: Quantity) -> i64 {
+        q.get()
+    }
+}
+
+/// A corrected line quantity: an integer 0–1,000,000. Unlike [`Quantity`], 0 is allowed: a corrected
+/// delivery note that lists an item with 0 removes that line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct CorrectedQuantity(u32);
+
+impl CorrectedQuantity {
+    pub fn new(value: i64) -> Result<Self, InvalidValue> {
+        if (0..=Quantity::MAX).contains(&value) {
+            // The range check above makes the conversion lossless.
+            Ok(Self(value as u32))
+        } else {
+            Err(invalid(format!("must be between 0 and {}", Quantity::MAX)))
+        }
+    }
+    pub fn get(self) -> i64 {
+        i64::from(self.0)
+    }
+    /// The quantity of a line that stays (`None` for 0: the line is removed).
+    pub fn to_quantity(self) -> Option<Quantity> {
+        Quantity::new(self.get()).ok()
+    }
+}
+impl TryFrom<i64> for CorrectedQuantity {
+    type Error = InvalidValue;
+    fn try_from(v: i64) -> Result<Self, InvalidValue> {
+        Self::new(v)
+    }
+}
+impl From<CorrectedQuantity> for i64 {
+    fn from(q: CorrectedQuantity) -> i64 {
         q.get()
     }
 }
@@ -350,6 +389,16 @@ mod tests {
         assert!(Quantity::new(0).is_err());
         assert!(Quantity::new(1_000_000).is_ok());
         assert!(Quantity::new(1_000_001).is_err());
+        assert!(CorrectedQuantity::new(0).is_ok());
+        assert!(CorrectedQuantity::new(1_000_000).is_ok());
+        assert!(CorrectedQuantity::new(-1).is_err());
+        assert!(CorrectedQuantity::new(1_000_001).is_err());
+        assert_eq!(
+            CorrectedQuantity::new(0).ok().and_then(|q| q.to_quantity()),
+            None
+        );
+        assert!(CorrectionId::parse("c-1").is_ok());
+        assert!(CorrectionId::parse("-c").is_err());
         assert!(StockDelta::new(0).is_err());
         assert!(StockDelta::new(-1_000_000).is_ok());
         assert!(StockDelta::new(1_000_001).is_err());

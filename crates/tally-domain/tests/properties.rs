@@ -1,6 +1,7 @@
 //! Property tests: random command sequences over a small retail world, decided against a live state
 //! with every accepted event applied. Replay must equal live, stock must never go negative under
-//! `Reject`, and on-hand must equal the stock movements counted straight from the accepted events.
+//! `Reject`, on-hand must equal the stock movements counted straight from the accepted events, and each
+//! delivery correction's changes must be the difference between the lines before and after it.
 
 mod common;
 
@@ -14,10 +15,12 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use tally_domain::event::SoldLine;
-use tally_domain::values::{AdjustmentReason, ItemId, SaleId, StockDelta, StoreId};
+use tally_domain::values::{
+    AdjustmentReason, CorrectedQuantity, DeliveryId, ItemId, SaleId, StockDelta, StoreId,
+};
 use tally_domain::{
-    Command, DeliveryLine, Event, RejectionCode, ReturnLine, SaleLine, State, StockPolicy,
-    StreamId, decide,
+    Command, CorrectedLine, DeliveryLine, Event, RejectionCode, ReturnLine, SaleLine, State,
+    StockPolicy, StreamId, decide,
 };
 
 /// Three stores in three zones; the last id is never registered.
@@ -54,6 +57,10 @@ enum Op {
     Return(u8, u8, Option<u8>, Vec<(u8, i64)>),
     /// Adjustment id, store, item, delta.
     Adjust(u8, u8, u8, i64),
+    /// Correction id, delivery id (10 and 11 are never delivered), the supplier of a supplier-scoped
+    /// correction, the note's (pick of a delivery line or any item, quantity 0.., unit cost), and
+    /// whether the note also lists the delivery's other lines unchanged (else they are removed).
+    Correct(u8, u8, Option<u8>, Vec<(u8, i64, i64)>, bool),
 }
 
 fn store() -> impl Strategy<Value = u8> {
@@ -85,6 +92,14 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(id, sale, store, lines)| Op::Return(id, sale, store, lines)),
         2 => (0..8u8, store(), item(), delta)
             .prop_map(|(id, store, item, delta)| Op::Adjust(id, store, item, delta)),
+        3 => (
+            0..8u8,
+            0..12u8,
+            proptest::option::weighted(0.2, supplier()),
+            vec((any::<u8>(), 0..15i64, prop_oneof![Just(80i64), Just(95i64)]), 1..=3),
+            any::<bool>(),
+        )
+            .prop_map(|(id, delivery, sup, lines, keep)| Op::Correct(id, delivery, sup, lines, keep)),
     ]
 }
 
@@ -202,6 +217,40 @@ fn command(op: &Op, minute: i64, state: &State) -> Command {
             reason: AdjustmentReason::CountCorrection,
             occurred_at: at_minute(minute),
         },
+        Op::Correct(id, delivery, supplier, lines, keep) => {
+            let delivery_id: DeliveryId = v(&format!("d-{delivery}"));
+            let known = state.delivery(&delivery_id).filter(|d| !d.lines.is_empty());
+            let mut note: BTreeMap<ItemId, (i64, i64)> = BTreeMap::new();
+            for &(pick, n, cost) in lines {
+                let item = match known {
+                    Some(d) if pick % 2 == 0 => d.lines[usize::from(pick / 2) % d.lines.len()]
+                        .item_id
+                        .clone(),
+                    _ => item_id(pick),
+                };
+                note.entry(item).or_insert((n, cost));
+            }
+            if let (Some(d), true) = (known, keep) {
+                for l in &d.lines {
+                    note.entry(l.item_id.clone())
+                        .or_insert((l.quantity.get(), l.unit_cost_cents.get()));
+                }
+            }
+            Command::CorrectDelivery {
+                correction_id: v(&format!("c-{id}")),
+                delivery_id,
+                reason: v("recount"),
+                lines: note
+                    .into_iter()
+                    .map(|(item_id, (n, cost))| CorrectedLine {
+                        item_id,
+                        quantity: CorrectedQuantity::new(n).expect("0 to 14"),
+                        unit_cost_cents: cents(cost),
+                    })
+                    .collect(),
+                only_supplier: supplier.map(|s| v(SUPPLIERS[usize::from(s)])),
+            }
+        }
     }
 }
 
@@ -303,6 +352,10 @@ fn movements(events: &[Event]) -> HashMap<(StoreId, ItemId), i64> {
                 .iter()
                 .for_each(|l| add(&r.store_id, &l.item_id, l.quantity.get())),
             Event::StockAdjusted(a) => add(&a.store_id, &a.item_id, a.delta.get()),
+            Event::DeliveryCorrected(c) => c
+                .changes
+                .iter()
+                .for_each(|ch| add(&c.store_id, &ch.item_id, ch.quantity_change)),
             Event::SupplierRegistered(_) | Event::StoreRegistered(_) | Event::ItemRegistered(_) => {
             }
         }
@@ -310,8 +363,81 @@ fn movements(events: &[Event]) -> HashMap<(StoreId, ItemId), i64> {
     m
 }
 
+/// A delivery's lines by item: (quantity, unit cost).
+type Lines = BTreeMap<ItemId, (i64, i64)>;
+
+fn lines_by_item<'l>(
+    lines: impl IntoIterator<Item = &'l tally_domain::event::DeliveredLine>,
+) -> Lines {
+    lines
+        .into_iter()
+        .map(|l| {
+            (
+                l.item_id.clone(),
+                (l.quantity.get(), l.unit_cost_cents.get()),
+            )
+        })
+        .collect()
+}
+
+/// Checks each correction against a model of the deliveries' lines kept from the events alone, and
+/// returns the model's lines per delivery at the end.
+fn check_corrections(events: &[Event]) -> Result<HashMap<DeliveryId, Lines>, TestCaseError> {
+    let mut deliveries: HashMap<DeliveryId, Lines> = HashMap::new();
+    for e in events {
+        match e {
+            Event::GoodsDelivered(d) => {
+                deliveries.insert(d.delivery_id.clone(), lines_by_item(&d.lines));
+            }
+            Event::DeliveryCorrected(c) => {
+                let before = deliveries
+                    .get(&c.delivery_id)
+                    .cloned()
+                    .ok_or_else(|| TestCaseError::fail("a correction follows its delivery"))?;
+                let after = lines_by_item(&c.lines);
+                let mut expected: BTreeMap<ItemId, (i64, i64)> = BTreeMap::new();
+                for item in before.keys().chain(after.keys()) {
+                    let (q0, c0) = before.get(item).copied().unwrap_or((0, 0));
+                    let (q1, c1) = after.get(item).copied().unwrap_or((0, 0));
+                    if (q0, c0) != (q1, c1) {
+                        expected.insert(item.clone(), (q1 - q0, q1 * c1 - q0 * c0));
+                    }
+                }
+                let got: BTreeMap<ItemId, (i64, i64)> = c
+                    .changes
+                    .iter()
+                    .map(|ch| {
+                        (
+                            ch.item_id.clone(),
+                            (ch.quantity_change, ch.cost_change_cents),
+                        )
+                    })
+                    .collect();
+                prop_assert_eq!(got.len(), c.changes.len(), "one change per item");
+                prop_assert_eq!(&got, &expected, "correction {}", c.correction_id);
+                prop_assert!(c.lines.iter().all(|l| l.quantity.get() > 0));
+                deliveries.insert(c.delivery_id.clone(), after);
+            }
+            _ => {}
+        }
+    }
+    Ok(deliveries)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn corrections_change_deliveries_by_the_difference(ops in ops(), allow_negative: bool) {
+        let r = run(&ops, policy(allow_negative), |_| {});
+        let model = check_corrections(&r.accepted)?;
+        let live: HashMap<DeliveryId, Lines> = r
+            .live
+            .deliveries()
+            .map(|(id, d)| (id.clone(), lines_by_item(&d.lines)))
+            .collect();
+        prop_assert_eq!(live, model);
+    }
 
     #[test]
     fn replay_equals_live(ops in ops(), allow_negative: bool, seed: u64) {
@@ -364,7 +490,7 @@ fn the_generator_reaches_every_event_and_rejection() {
         events.extend(r.accepted.iter().map(Event::event_type));
         codes.extend(r.rejected);
     }
-    assert_eq!(events.len(), 8, "event types reached: {events:?}");
+    assert_eq!(events.len(), 9, "event types reached: {events:?}");
     assert_eq!(
         codes.len(),
         RejectionCode::ALL.len(),

@@ -356,11 +356,19 @@ fn every_event_type_round_trips_through_its_stored_form() {
             voided("s-1", "la", &[("apple", 3), ("pear", 1)]),
             returned("r-1", "s-1", "la", &[("apple", 1)]),
             adjusted("a-1", "la", "apple", -2),
+            corrected(
+                "c-1",
+                "d-1",
+                "sup-a",
+                "la",
+                &[("apple", 7, 95)],
+                &[("apple", -3, -235)],
+            ),
         ],
     );
     let mut types: Vec<_> = events.iter().map(Event::event_type).collect();
     types.dedup();
-    assert_eq!(types.len(), 8, "one of each type: {types:?}");
+    assert_eq!(types.len(), 9, "one of each type: {types:?}");
     for e in &events {
         let back = Event::decode(e.event_type(), Event::SCHEMA_VERSION, &e.encode());
         assert_eq!(&back.expect("decodes"), e);
@@ -389,7 +397,8 @@ fn decoding_refuses_unknown_types_versions_and_payloads() {
 #[test]
 fn rejection_codes_are_the_ones_of_the_api() {
     let api = "unknown_store unknown_item unknown_supplier item_not_from_supplier duplicate_id \
-               insufficient_stock unknown_sale return_exceeds_sale sale_voided sale_has_returns";
+               insufficient_stock unknown_sale return_exceeds_sale sale_voided sale_has_returns \
+               unknown_delivery";
     assert_eq!(C::ALL.map(C::as_str).join(" "), api);
     for code in C::ALL {
         assert_eq!(C::parse(code.as_str()), Some(code));

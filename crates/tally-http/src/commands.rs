@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tally_core::model::{CommandEnvelope, CommandStatus, Role};
 use tally_core::ports::{Submission, Submitted};
 use tally_domain::Command;
-use tally_domain::values::StoreId;
+use tally_domain::values::{InvalidValue, StoreId, SupplierId};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -20,8 +20,8 @@ use crate::AppState;
 use crate::auth::Auth;
 use crate::body::{JsonBody, QueryParams};
 use crate::dto::{
-    AcceptedBody, NewAdjustment, NewDelivery, NewItem, NewReturn, NewSale, NewStore, NewSupplier,
-    VoidSale,
+    AcceptedBody, CorrectDelivery, NewAdjustment, NewDelivery, NewItem, NewReturn, NewSale,
+    NewStore, NewSupplier, VoidSale,
 };
 use crate::error::{ApiError, Problem};
 
@@ -268,18 +268,7 @@ pub async fn void_sale(
 ) -> Result<Response, ApiError> {
     auth.require(&[Role::Admin, Role::Store])?;
     // A store key may void only its own store's sales; the processor checks the sale's store.
-    let only_store = match auth.role() {
-        Role::Store => Some(
-            auth.0
-                .scope
-                .clone()
-                .and_then(|s| StoreId::parse(s).ok())
-                .ok_or_else(|| {
-                    ApiError::Forbidden("this store key has no valid store scope".into())
-                })?,
-        ),
-        _ => None,
-    };
+    let only_store = own_scope(&auth, Role::Store, StoreId::parse)?;
     let cmd = body.into_command(sale_id.clone(), only_store, Timestamp::now())?;
     submit(
         &s,
@@ -290,6 +279,54 @@ pub async fn void_sale(
         cmd,
     )
     .await
+}
+
+#[utoipa::path(post, path = "/v1/deliveries/{delivery_id}/corrections", tag = "commands",
+    request_body = CorrectDelivery,
+    params(("delivery_id" = String, Path, description = "The delivery to correct"), IdempotencyHeader),
+    security(("api_key" = [])),
+    responses((status = 202, description = "Accepted: durable and queued", body = AcceptedBody), CommandErrors))]
+pub async fn correct_delivery(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(delivery_id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body, raw): JsonBody<CorrectDelivery>,
+) -> Result<Response, ApiError> {
+    auth.require(&[Role::Admin, Role::Supplier])?;
+    // A supplier key may correct only its own supplier's deliveries; the body names no supplier, so
+    // the processor checks the delivery's.
+    let only_supplier = own_scope(&auth, Role::Supplier, SupplierId::parse)?;
+    let cmd = body.into_command(delivery_id.clone(), only_supplier)?;
+    submit(
+        &s,
+        &auth,
+        &headers,
+        &format!("POST /v1/deliveries/{delivery_id}/corrections"),
+        &raw,
+        cmd,
+    )
+    .await
+}
+
+/// The scope of a key of `role`, which the processor holds the command to (`None` for other roles);
+/// 403 for a key of that role without a valid scope.
+fn own_scope<T>(
+    auth: &Auth,
+    role: Role,
+    parse: impl FnOnce(String) -> Result<T, InvalidValue>,
+) -> Result<Option<T>, ApiError> {
+    if auth.role() != role {
+        return Ok(None);
+    }
+    auth.0
+        .scope
+        .clone()
+        .and_then(|s| parse(s).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::Forbidden(format!("this {} key has no valid scope", role.as_str()))
+        })
 }
 
 #[utoipa::path(post, path = "/v1/returns", tag = "commands", request_body = NewReturn,

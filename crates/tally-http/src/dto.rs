@@ -4,10 +4,11 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tally_domain::values::{
-    AdjustmentId, AdjustmentReason, Cents, DeliveryId, InvalidValue, ItemId, Quantity, ReturnId,
-    SaleId, StockDelta, StoreId, SupplierId, Text, TimeZoneName,
+    AdjustmentId, AdjustmentReason, Cents, CorrectedQuantity, CorrectionId, DeliveryId,
+    InvalidValue, ItemId, Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text,
+    TimeZoneName,
 };
-use tally_domain::{Command, DeliveryLine, ReturnLine, SaleLine};
+use tally_domain::{Command, CorrectedLine, DeliveryLine, ReturnLine, SaleLine};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, FieldError};
@@ -128,6 +129,27 @@ pub struct NewDelivery {
     /// RFC 3339 with offset; defaults to the time the request was received.
     pub occurred_at: Option<String>,
     pub lines: Vec<DeliveryLineIn>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CorrectedLineIn {
+    pub item_id: String,
+    /// 0 removes the item from the delivery.
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    pub quantity: i64,
+    pub unit_cost_cents: i64,
+}
+
+/// `POST /v1/deliveries/{delivery_id}/corrections`
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"correction_id": "c-1", "reason": "recounted at the store",
+    "lines": [{"item_id": "sku-1", "quantity": 38, "unit_cost_cents": 780}]}))]
+pub struct CorrectDelivery {
+    pub correction_id: String,
+    pub reason: String,
+    /// The corrected delivery note: it replaces the delivery's lines as last corrected (an item of
+    /// the delivery that it leaves out, or lists with quantity 0, is removed).
+    pub lines: Vec<CorrectedLineIn>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -341,6 +363,52 @@ impl VoidSale {
                 reason: reason?,
                 occurred_at: now,
                 only_store,
+            })
+        })();
+        c.finish(cmd)
+    }
+}
+
+impl CorrectDelivery {
+    pub fn into_command(
+        self,
+        delivery_id: String,
+        only_supplier: Option<SupplierId>,
+    ) -> Result<Command, ApiError> {
+        let mut c = Check::default();
+        let delivery_id = c.field("delivery_id", DeliveryId::parse(delivery_id));
+        let correction_id = c.field("correction_id", CorrectionId::parse(self.correction_id));
+        let reason = c.field("reason", Text::parse(self.reason));
+        let lines = c.lines(
+            &self.lines,
+            |l| &l.item_id,
+            |c, i, l| {
+                let item_id = c.field(
+                    &format!("lines[{i}].item_id"),
+                    ItemId::parse(l.item_id.clone()),
+                );
+                let quantity = c.field(
+                    &format!("lines[{i}].quantity"),
+                    CorrectedQuantity::new(l.quantity),
+                );
+                let cost = c.field(
+                    &format!("lines[{i}].unit_cost_cents"),
+                    Cents::new(l.unit_cost_cents),
+                );
+                Some(CorrectedLine {
+                    item_id: item_id?,
+                    quantity: quantity?,
+                    unit_cost_cents: cost?,
+                })
+            },
+        );
+        let cmd = (|| {
+            Some(Command::CorrectDelivery {
+                correction_id: correction_id?,
+                delivery_id: delivery_id?,
+                reason: reason?,
+                lines: lines?,
+                only_supplier,
             })
         })();
         c.finish(cmd)

@@ -115,6 +115,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::record_delivery))
         .routes(routes!(commands::record_sale))
         .routes(routes!(commands::void_sale))
+        .routes(routes!(commands::correct_delivery))
         .routes(routes!(commands::record_return))
         .routes(routes!(commands::adjust_stock))
         .routes(routes!(commands::command_status))
@@ -123,6 +124,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(queries::store_daily_sales))
         .routes(routes!(queries::daily_sales))
         .routes(routes!(queries::supplier_daily))
+        .routes(routes!(queries::low_stock))
+        .routes(routes!(queries::store_day_history))
+        .routes(routes!(queries::supplier_day_history))
+        .routes(routes!(queries::item_daily_sales))
+        .routes(routes!(queries::top_items))
         .routes(routes!(feed::events))
         .routes(routes!(feed::live))
         .routes(routes!(feed::stream))
@@ -243,6 +249,7 @@ mod tests {
         ("post", "/v1/deliveries"),
         ("post", "/v1/sales"),
         ("post", "/v1/sales/{sale_id}/void"),
+        ("post", "/v1/deliveries/{delivery_id}/corrections"),
         ("post", "/v1/returns"),
         ("post", "/v1/stock-adjustments"),
         ("get", "/v1/commands/{command_id}"),

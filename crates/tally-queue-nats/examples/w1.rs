@@ -86,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{steps} processor steps, {:.0} commands per receive",
         received as f64 / steps.max(1) as f64
     );
-    let mut projector = Projector::new(backend.events.clone(), backend.read.clone(), signals);
+    let mut projector = Projector::new(backend.events.clone(), backend.sink.clone(), signals);
     projector.catch_up().await?;
     let verified = tally_core::workload::verify(
         backend.read.as_ref(),

@@ -6,6 +6,9 @@
 //! head, positions are dense and handed out in commit order, and a reader (`position > n ORDER BY
 //! position`) can never see position n+2 while n+1 is still to come. A transaction that rolls back
 //! takes its positions with it: nothing is ever skipped, because nothing was ever handed out.
+//! The head row also keeps the last event's `recorded_at`, read and moved under the same lock: each
+//! event is recorded at the later of its own clock and its predecessor's, so `recorded_at` never
+//! decreases along the log however the appending processes' clocks disagree.
 //! Throughput comes from group commit: the processor appends thousands of commands per transaction.
 
 use std::collections::{HashMap, HashSet};
@@ -22,6 +25,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::{Postgres, Ts, pg_error, to_i64, to_u64};
+
+/// PostgreSQL's earliest `timestamptz`, 4714-11-24 BC (Julian day 0).
+const PG_MIN_TIMESTAMP: Timestamp = Timestamp::constant(-210_866_803_200, 0);
 
 const EVENT_COLUMNS: &str = "e.position, e.stream_id, e.version, e.event_type, e.schema_version, \
      e.occurred_at, e.recorded_at, e.data, e.command_id, e.correlation_id, e.principal";
@@ -171,9 +177,53 @@ async fn insert_events(
     Ok(())
 }
 
+/// The append lock: locks the log's head row, which every append takes first and holds to its commit,
+/// and returns the head's position and the `recorded_at` of its event (None while the log is empty).
+async fn lock_head(tx: &tokio_postgres::Transaction<'_>) -> Result<(i64, Option<Ts>)> {
+    let row = tx
+        .query_one("SELECT position, recorded_at FROM log_head FOR UPDATE", &[])
+        .await
+        .map_err(|e| pg_error("locking the log head", e))?;
+    let position = row
+        .try_get(0)
+        .map_err(|e| Error::Corrupt(format!("log head position: {e}")))?;
+    let recorded_at = row
+        .try_get(1)
+        .map_err(|e| Error::Corrupt(format!("log head recorded_at: {e}")))?;
+    Ok((position, recorded_at))
+}
+
+/// Records each event at the later of its own clock and its predecessor's `recorded_at` (`floor` for
+/// the first), so `recorded_at` never decreases along the log whatever the appending processes'
+/// clocks say (see `EventStore::commit`). Returns the last event's, which the head keeps.
+fn clamp_recorded_at(recorded_at: &mut [Ts], mut floor: Option<Ts>) -> Option<Ts> {
+    for at in recorded_at {
+        match floor {
+            Some(f) if at.0 < f.0 => *at = f,
+            _ => floor = Some(*at),
+        }
+    }
+    floor
+}
+
+/// Moves the head, under its lock, to the batch's last position and its event's `recorded_at`.
+async fn move_head(
+    tx: &tokio_postgres::Transaction<'_>,
+    position: i64,
+    recorded_at: Option<Ts>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE log_head SET position = $1, recorded_at = $2",
+        &[&position, &recorded_at],
+    )
+    .await
+    .map_err(|e| pg_error("moving the log head", e))?;
+    Ok(())
+}
+
 impl Postgres {
     async fn commit_batch(&self, batch: CommitBatch) -> Result<Vec<u64>> {
-        let cols = columns(&batch)?;
+        let mut cols = columns(&batch)?;
         let mut seen = HashSet::with_capacity(batch.outcomes.len());
         for o in &batch.outcomes {
             if !seen.insert(o.command_id) {
@@ -188,11 +238,7 @@ impl Postgres {
             .await
             .map_err(|e| pg_error("starting an append", e))?;
         // 1. The append lock: from here to the commit, nobody else appends.
-        let head: i64 = tx
-            .query_one("SELECT position FROM log_head FOR UPDATE", &[])
-            .await
-            .map_err(|e| pg_error("locking the log head", e))?
-            .get(0);
+        let (head, head_recorded_at) = lock_head(&tx).await?;
 
         // 2. Checks, under the lock: nothing can change between them and the inserts.
         let ids: Vec<Uuid> = batch.outcomes.iter().map(|o| o.command_id).collect();
@@ -233,6 +279,7 @@ impl Postgres {
         let first = head + 1;
         let positions: Vec<i64> = (first..first + cols.positions_needed as i64).collect();
         if !positions.is_empty() {
+            let last_recorded_at = clamp_recorded_at(&mut cols.recorded_at, head_recorded_at);
             insert_events(&tx, &positions, &cols).await?;
             let streams: Vec<&str> = cols.index.iter().map(|r| r.0.as_str()).collect();
             let versions: Vec<i64> = cols.index.iter().map(|r| r.1).collect();
@@ -244,12 +291,7 @@ impl Postgres {
             )
             .await
             .map_err(|e| pg_error("indexing events by stream", e))?;
-            tx.execute(
-                "UPDATE log_head SET position = $1",
-                &[&(head + cols.positions_needed as i64)],
-            )
-            .await
-            .map_err(|e| pg_error("moving the log head", e))?;
+            move_head(&tx, head + cols.positions_needed as i64, last_recorded_at).await?;
         }
         if !batch.outcomes.is_empty() {
             let mut at: Vec<Option<i64>> = Vec::with_capacity(ids.len());
@@ -302,20 +344,12 @@ impl Postgres {
             .transaction()
             .await
             .map_err(|e| pg_error("starting an append", e))?;
-        let head: i64 = tx
-            .query_one("SELECT position FROM log_head FOR UPDATE", &[])
-            .await
-            .map_err(|e| pg_error("locking the log head", e))?
-            .get(0);
-        let cols = columns(&batch)?;
+        let (head, head_recorded_at) = lock_head(&tx).await?;
+        let mut cols = columns(&batch)?;
         let positions: Vec<i64> = (head + 1..head + 1 + cols.positions_needed as i64).collect();
+        let last_recorded_at = clamp_recorded_at(&mut cols.recorded_at, head_recorded_at);
         insert_events(&tx, &positions, &cols).await?;
-        tx.execute(
-            "UPDATE log_head SET position = $1",
-            &[&(head + cols.positions_needed as i64)],
-        )
-        .await
-        .map_err(|e| pg_error("moving the log head", e))?;
+        move_head(&tx, head + cols.positions_needed as i64, last_recorded_at).await?;
         // Held a moment, as a slow transaction would, before giving up.
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         tx.rollback()
@@ -324,19 +358,23 @@ impl Postgres {
         Ok(())
     }
 
+    /// The events of `streams` with a position at or before `upto`, in version order per stream.
     async fn read_stream_rows(
         &self,
         streams: &[String],
+        upto: u64,
     ) -> Result<Vec<(StreamId, u64, RecordedEvent)>> {
         let client = self.client().await?;
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
         let rows = client
             .query(
                 &format!(
                     "SELECT {EVENT_COLUMNS}, si.stream_id, si.version FROM stream_index si \
                      JOIN events e ON e.position = si.position \
-                     WHERE si.stream_id = ANY($1) ORDER BY si.stream_id, si.version"
+                     WHERE si.stream_id = ANY($1) AND si.position <= $2 \
+                     ORDER BY si.stream_id, si.version"
                 ),
-                &[&streams],
+                &[&streams, &upto],
             )
             .await
             .map_err(|e| pg_error("reading streams", e))?;
@@ -413,11 +451,17 @@ impl EventStore for Postgres {
         streams: &[StreamId],
     ) -> Result<Vec<(StreamId, u64, RecordedEvent)>> {
         let names: Vec<String> = streams.iter().map(|s| s.as_str().to_owned()).collect();
-        self.read_stream_rows(&names).await
+        self.read_stream_rows(&names, u64::MAX).await
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
-        let rows = self.read_stream_rows(&[stream.as_str().to_owned()]).await?;
+        self.read_stream_upto(stream, u64::MAX).await
+    }
+
+    async fn read_stream_upto(&self, stream: &StreamId, upto: u64) -> Result<Vec<RecordedEvent>> {
+        let rows = self
+            .read_stream_rows(&[stream.as_str().to_owned()], upto)
+            .await?;
         Ok(rows.into_iter().map(|(_, _, e)| e).collect())
     }
 
@@ -440,6 +484,27 @@ impl EventStore for Postgres {
             .await
             .map_err(|e| pg_error("reading the log head", e))?;
         to_u64(row.get(0), "head")
+    }
+
+    async fn position_at(&self, at: Timestamp) -> Result<u64> {
+        // Nothing is stored before PostgreSQL's earliest timestamp, which it refuses as a parameter.
+        let at = Ts(at.max(PG_MIN_TIMESTAMP));
+        let client = self.client().await?;
+        // `recorded_at` never decreases along the log, so the last event recorded at or before `at`
+        // is the one the index on `(recorded_at, position)` finds last: one seek, not a scan of the
+        // prefix that `max(position)` would make.
+        let row = client
+            .query_opt(
+                "SELECT position FROM events WHERE recorded_at <= $1 \
+                 ORDER BY recorded_at DESC, position DESC LIMIT 1",
+                &[&at],
+            )
+            .await
+            .map_err(|e| pg_error("finding the position at an instant", e))?;
+        match row {
+            Some(row) => to_u64(row.try_get(0).map_err(unreadable)?, "position"),
+            None => Ok(0),
+        }
     }
 
     async fn decided(&self, command_ids: &[Uuid]) -> Result<Vec<Uuid>> {

@@ -30,6 +30,7 @@ mod lease;
 mod queue;
 mod read;
 pub mod schema;
+mod sink;
 
 pub use lease::PgLeases;
 pub use tokio_postgres::config::{Config as PgConfig, Host as PgHost};
@@ -155,6 +156,7 @@ impl Postgres {
             commands: self.clone(),
             intake: self.clone(),
             queue: self.clone(),
+            sink: self.clone(),
             read: self.clone(),
             keys: self.clone(),
             leases: Arc::new(PgLeases::new(self.pg_config.clone(), &self.options.schema)),

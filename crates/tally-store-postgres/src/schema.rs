@@ -149,6 +149,32 @@ ALTER TABLE api_keys
     ADD COLUMN rejections   bigint      NOT NULL DEFAULT 0,
     ADD COLUMN last_used_at timestamptz;
 "#,
+    r#"
+-- Time travel (EventStore::position_at): an append records each event at the later of its own clock
+-- and its predecessor's recorded_at, which the head row keeps, read and moved under its lock. So
+-- recorded_at never decreases along the log, whatever the clocks of the appending processes, and the
+-- events recorded by an instant are a prefix of the log, found with one seek on the index.
+ALTER TABLE log_head ADD COLUMN recorded_at timestamptz;
+UPDATE log_head SET recorded_at = (SELECT max(recorded_at) FROM events);
+CREATE INDEX events_by_recorded_at ON events (recorded_at, position);
+"#,
+    r#"
+-- Item daily sales per (store, item, business date), with the item's supplier; top items and item
+-- reports read it. Filled from the log by the projector like the other read models.
+CREATE TABLE rm_item_daily (
+    store_id       text   NOT NULL,
+    item_id        text   NOT NULL,
+    date           date   NOT NULL,
+    supplier_id    text   NOT NULL,
+    units_sold     bigint NOT NULL,
+    gross_cents    bigint NOT NULL,
+    returned_units bigint NOT NULL,
+    returned_cents bigint NOT NULL,
+    PRIMARY KEY (store_id, item_id, date)
+);
+CREATE INDEX rm_item_daily_by_item ON rm_item_daily (item_id, date);
+CREATE INDEX rm_item_daily_by_date ON rm_item_daily (date);
+"#,
 ];
 
 /// What a migration run did.

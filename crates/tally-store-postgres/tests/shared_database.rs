@@ -271,7 +271,7 @@ async fn racing_processors_keep_the_books_exact() {
     let backend = a.backend();
     let mut projector = Projector::new(
         backend.events.clone(),
-        backend.read.clone(),
+        backend.sink.clone(),
         Signals::default(),
     );
     projector.catch_up().await.expect("catch up");

@@ -1,6 +1,7 @@
 //! The event log and command statuses.
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use tally_core::model::{
     CommandEnvelope, CommandRecord, CommandStatus, CommitBatch, Decision, EventMetadata,
@@ -91,8 +92,26 @@ fn check_reads(conn: &Connection, reads: &[(StreamId, u64)]) -> Result<()> {
     Ok(())
 }
 
+/// The `recorded_at` of the log's last event (None when the log is empty): the least an appended event
+/// may be recorded at. Read from the table inside the writer's transaction, not cached, so that it is
+/// right whatever earlier jobs of the transaction appended or rolled back; one seek on the rowid.
+fn last_recorded_at(conn: &Connection) -> Result<Option<i64>> {
+    conn.prepare_cached("SELECT recorded_at FROM events ORDER BY position DESC LIMIT 1")
+        .map_err(sql_error)?
+        .query_row([], |r| r.get(0))
+        .optional()
+        .map_err(sql_error)
+}
+
 fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
     check_reads(conn, &batch.reads)?;
+    // Each event is recorded at the later of its own clock and its predecessor's `recorded_at`, so
+    // `recorded_at` never decreases along the log (see `EventStore::commit`).
+    let mut floor = if batch.events.is_empty() {
+        None
+    } else {
+        last_recorded_at(conn)?
+    };
     let mut insert_event = conn
         .prepare_cached(
             "INSERT INTO events (stream_id, version, event_type, schema_version, occurred_at, \
@@ -110,6 +129,9 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
         let Some((primary, primary_version)) = event.streams.first() else {
             return Err(Error::Corrupt("an event must belong to a stream".into()));
         };
+        let own = ts_to_sql(event.recorded_at);
+        let recorded_at = floor.map_or(own, |f| f.max(own));
+        floor = Some(recorded_at);
         insert_event
             .execute(params![
                 primary.as_str(),
@@ -117,7 +139,7 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
                 event.event_type,
                 event.schema_version,
                 ts_to_sql(event.occurred_at),
-                ts_to_sql(event.recorded_at),
+                recorded_at,
                 event.data,
                 event.metadata.command_id.as_bytes().as_slice(),
                 event.metadata.correlation_id,
@@ -205,15 +227,17 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
     Ok(positions)
 }
 
-fn read_stream_rows(conn: &Connection, stream: &str) -> Result<Vec<RecordedEvent>> {
+/// The events of `stream` with a position at or before `upto`, in version order.
+fn read_stream_rows(conn: &Connection, stream: &str, upto: u64) -> Result<Vec<RecordedEvent>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS}, si.version FROM stream_index si JOIN events e ON e.position = si.position \
-             WHERE si.stream_id = ?1 ORDER BY si.version"
+             WHERE si.stream_id = ?1 AND si.position <= ?2 ORDER BY si.version"
         ))
         .map_err(sql_error)?;
+    let upto = i64::try_from(upto).unwrap_or(i64::MAX);
     let rows = stmt
-        .query_map(params![stream], |row| {
+        .query_map(params![stream, upto], |row| {
             Ok((event_from_row(row)?, row.get::<_, i64>(11)?))
         })
         .map_err(sql_error)?;
@@ -285,7 +309,7 @@ impl EventStore for Sqlite {
             .read(move |conn| {
                 let mut out = Vec::new();
                 for stream in streams {
-                    for event in read_stream_rows(conn, stream.as_str())? {
+                    for event in read_stream_rows(conn, stream.as_str(), u64::MAX)? {
                         out.push((stream.clone(), event.version, event));
                     }
                 }
@@ -297,7 +321,14 @@ impl EventStore for Sqlite {
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
         let stream = stream.to_string();
         self.readers
-            .read(move |conn| read_stream_rows(conn, &stream))
+            .read(move |conn| read_stream_rows(conn, &stream, u64::MAX))
+            .await
+    }
+
+    async fn read_stream_upto(&self, stream: &StreamId, upto: u64) -> Result<Vec<RecordedEvent>> {
+        let stream = stream.to_string();
+        self.readers
+            .read(move |conn| read_stream_rows(conn, &stream, upto))
             .await
     }
 
@@ -324,6 +355,27 @@ impl EventStore for Sqlite {
                 })
                 .map(|p| p as u64)
                 .map_err(sql_error)
+            })
+            .await
+    }
+
+    async fn position_at(&self, at: Timestamp) -> Result<u64> {
+        let at = ts_to_sql(at);
+        self.readers
+            .read(move |conn| {
+                // `recorded_at` never decreases along the log, so the last event recorded at or
+                // before `at` is the one the index on `(recorded_at, rowid)` finds last: one seek,
+                // not a scan of the prefix that `max(position)` would make.
+                let position: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT position FROM events WHERE recorded_at <= ?1 \
+                         ORDER BY recorded_at DESC, position DESC LIMIT 1",
+                    )
+                    .map_err(sql_error)?
+                    .query_row(params![at], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_error)?;
+                Ok(position.map_or(0, |p| p as u64))
             })
             .await
     }

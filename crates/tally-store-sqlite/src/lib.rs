@@ -28,6 +28,7 @@ mod keys;
 mod queue;
 mod read;
 mod schema;
+mod sink;
 mod writer;
 
 use writer::{Writer, sql_error};
@@ -180,6 +181,7 @@ impl Sqlite {
             commands: self.clone(),
             intake: self.clone(),
             queue: self.clone(),
+            sink: self.clone(),
             read: self.clone(),
             keys: self.clone(),
             leases: Arc::new(self.leases.clone()),
@@ -250,9 +252,11 @@ impl Readers {
     }
 }
 
-/// Timestamps are stored as integer nanoseconds since the Unix epoch.
+/// Timestamps are stored as integer nanoseconds since the Unix epoch. One beyond what that holds
+/// (before 1677 or after 2262) saturates towards its own side, so comparisons with it stay right.
 pub(crate) fn ts_to_sql(t: jiff::Timestamp) -> i64 {
-    i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX)
+    let n = t.as_nanosecond();
+    i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
 }
 
 pub(crate) fn ts_from_sql(n: i64) -> Result<jiff::Timestamp, Error> {

@@ -1,20 +1,25 @@
-//! Read models and checkpoints. Each query runs in one read transaction, so its rows and the position
-//! it reports come from the same snapshot.
+//! The queries' side of the read models. Each query runs in one read transaction, so its rows and the
+//! position it reports come from the same snapshot.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use jiff::civil::Date;
 use rusqlite::{Connection, OptionalExtension, params};
-use tally_core::ports::{Error, ReadStore, Result};
+use tally_core::ports::{Error, ReadModels, Result};
 use tally_core::readmodel::{
-    DayFigures, Delta, INVENTORY, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
+    DayFigures, INVENTORY, ITEM_DAILY, ItemDay, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
 };
+use tally_core::rows::{
+    DateRange, Dated, ItemSales, Positioned, StockRow, StoreSales, TopItem, TopItemsQuery,
+};
+use tally_core::timetravel::{item_id, store_id, supplier_id};
+use tally_domain::values::{ItemId, StoreId, SupplierId};
 
 use crate::Sqlite;
 use crate::writer::sql_error;
 
-fn checkpoint(conn: &Connection, projection: &str) -> Result<u64> {
+pub(crate) fn checkpoint(conn: &Connection, projection: &str) -> Result<u64> {
     conn.prepare_cached("SELECT position FROM checkpoints WHERE projection = ?1")
         .map_err(sql_error)?
         .query_row(params![projection], |r| r.get::<_, i64>(0))
@@ -23,94 +28,45 @@ fn checkpoint(conn: &Connection, projection: &str) -> Result<u64> {
         .map(|p| p.unwrap_or(0) as u64)
 }
 
+pub(crate) fn checkpoints(conn: &Connection) -> Result<HashMap<String, u64>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT projection, position FROM checkpoints")
+        .map_err(sql_error)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(sql_error)?;
+    rows.map(|r| r.map_err(sql_error)).collect()
+}
+
 fn parse_date(raw: &str) -> Result<Date> {
     raw.parse()
         .map_err(|e| Error::Corrupt(format!("date {raw:?}: {e}")))
 }
 
-/// Runs `f` in one read transaction.
-fn snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+/// Runs `f` in one read transaction, with the projection's checkpoint read in it.
+fn snapshot<T>(
+    conn: &Connection,
+    projection: &str,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<Positioned<T>> {
     conn.execute_batch("BEGIN").map_err(sql_error)?;
-    let r = f(conn);
+    let r = checkpoint(conn, projection).and_then(|p| f(conn).map(|rows| Positioned::new(p, rows)));
     let _ = conn.execute_batch("COMMIT");
     r
 }
 
-fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
-    let at = checkpoint(conn, &u.projection)?;
-    if at != u.from {
-        return Err(Error::CheckpointMoved {
-            projection: u.projection.clone(),
-            expected: u.from,
-        });
-    }
-    match &u.delta {
-        Delta::Inventory(rows) => {
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO rm_inventory (store_id, item_id, on_hand) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (store_id, item_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
-                )
-                .map_err(sql_error)?;
-            for ((store, item), d) in rows {
-                stmt.execute(params![store, item, d]).map_err(sql_error)?;
-            }
-        }
-        Delta::StoreDaily(rows) => {
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (store_id, date) DO UPDATE SET \
-                     transactions = transactions + excluded.transactions, units_sold = units_sold + excluded.units_sold, \
-                     gross_cents = gross_cents + excluded.gross_cents, returned_units = returned_units + excluded.returned_units, \
-                     returned_cents = returned_cents + excluded.returned_cents",
-                )
-                .map_err(sql_error)?;
-            for ((store, date), f) in rows {
-                stmt.execute(params![
-                    store,
-                    date.to_string(),
-                    f.transactions,
-                    f.units_sold,
-                    f.gross_cents,
-                    f.returned_units,
-                    f.returned_cents
-                ])
-                .map_err(sql_error)?;
-            }
-        }
-        Delta::SupplierDaily(rows) => {
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO rm_supplier_daily (supplier_id, date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (supplier_id, date) DO UPDATE SET \
-                     deliveries = deliveries + excluded.deliveries, units_supplied = units_supplied + excluded.units_supplied, \
-                     supply_cost_cents = supply_cost_cents + excluded.supply_cost_cents, \
-                     units_sold = units_sold + excluded.units_sold, sales_cents = sales_cents + excluded.sales_cents",
-                )
-                .map_err(sql_error)?;
-            for ((supplier, date), f) in rows {
-                stmt.execute(params![
-                    supplier,
-                    date.to_string(),
-                    f.deliveries,
-                    f.units_supplied,
-                    f.supply_cost_cents,
-                    f.units_sold,
-                    f.sales_cents
-                ])
-                .map_err(sql_error)?;
-            }
-        }
-    }
-    conn.prepare_cached(
-        "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2) \
-         ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
-    )
-    .map_err(sql_error)?
-    .execute(params![u.projection, u.to as i64])
-    .map_err(sql_error)?;
-    Ok(())
+/// Every row of `sql` through `row`, collected.
+fn rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(sql_error)?;
+    let rows = stmt.query_map(params, row).map_err(sql_error)?;
+    rows.map(|r| r.map_err(sql_error)).collect()
 }
 
 fn day_figures(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DayFigures> {
@@ -123,98 +79,110 @@ fn day_figures(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DayFigures>
     })
 }
 
-fn range(from: Option<Date>, to: Option<Date>) -> (String, String) {
+fn item_day(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ItemDay> {
+    Ok(ItemDay {
+        units_sold: r.get(at)?,
+        gross_cents: r.get(at + 1)?,
+        returned_units: r.get(at + 2)?,
+        returned_cents: r.get(at + 3)?,
+    })
+}
+
+fn bounds(range: DateRange) -> (String, String) {
     (
-        from.map_or_else(|| "0000-00-00".to_owned(), |d| d.to_string()),
-        to.map_or_else(|| "9999-99-99".to_owned(), |d| d.to_string()),
+        range
+            .from
+            .map_or_else(|| "0000-00-00".to_owned(), |d| d.to_string()),
+        range
+            .to
+            .map_or_else(|| "9999-99-99".to_owned(), |d| d.to_string()),
     )
 }
 
+/// Rows keyed by a stored date, parsed, with all-zero figures left out.
+fn dated<F>(raw: Vec<(String, F)>, empty: impl Fn(&F) -> bool) -> Result<Vec<Dated<F>>> {
+    raw.into_iter()
+        .filter(|(_, f)| !empty(f))
+        .map(|(d, figures)| {
+            Ok(Dated {
+                date: parse_date(&d)?,
+                figures,
+            })
+        })
+        .collect()
+}
+
+fn stock_rows(raw: Vec<(String, i64)>) -> Result<Vec<StockRow>> {
+    raw.into_iter()
+        .map(|(item, on_hand)| {
+            Ok(StockRow {
+                item_id: item_id(&item)?,
+                on_hand,
+            })
+        })
+        .collect()
+}
+
+const ITEM_FIGURES: &str =
+    "sum(units_sold), sum(gross_cents), sum(returned_units), sum(returned_cents)";
+
 #[async_trait]
-impl ReadStore for Sqlite {
+impl ReadModels for Sqlite {
     async fn checkpoints(&self) -> Result<HashMap<String, u64>> {
-        self.readers
-            .read(|conn| {
-                let mut stmt = conn
-                    .prepare_cached("SELECT projection, position FROM checkpoints")
-                    .map_err(sql_error)?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                    })
-                    .map_err(sql_error)?;
-                rows.map(|r| r.map_err(sql_error)).collect()
-            })
-            .await
+        self.readers.read(checkpoints).await
     }
 
-    async fn apply(&self, updates: Vec<ProjectionUpdate>) -> Result<()> {
-        self.writer
-            .write(move |conn| {
-                for u in &updates {
-                    apply_update(conn, u)?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
-    async fn reset(&self, projection: &str) -> Result<()> {
-        let table = match projection {
-            INVENTORY => "rm_inventory",
-            STORE_DAILY => "rm_store_daily",
-            SUPPLIER_DAILY => "rm_supplier_daily",
-            other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
-        };
-        let projection = projection.to_owned();
-        self.writer
-            .write(move |conn| {
-                conn.execute(&format!("DELETE FROM {table}"), [])
-                    .map_err(sql_error)?;
-                conn.execute(
-                    "DELETE FROM checkpoints WHERE projection = ?1",
-                    params![projection],
-                )
-                .map_err(sql_error)?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn inventory(&self, store_id: &str) -> Result<(u64, Vec<(String, i64)>)> {
-        let store_id = store_id.to_owned();
+    async fn inventory(&self, store: &StoreId) -> Result<Positioned<Vec<StockRow>>> {
+        let store = store.to_string();
         self.readers
             .read(move |conn| {
-                snapshot(conn, |conn| {
-                    let position = checkpoint(conn, INVENTORY)?;
-                    let mut stmt = conn
-                        .prepare_cached("SELECT item_id, on_hand FROM rm_inventory WHERE store_id = ?1 ORDER BY item_id")
-                        .map_err(sql_error)?;
-                    let rows = stmt
-                        .query_map(params![store_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .map_err(sql_error)?;
-                    let rows = rows.map(|r| r.map_err(sql_error)).collect::<Result<Vec<_>>>()?;
-                    Ok((position, rows))
+                snapshot(conn, INVENTORY, |conn| {
+                    stock_rows(rows(
+                        conn,
+                        "SELECT item_id, on_hand FROM rm_inventory WHERE store_id = ?1 ORDER BY item_id",
+                        params![store],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?)
                 })
             })
             .await
     }
 
-    async fn inventory_item(&self, store_id: &str, item_id: &str) -> Result<(u64, i64)> {
-        let (store_id, item_id) = (store_id.to_owned(), item_id.to_owned());
+    async fn inventory_item(&self, store: &StoreId, item: &ItemId) -> Result<Positioned<i64>> {
+        let (store, item) = (store.to_string(), item.to_string());
         self.readers
             .read(move |conn| {
-                snapshot(conn, |conn| {
-                    let position = checkpoint(conn, INVENTORY)?;
+                snapshot(conn, INVENTORY, |conn| {
                     let on_hand = conn
                         .prepare_cached(
                             "SELECT on_hand FROM rm_inventory WHERE store_id = ?1 AND item_id = ?2",
                         )
                         .map_err(sql_error)?
-                        .query_row(params![store_id, item_id], |r| r.get::<_, i64>(0))
+                        .query_row(params![store, item], |r| r.get::<_, i64>(0))
                         .optional()
                         .map_err(sql_error)?;
-                    Ok((position, on_hand.unwrap_or(0)))
+                    Ok(on_hand.unwrap_or(0))
+                })
+            })
+            .await
+    }
+
+    async fn low_stock(
+        &self,
+        store: &StoreId,
+        threshold: i64,
+    ) -> Result<Positioned<Vec<StockRow>>> {
+        let store = store.to_string();
+        self.readers
+            .read(move |conn| {
+                snapshot(conn, INVENTORY, |conn| {
+                    stock_rows(rows(
+                        conn,
+                        "SELECT item_id, on_hand FROM rm_inventory WHERE store_id = ?1 AND on_hand <= ?2 \
+                         ORDER BY on_hand, item_id",
+                        params![store, threshold],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?)
                 })
             })
             .await
@@ -222,115 +190,153 @@ impl ReadStore for Sqlite {
 
     async fn store_daily(
         &self,
-        store_id: &str,
-        from: Option<Date>,
-        to: Option<Date>,
-    ) -> Result<(u64, Vec<(Date, DayFigures)>)> {
-        let (store_id, (from, to)) = (store_id.to_owned(), range(from, to));
+        store: &StoreId,
+        range: DateRange,
+    ) -> Result<Positioned<Vec<Dated<DayFigures>>>> {
+        let (store, (from, to)) = (store.to_string(), bounds(range));
         self.readers
             .read(move |conn| {
-                report(
-                    conn,
-                    STORE_DAILY,
-                    "SELECT date, transactions, units_sold, gross_cents, returned_units, returned_cents \
-                     FROM rm_store_daily WHERE store_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
-                    params![store_id, from, to],
-                    |r| day_figures(r, 1),
-                    |date| parse_date(&date),
-                )
+                snapshot(conn, STORE_DAILY, |conn| {
+                    let raw = rows(
+                        conn,
+                        "SELECT date, transactions, units_sold, gross_cents, returned_units, returned_cents \
+                         FROM rm_store_daily WHERE store_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
+                        params![store, from, to],
+                        |r| Ok((r.get(0)?, day_figures(r, 1)?)),
+                    )?;
+                    dated(raw, DayFigures::is_empty)
+                })
             })
             .await
     }
 
-    async fn daily_sales(&self, date: Date) -> Result<(u64, Vec<(String, DayFigures)>)> {
+    async fn daily_sales(&self, date: Date) -> Result<Positioned<Vec<StoreSales>>> {
         let date = date.to_string();
         self.readers
             .read(move |conn| {
-                report(
-                    conn,
-                    STORE_DAILY,
-                    "SELECT store_id, transactions, units_sold, gross_cents, returned_units, returned_cents \
-                     FROM rm_store_daily WHERE date = ?1 ORDER BY store_id",
-                    params![date],
-                    |r| day_figures(r, 1),
-                    Ok,
-                )
+                snapshot(conn, STORE_DAILY, |conn| {
+                    let raw: Vec<(String, DayFigures)> = rows(
+                        conn,
+                        "SELECT store_id, transactions, units_sold, gross_cents, returned_units, returned_cents \
+                         FROM rm_store_daily WHERE date = ?1 ORDER BY store_id",
+                        params![date],
+                        |r| Ok((r.get(0)?, day_figures(r, 1)?)),
+                    )?;
+                    raw.into_iter()
+                        .filter(|(_, f)| !f.is_empty())
+                        .map(|(s, figures)| {
+                            Ok(StoreSales {
+                                store_id: store_id(&s)?,
+                                figures,
+                            })
+                        })
+                        .collect()
+                })
             })
             .await
     }
 
     async fn supplier_daily(
         &self,
-        supplier_id: &str,
-        from: Option<Date>,
-        to: Option<Date>,
-    ) -> Result<(u64, Vec<(Date, SupplierDay)>)> {
-        let (supplier_id, (from, to)) = (supplier_id.to_owned(), range(from, to));
+        supplier: &SupplierId,
+        range: DateRange,
+    ) -> Result<Positioned<Vec<Dated<SupplierDay>>>> {
+        let (supplier, (from, to)) = (supplier.to_string(), bounds(range));
         self.readers
             .read(move |conn| {
-                report(
-                    conn,
-                    SUPPLIER_DAILY,
-                    "SELECT date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents \
-                     FROM rm_supplier_daily WHERE supplier_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
-                    params![supplier_id, from, to],
-                    |r| {
-                        Ok(SupplierDay {
-                            deliveries: r.get(1)?,
-                            units_supplied: r.get(2)?,
-                            supply_cost_cents: r.get(3)?,
-                            units_sold: r.get(4)?,
-                            sales_cents: r.get(5)?,
-                        })
-                    },
-                    |date| parse_date(&date),
-                )
+                snapshot(conn, SUPPLIER_DAILY, |conn| {
+                    let raw = rows(
+                        conn,
+                        "SELECT date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents \
+                         FROM rm_supplier_daily WHERE supplier_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
+                        params![supplier, from, to],
+                        |r| {
+                            Ok((
+                                r.get(0)?,
+                                SupplierDay {
+                                    deliveries: r.get(1)?,
+                                    units_supplied: r.get(2)?,
+                                    supply_cost_cents: r.get(3)?,
+                                    units_sold: r.get(4)?,
+                                    sales_cents: r.get(5)?,
+                                },
+                            ))
+                        },
+                    )?;
+                    dated(raw, SupplierDay::is_empty)
+                })
             })
             .await
     }
-}
 
-/// Something a report row holds; rows whose figures are all zero (a day whose only sale was voided)
-/// are left out of reports.
-trait Figures {
-    fn is_empty(&self) -> bool;
-}
-
-impl Figures for DayFigures {
-    fn is_empty(&self) -> bool {
-        DayFigures::is_empty(self)
+    async fn item_daily(
+        &self,
+        item: &ItemId,
+        store: Option<&StoreId>,
+        range: DateRange,
+    ) -> Result<Positioned<ItemSales>> {
+        let (item, store, (from, to)) = (
+            item.to_string(),
+            store.map(|s| s.to_string()),
+            bounds(range),
+        );
+        self.readers
+            .read(move |conn| {
+                snapshot(conn, ITEM_DAILY, |conn| {
+                    let supplier = conn
+                        .prepare_cached("SELECT supplier_id FROM rm_item_daily WHERE item_id = ?1 LIMIT 1")
+                        .map_err(sql_error)?
+                        .query_row(params![item], |r| r.get::<_, String>(0))
+                        .optional()
+                        .map_err(sql_error)?;
+                    let raw = rows(
+                        conn,
+                        &format!(
+                            "SELECT date, {ITEM_FIGURES} FROM rm_item_daily \
+                             WHERE item_id = ?1 AND date >= ?2 AND date <= ?3 AND (?4 IS NULL OR store_id = ?4) \
+                             GROUP BY date ORDER BY date"
+                        ),
+                        params![item, from, to, store],
+                        |r| Ok((r.get(0)?, item_day(r, 1)?)),
+                    )?;
+                    Ok(ItemSales {
+                        supplier_id: supplier.map(|s| supplier_id(&s)).transpose()?,
+                        days: dated(raw, ItemDay::is_empty)?,
+                    })
+                })
+            })
+            .await
     }
-}
 
-impl Figures for SupplierDay {
-    fn is_empty(&self) -> bool {
-        SupplierDay::is_empty(self)
+    async fn top_items(&self, query: &TopItemsQuery) -> Result<Positioned<Vec<TopItem>>> {
+        let (from, to) = bounds(query.range);
+        let store = query.store.as_ref().map(|s| s.to_string());
+        let supplier = query.supplier.as_ref().map(|s| s.to_string());
+        let limit = query.limit as i64;
+        self.readers
+            .read(move |conn| {
+                snapshot(conn, ITEM_DAILY, |conn| {
+                    let raw: Vec<(String, i64, i64)> = rows(
+                        conn,
+                        "SELECT item_id, sum(units_sold) AS units, sum(gross_cents) - sum(returned_cents) AS net \
+                         FROM rm_item_daily WHERE date >= ?1 AND date <= ?2 \
+                         AND (?3 IS NULL OR store_id = ?3) AND (?4 IS NULL OR supplier_id = ?4) \
+                         GROUP BY item_id HAVING units <> 0 OR net <> 0 \
+                         ORDER BY units DESC, item_id LIMIT ?5",
+                        params![from, to, store, supplier, limit],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?;
+                    raw.into_iter()
+                        .map(|(item, units_sold, net_cents)| {
+                            Ok(TopItem {
+                                item_id: item_id(&item)?,
+                                units_sold,
+                                net_cents,
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .await
     }
-}
-
-/// A report: in one snapshot, the projection's checkpoint and the non-empty rows of `sql`, whose first
-/// column is the row's key.
-fn report<K, F: Figures>(
-    conn: &Connection,
-    projection: &str,
-    sql: &str,
-    params: impl rusqlite::Params,
-    figures: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<F>,
-    key: impl Fn(String) -> Result<K>,
-) -> Result<(u64, Vec<(K, F)>)> {
-    snapshot(conn, |conn| {
-        let position = checkpoint(conn, projection)?;
-        let mut stmt = conn.prepare_cached(sql).map_err(sql_error)?;
-        let rows = stmt
-            .query_map(params, |r| Ok((r.get::<_, String>(0)?, figures(r)?)))
-            .map_err(sql_error)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (k, f) = row.map_err(sql_error)?;
-            if !f.is_empty() {
-                out.push((key(k)?, f));
-            }
-        }
-        Ok((position, out))
-    })
 }

@@ -114,6 +114,29 @@ ALTER TABLE api_keys ADD COLUMN requests     INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE api_keys ADD COLUMN rejections   INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
 "#,
+    r#"
+-- Time travel (EventStore::position_at): the writer records each event at the later of its own
+-- clock and its predecessor's recorded_at, so recorded_at never decreases along the log and the
+-- events recorded by an instant are a prefix of it, found with one seek (the index holds the rowid).
+CREATE INDEX events_by_recorded_at ON events (recorded_at);
+"#,
+    r#"
+-- Item daily sales per (store, item, business date), with the item's supplier; top items and item
+-- reports read it. Filled from the log by the projector like the other read models.
+CREATE TABLE rm_item_daily (
+    store_id       TEXT    NOT NULL,
+    item_id        TEXT    NOT NULL,
+    date           TEXT    NOT NULL,
+    supplier_id    TEXT    NOT NULL,
+    units_sold     INTEGER NOT NULL,
+    gross_cents    INTEGER NOT NULL,
+    returned_units INTEGER NOT NULL,
+    returned_cents INTEGER NOT NULL,
+    PRIMARY KEY (store_id, item_id, date)
+) WITHOUT ROWID;
+CREATE INDEX rm_item_daily_by_item ON rm_item_daily (item_id, date);
+CREATE INDEX rm_item_daily_by_date ON rm_item_daily (date);
+"#,
 ];
 
 /// The intake's file, `intake.db`: what a command is before the processor decides it. Its writer commits

@@ -98,7 +98,7 @@ async fn small_w1_books_match_and_survive_a_rebuild() {
 
     let mut projector = Projector::new(
         backend.events.clone(),
-        backend.read.clone(),
+        backend.sink.clone(),
         Signals::default(),
     )
     .with_batch_size(97);
@@ -158,7 +158,7 @@ async fn live_projection_from_the_processors_tail_and_from_the_log_keeps_the_boo
     );
     let mut projector = Projector::new(
         backend.events.clone(),
-        backend.read.clone(),
+        backend.sink.clone(),
         signals.clone(),
     );
     let (mut processed, mut rejected) = (0u64, 0u64);
@@ -259,7 +259,7 @@ async fn state_survives_a_new_processor_on_the_same_file() {
     drain(&mut new_processor(&backend, 32), &backend).await;
     Projector::new(
         backend.events.clone(),
-        backend.read.clone(),
+        backend.sink.clone(),
         Signals::default(),
     )
     .catch_up()
@@ -423,6 +423,16 @@ impl tally_core::EventStore for FailingCommits {
     async fn head(&self) -> tally_core::ports::Result<u64> {
         self.inner.head().await
     }
+    async fn position_at(&self, at: jiff::Timestamp) -> tally_core::ports::Result<u64> {
+        self.inner.position_at(at).await
+    }
+    async fn read_stream_upto(
+        &self,
+        stream: &tally_domain::StreamId,
+        upto: u64,
+    ) -> tally_core::ports::Result<Vec<tally_core::model::RecordedEvent>> {
+        self.inner.read_stream_upto(stream, upto).await
+    }
     async fn decided(&self, ids: &[Uuid]) -> tally_core::ports::Result<Vec<Uuid>> {
         self.inner.decided(ids).await
     }
@@ -479,7 +489,7 @@ async fn a_failed_commit_hands_the_batch_back_and_it_is_processed_once() {
     assert!(backend.queue.dead_letters().await.unwrap().is_empty());
     Projector::new(
         backend.events.clone(),
-        backend.read.clone(),
+        backend.sink.clone(),
         Signals::default(),
     )
     .catch_up()
@@ -672,14 +682,16 @@ async fn a_decision_on_a_stale_cache_is_decided_again_not_committed() {
     // The log agrees: 5 + 10 - 12 + 2 on hand, each command once.
     Projector::new(
         backend.events.clone(),
-        backend.read.clone(),
+        backend.sink.clone(),
         Signals::default(),
     )
     .catch_up()
     .await
     .unwrap();
-    let (_, stock) = backend.read.inventory_item("s1", "i1").await.unwrap();
-    assert_eq!(stock, 5);
+    let store = tally_domain::values::StoreId::parse("s1").unwrap();
+    let item = tally_domain::values::ItemId::parse("i1").unwrap();
+    let stock = backend.read.inventory_item(&store, &item).await.unwrap();
+    assert_eq!(stock.rows, 5);
     assert_eq!(backend.events.read_all(0, 100).await.unwrap().len(), 7);
 }
 

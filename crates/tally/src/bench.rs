@@ -94,7 +94,7 @@ async fn run(
     let process_secs = started.elapsed().as_secs_f64();
     let events = backend.events.head().await?;
 
-    let mut projector = Projector::new(backend.events.clone(), backend.read.clone(), signals);
+    let mut projector = Projector::new(backend.events.clone(), backend.sink.clone(), signals);
     let started = Instant::now();
     let projected = projector.catch_up().await.context("projection catch-up")?;
     let catchup_secs = started.elapsed().as_secs_f64();

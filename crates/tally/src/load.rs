@@ -20,6 +20,7 @@
 //! command's 202 until the read models answer at its position.
 
 mod http1;
+mod http_read;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,13 +28,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
 use hdrhistogram::Histogram;
-use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tally_core::ports::{Error, ReadStore, Result as PortResult};
-use tally_core::readmodel::{DayFigures, ProjectionUpdate, SupplierDay};
 use tally_core::workload::{W1Size, w1};
 use tally_domain::Command;
 
@@ -96,6 +93,22 @@ fn request(command: &Command) -> anyhow::Result<(String, Value)> {
             return Ok((
                 format!("/v1/sales/{}/void", sale_id.as_str()),
                 serde_json::json!({ "reason": reason.as_str() }),
+            ));
+        }
+        Command::CorrectDelivery {
+            correction_id,
+            delivery_id,
+            reason,
+            lines,
+            ..
+        } => {
+            return Ok((
+                format!("/v1/deliveries/{}/corrections", delivery_id.as_str()),
+                serde_json::json!({
+                    "correction_id": correction_id.as_str(),
+                    "reason": reason.as_str(),
+                    "lines": lines,
+                }),
             ));
         }
     };
@@ -803,7 +816,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     if let Some(((store, item), n)) = books.stock.iter().find(|(_, n)| **n < 0) {
         problems.push(format!("accepted sales take {store}/{item} to {n}"));
     }
-    let read = HttpReadStore {
+    let read = http_read::HttpReadModels {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -952,160 +965,6 @@ fn print_summary(s: &Summary, json: bool, w1_rejects: u64) -> anyhow::Result<()>
         eprintln!("verification FAILED: {f}");
     }
     Ok(())
-}
-
-/// The query API as a [`ReadStore`], for [`tally_core::workload::verify`]: every answer waits for the
-/// read models to reach the run's last position.
-struct HttpReadStore {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-    min_position: u64,
-}
-
-fn unavailable(e: anyhow::Error) -> Error {
-    Error::Unavailable(format!("{e:#}"))
-}
-
-fn int(v: &Value, field: &str) -> PortResult<i64> {
-    v[field]
-        .as_i64()
-        .ok_or_else(|| Error::Corrupt(format!("no integer {field} in {v}")))
-}
-
-fn date_of(v: &Value) -> PortResult<Date> {
-    v["date"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .ok_or_else(|| Error::Corrupt(format!("no date in {v}")))
-}
-
-impl HttpReadStore {
-    async fn get(&self, path: &str) -> PortResult<Value> {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let path = format!("{path}{sep}min_position={}", self.min_position);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            match self.get_once(&path).await {
-                Ok(v) => return Ok(v),
-                // The read models may still be catching up (min_position answers 503 after 10 s).
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "read model not there yet");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
-    }
-
-    async fn get_once(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        let status = r.status();
-        let text = r.text().await.with_context(|| format!("GET {path}"))?;
-        if !status.is_success() {
-            bail!("GET {path}: {status} {text}");
-        }
-        serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))
-    }
-
-    fn days(v: &Value) -> PortResult<&Vec<Value>> {
-        v["days"]
-            .as_array()
-            .ok_or_else(|| Error::Corrupt(format!("no days in {v}")))
-    }
-}
-
-#[async_trait]
-impl ReadStore for HttpReadStore {
-    async fn checkpoints(&self) -> PortResult<HashMap<String, u64>> {
-        Err(Error::Unavailable("not over HTTP".into()))
-    }
-    async fn apply(&self, _: Vec<ProjectionUpdate>) -> PortResult<()> {
-        Err(Error::Unavailable("read-only".into()))
-    }
-    async fn reset(&self, _: &str) -> PortResult<()> {
-        Err(Error::Unavailable("read-only".into()))
-    }
-    async fn inventory(&self, store_id: &str) -> PortResult<(u64, Vec<(String, i64)>)> {
-        let v = self.get(&format!("/v1/inventory/{store_id}")).await?;
-        let items = v["items"]
-            .as_array()
-            .ok_or_else(|| Error::Corrupt(format!("no items in {v}")))?;
-        let rows = items
-            .iter()
-            .map(|i| {
-                Ok((
-                    i["item_id"].as_str().unwrap_or_default().to_owned(),
-                    int(i, "on_hand")?,
-                ))
-            })
-            .collect::<PortResult<_>>()?;
-        Ok((self.min_position, rows))
-    }
-    async fn inventory_item(&self, _: &str, _: &str) -> PortResult<(u64, i64)> {
-        Err(Error::Unavailable("not used".into()))
-    }
-    async fn store_daily(
-        &self,
-        store_id: &str,
-        _: Option<Date>,
-        _: Option<Date>,
-    ) -> PortResult<(u64, Vec<(Date, DayFigures)>)> {
-        let v = self
-            .get(&format!("/v1/reports/stores/{store_id}/daily-sales"))
-            .await?;
-        let rows = Self::days(&v)?
-            .iter()
-            .map(|d| {
-                Ok((
-                    date_of(d)?,
-                    DayFigures {
-                        transactions: int(d, "transactions")?,
-                        units_sold: int(d, "units_sold")?,
-                        gross_cents: int(d, "gross_cents")?,
-                        returned_units: int(d, "returned_units")?,
-                        returned_cents: int(d, "returned_cents")?,
-                    },
-                ))
-            })
-            .collect::<PortResult<_>>()?;
-        Ok((self.min_position, rows))
-    }
-    async fn daily_sales(&self, _: Date) -> PortResult<(u64, Vec<(String, DayFigures)>)> {
-        Err(Error::Unavailable("not used".into()))
-    }
-    async fn supplier_daily(
-        &self,
-        supplier_id: &str,
-        _: Option<Date>,
-        _: Option<Date>,
-    ) -> PortResult<(u64, Vec<(Date, SupplierDay)>)> {
-        let v = self
-            .get(&format!("/v1/reports/suppliers/{supplier_id}/daily"))
-            .await?;
-        let rows = Self::days(&v)?
-            .iter()
-            .map(|d| {
-                Ok((
-                    date_of(d)?,
-                    SupplierDay {
-                        deliveries: int(d, "deliveries")?,
-                        units_supplied: int(d, "units_supplied")?,
-                        supply_cost_cents: int(d, "supply_cost_cents")?,
-                        units_sold: int(d, "units_sold")?,
-                        sales_cents: int(d, "sales_cents")?,
-                    },
-                ))
-            })
-            .collect::<PortResult<_>>()?;
-        Ok((self.min_position, rows))
-    }
 }
 
 #[cfg(test)]

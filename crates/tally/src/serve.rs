@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use tally_core::model::{ApiKey, Role as KeyRole};
 use tally_core::processor::{Processor, ProcessorConfig};
 use tally_core::projector::Projector;
@@ -48,6 +48,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         .as_ref()
         .map(crate::http_server::TlsFiles::acceptor)
         .transpose()?;
+    let clock_skew = test_clock_skew()?;
     let opened = Opened::open(&opts.store, true, DATABASE_PATIENCE).await?;
     let backend = opened.backend();
     let api = matches!(opts.role, Role::All | Role::Gateway | Role::Query);
@@ -78,6 +79,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
             signals.clone(),
             ProcessorConfig {
                 policy: opts.policy,
+                clock_skew,
                 ..ProcessorConfig::default()
             },
         );
@@ -86,7 +88,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     if projects {
         let projector = Projector::new(
             backend.events.clone(),
-            backend.read.clone(),
+            backend.sink.clone(),
             signals.clone(),
         );
         workers.push((
@@ -145,6 +147,30 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     drop(opened);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The environment variable that moves the clock this process stamps events with (signed
+/// milliseconds), so that tests can run several processes whose clocks disagree. For tests only.
+const TEST_CLOCK_SKEW: &str = "TALLY_TEST_CLOCK_SKEW_MS";
+
+/// [`TEST_CLOCK_SKEW`], read once at start-up: zero when unset.
+fn test_clock_skew() -> anyhow::Result<SignedDuration> {
+    let raw = match std::env::var(TEST_CLOCK_SKEW) {
+        Ok(raw) => raw,
+        Err(std::env::VarError::NotPresent) => return Ok(SignedDuration::ZERO),
+        Err(e) => return Err(e).context(TEST_CLOCK_SKEW),
+    };
+    let ms: i64 = raw.trim().parse().with_context(|| {
+        format!("{TEST_CLOCK_SKEW}={raw:?}: not a whole number of milliseconds")
+    })?;
+    if ms != 0 {
+        tracing::warn!(
+            var = TEST_CLOCK_SKEW,
+            skew_ms = ms,
+            "the clock this process records events with is moved (for tests only)"
+        );
+    }
+    Ok(SignedDuration::from_millis(ms))
 }
 
 async fn shutdown_signal() {
@@ -231,7 +257,7 @@ pub async fn rebuild(store: &StoreConfig) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut projector = Projector::new(
         backend.events.clone(),
-        backend.read.clone(),
+        backend.sink.clone(),
         Signals::default(),
     );
     let events = projector

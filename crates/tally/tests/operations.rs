@@ -30,7 +30,12 @@ const METRICS: &[(&str, &str)] = &[
     ("tally_projection_lag_seconds", "gauge"),
 ];
 
-const MODELS: [&str; 3] = ["inventory", "store_daily_sales", "supplier_daily"];
+const MODELS: [&str; 4] = [
+    "inventory",
+    "store_daily_sales",
+    "supplier_daily",
+    "item_daily_sales",
+];
 
 /// One scrape: `(name, labels)` → value.
 struct Scrape {

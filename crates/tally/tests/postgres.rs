@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, App, Schema, spawn_role};
+use common::{ADMIN_KEY, App, Schema, spawn_role, spawn_role_env};
+use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -311,4 +312,159 @@ async fn a_poison_command_is_dead_lettered_listed_and_replayed() {
         &["dlq", "replay", &uuid::Uuid::now_v7().to_string()],
     );
     assert!(!ok && err.contains("no dead letter"), "{err}");
+}
+
+/// Commands processed by this process, from its `/metrics`.
+async fn processed_by(app: &App) -> f64 {
+    let text = app.get_raw("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("tally_commands_processed_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Submits every command, then waits for each: the processors get them all at once.
+async fn run_all(gateway: &App, commands: &[(&str, Value)]) {
+    let mut ids = Vec::with_capacity(commands.len());
+    for (path, body) in commands {
+        ids.push(gateway.submit(path, body).await);
+    }
+    for id in ids {
+        let outcome = gateway.wait(&id).await;
+        assert_eq!(outcome["status"], "processed", "{outcome}");
+    }
+}
+
+fn deliveries(stores: &[&str], round: &str, per_store: usize) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    for i in 0..per_store {
+        for store in stores {
+            out.push((
+                "/v1/deliveries",
+                json!({
+                    "delivery_id": format!("d-{store}-{round}-{i}"), "supplier_id": "acme",
+                    "store_id": store, "occurred_at": "2026-03-02T09:00:00Z",
+                    "lines": [{"item_id": "apple", "quantity": 1, "unit_cost_cents": 20}]
+                }),
+            ));
+        }
+    }
+    out
+}
+
+/// Two processors whose clocks are two minutes apart append to one log: `recorded_at`, which the
+/// event store assigns, still never decreases along the global order, so every instant selects a
+/// prefix of the log (what `as_of` answers from). First the processor ahead decides alone, then
+/// the one behind alone (each of its events would otherwise be recorded two minutes before the log's
+/// last one), then both at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_at_never_decreases_across_processors_whose_clocks_disagree() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Schema::new("skew");
+    let (url, schema) = (db.url.as_str(), db.name.as_str());
+    let processor = |name: &str, skew_ms: &str| {
+        spawn_role_env(
+            dir.path(),
+            name,
+            "processor",
+            url,
+            schema,
+            &[("TALLY_TEST_CLOCK_SKEW_MS", skew_ms)],
+        )
+    };
+    let mut gateway = spawn_role(dir.path(), "gateway", "gateway", url, schema);
+    let started = Timestamp::now();
+    let stores = ["s-1", "s-2", "s-3", "s-4"];
+
+    let mut ahead = processor("processor-ahead", "60000");
+    gateway
+        .run_ok(
+            "/v1/suppliers",
+            &json!({"supplier_id": "acme", "name": "Acme"}),
+        )
+        .await;
+    gateway
+        .run_ok(
+            "/v1/items",
+            &json!({"item_id": "apple", "supplier_id": "acme", "name": "Apple", "unit_price_cents": 50}),
+        )
+        .await;
+    let register: Vec<(&str, Value)> = stores
+        .iter()
+        .map(|s| {
+            (
+                "/v1/stores",
+                json!({"store_id": s, "name": "Store", "timezone": "Europe/Berlin"}),
+            )
+        })
+        .collect();
+    run_all(&gateway, &register).await;
+    run_all(&gateway, &deliveries(&stores, "ahead", 2)).await;
+
+    let mut behind = processor("processor-behind", "-60000");
+    ahead.stop();
+    run_all(&gateway, &deliveries(&stores, "behind", 2)).await;
+    assert!(
+        processed_by(&behind).await >= 8.0,
+        "the processor behind decided the second round"
+    );
+
+    let mut ahead = processor("processor-ahead-again", "60000");
+    run_all(&gateway, &deliveries(&stores, "both", 10)).await;
+
+    eprintln!(
+        "last round: {} commands decided by the processor behind, {} by the one ahead",
+        processed_by(&behind).await - 8.0,
+        processed_by(&ahead).await
+    );
+
+    let events = gateway.all_events().await;
+    assert_eq!(events.len(), 2 + stores.len() * (1 + 2 + 2 + 10));
+    let log: Vec<(u64, Timestamp)> = events
+        .iter()
+        .map(|e| {
+            let at = e["recorded_at"].as_str().unwrap_or_else(|| panic!("{e}"));
+            (
+                e["position"].as_u64().unwrap(),
+                at.parse()
+                    .unwrap_or_else(|err| panic!("recorded_at {at}: {err}")),
+            )
+        })
+        .collect();
+    assert!(
+        log[0].1 >= started + SignedDuration::from_secs(30),
+        "the first events were recorded by the clock ahead: {:?}",
+        log[0]
+    );
+    for pair in log.windows(2) {
+        assert!(
+            pair[0].0 < pair[1].0 && pair[0].1 <= pair[1].1,
+            "recorded_at decreases along the log: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    // Every instant selects a prefix: each event's own, one just before it and one just after it,
+    // before the first and after the last.
+    let mut instants = vec![
+        log[0].1 - SignedDuration::from_secs(1),
+        log[log.len() - 1].1 + SignedDuration::from_secs(1),
+    ];
+    for (_, at) in &log {
+        let tick = SignedDuration::from_micros(1);
+        instants.extend([*at - tick, *at, *at + tick]);
+    }
+    for t in instants {
+        let selected: Vec<u64> = log
+            .iter()
+            .filter(|(_, at)| *at <= t)
+            .map(|(p, _)| *p)
+            .collect();
+        let prefix: Vec<u64> = log.iter().take(selected.len()).map(|(p, _)| *p).collect();
+        assert_eq!(selected, prefix, "the events recorded by {t} are a prefix");
+    }
+
+    ahead.stop();
+    behind.stop();
+    gateway.stop();
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-use super::support::{accept, batch, event, processed, stream, ts};
+use super::support::{accept, batch, event, payload, processed, stream, ts};
 use crate::model::{CommitBatch, EventPayload, NewEvent, RecordedEvent};
 use crate::{Backend, Error};
 
@@ -315,4 +315,184 @@ pub async fn racing_writers_one_wins(b: &Backend) {
         event("race", 1, &format!("r{}", winners[0])).data
     );
     assert_eq!(b.events.decided(&ids).await, Ok(vec![ids[winners[0]]]));
+}
+
+/// Commits `events` recorded at the given instants, one batch each, returning their positions.
+async fn commit_recorded_at(b: &Backend, events: Vec<(NewEvent, &str)>) -> Vec<u64> {
+    let events: Vec<NewEvent> = events
+        .into_iter()
+        .map(|(mut e, at)| {
+            e.recorded_at = ts(at);
+            e
+        })
+        .collect();
+    b.events.commit(batch(events)).await.expect("commit")
+}
+
+pub async fn recorded_at_never_decreases(b: &Backend) {
+    commit_recorded_at(
+        b,
+        vec![
+            (event("s-a", 1, "a1"), "2026-03-15T10:00:00.000002Z"),
+            (event("s-b", 1, "b1"), "2026-03-15T10:00:00.000003Z"),
+        ],
+    )
+    .await;
+    // A process whose clock is behind the log's last event, then ahead of it, then behind again
+    // within the same commit; and an empty commit, which moves nothing.
+    commit_recorded_at(
+        b,
+        vec![
+            (event("s-a", 2, "a2"), "2026-03-15T09:59:00Z"),
+            (event("s-c", 1, "c1"), "2026-03-15T10:00:05Z"),
+            (event("s-a", 3, "a3"), "2026-03-15T10:00:01Z"),
+        ],
+    )
+    .await;
+    b.events.commit(batch(Vec::new())).await.expect("commit");
+    commit_recorded_at(b, vec![(event("s-b", 2, "b2"), "2020-01-01T00:00:00Z")]).await;
+    commit_recorded_at(b, vec![(event("s-c", 2, "c2"), "2026-03-15T10:00:06Z")]).await;
+
+    let all = read_everything(b, 100).await;
+    let got: Vec<(String, jiff::Timestamp)> = all
+        .iter()
+        .map(|e| (e.data.clone(), e.recorded_at))
+        .collect();
+    let want: Vec<(String, jiff::Timestamp)> = [
+        ("a1", "2026-03-15T10:00:00.000002Z"),
+        ("b1", "2026-03-15T10:00:00.000003Z"),
+        ("a2", "2026-03-15T10:00:00.000003Z"),
+        ("c1", "2026-03-15T10:00:05Z"),
+        ("a3", "2026-03-15T10:00:05Z"),
+        ("b2", "2026-03-15T10:00:05Z"),
+        ("c2", "2026-03-15T10:00:06Z"),
+    ]
+    .into_iter()
+    .map(|(tag, at)| (payload(tag), ts(at)))
+    .collect();
+    for pair in all.windows(2) {
+        assert!(
+            pair[0].recorded_at <= pair[1].recorded_at,
+            "recorded_at decreases from position {} to {}",
+            pair[0].position,
+            pair[1].position
+        );
+    }
+    assert_eq!(
+        got, want,
+        "each event is recorded at the later of its own clock and its predecessor's recorded_at"
+    );
+    // The streams read what the log holds.
+    let s_a = b.events.read_stream(&stream("s-a")).await.expect("read");
+    let in_log = |data: &str| all.iter().find(|e| e.data == data).map(|e| e.recorded_at);
+    for e in &s_a {
+        assert_eq!(Some(e.recorded_at), in_log(&e.data));
+    }
+}
+
+pub async fn position_at_finds_the_prefix_recorded_by_an_instant(b: &Backend) {
+    let never = jiff::Timestamp::MIN;
+    let end = jiff::Timestamp::MAX;
+    assert_eq!(b.events.position_at(end).await, Ok(0), "an empty log");
+    let first = commit_recorded_at(
+        b,
+        vec![
+            (event("s-a", 1, "a1"), "2026-03-15T10:00:00.000001Z"),
+            (event("s-b", 1, "b1"), "2026-03-15T10:00:00.000001Z"),
+        ],
+    )
+    .await;
+    let second = commit_recorded_at(b, vec![(event("s-a", 2, "a2"), "2026-03-15T10:00:01Z")]).await;
+    // Clamped to 10:00:01: recorded at the same instant as a2.
+    let third = commit_recorded_at(
+        b,
+        vec![
+            (event("s-c", 1, "c1"), "2026-03-15T09:00:00Z"),
+            (event("s-c", 2, "c2"), "2026-03-15T11:00:00Z"),
+        ],
+    )
+    .await;
+    let head = b.events.head().await.expect("head");
+    let at = |raw: &str| b.events.position_at(ts(raw));
+    assert_eq!(b.events.position_at(never).await, Ok(0));
+    assert_eq!(at("2026-03-15T10:00:00Z").await, Ok(0), "before the first");
+    assert_eq!(
+        at("2026-03-15T10:00:00.000001Z").await,
+        Ok(first[1]),
+        "an event's own instant includes it, and everything recorded with it"
+    );
+    assert_eq!(
+        at("2026-03-15T10:00:00.5Z").await,
+        Ok(first[1]),
+        "between two"
+    );
+    assert_eq!(at("2026-03-15T10:00:01Z").await, Ok(third[0]));
+    assert!(second[0] < third[0]);
+    assert_eq!(at("2026-03-15T10:59:59.999999Z").await, Ok(third[0]));
+    assert_eq!(at("2026-03-15T11:00:00Z").await, Ok(third[1]));
+    assert_eq!(third[1], head);
+    assert_eq!(
+        b.events.position_at(end).await,
+        Ok(head),
+        "far in the future"
+    );
+
+    // What the position selects is exactly the events recorded by the instant.
+    let all = read_everything(b, 100).await;
+    for e in &all {
+        let p = b
+            .events
+            .position_at(e.recorded_at)
+            .await
+            .expect("position_at");
+        for other in &all {
+            assert_eq!(
+                other.position <= p,
+                other.recorded_at <= e.recorded_at,
+                "position_at({}) = {p}, event {} recorded at {}",
+                e.recorded_at,
+                other.position,
+                other.recorded_at
+            );
+        }
+    }
+}
+
+pub async fn read_stream_upto_stops_at_a_position(b: &Backend) {
+    let a1 = event("store-s", 1, "a1");
+    let other = event("s-x", 1, "x1");
+    let mut sale = event("sale-1", 1, "sale");
+    sale.streams.push((stream("store-s"), 2));
+    let a3 = event("store-s", 3, "a3");
+    let p = b
+        .events
+        .commit(batch(vec![a1, other, sale, a3]))
+        .await
+        .expect("commit");
+    let store = stream("store-s");
+    let full = b.events.read_stream(&store).await.expect("read_stream");
+    assert_eq!(full.len(), 3);
+    let upto = |position: u64| b.events.read_stream_upto(&store, position);
+    assert_eq!(upto(0).await, Ok(Vec::new()));
+    assert_eq!(upto(p[0]).await, Ok(full[..1].to_vec()));
+    assert_eq!(
+        upto(p[1]).await,
+        Ok(full[..1].to_vec()),
+        "a position of another stream's event"
+    );
+    let two = upto(p[2]).await.expect("read_stream_upto");
+    assert_eq!(two, full[..2].to_vec());
+    assert_eq!(
+        (two[1].stream_id.as_str(), two[1].version),
+        ("store-s", 2),
+        "an event of several streams is read with its version in this one"
+    );
+    assert_eq!(upto(p[3]).await, Ok(full.clone()));
+    assert_eq!(upto(u64::MAX).await, Ok(full));
+    assert_eq!(
+        b.events
+            .read_stream_upto(&stream("missing"), u64::MAX)
+            .await,
+        Ok(Vec::new())
+    );
 }

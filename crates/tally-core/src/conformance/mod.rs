@@ -34,6 +34,7 @@ use std::pin::Pin;
 use crate::Backend;
 
 pub mod event_store;
+pub mod history;
 pub mod intake;
 pub mod keys;
 pub mod ledger;
@@ -41,6 +42,7 @@ pub mod outcomes;
 pub mod queue;
 pub mod read_store;
 mod support;
+pub mod timetravel;
 
 pub use support::{admin_envelope, submission};
 
@@ -93,6 +95,12 @@ macro_rules! conformance_tests {
                 event_store_stores_a_multi_stream_event_once =>
                     event_store::stores_a_multi_stream_event_once,
                 event_store_reads_several_streams => event_store::reads_several_streams,
+                event_store_recorded_at_never_decreases =>
+                    event_store::recorded_at_never_decreases,
+                event_store_position_at_finds_the_prefix_recorded_by_an_instant =>
+                    event_store::position_at_finds_the_prefix_recorded_by_an_instant,
+                event_store_read_stream_upto_stops_at_a_position =>
+                    event_store::read_stream_upto_stops_at_a_position,
                 event_store_conflict_writes_nothing => outcomes::conflict_writes_nothing,
                 event_store_already_decided_writes_nothing =>
                     outcomes::already_decided_writes_nothing,
@@ -133,6 +141,12 @@ macro_rules! conformance_tests {
                     read_store::store_daily_filters_dates_and_skips_empty_days,
                 read_store_supplier_daily_filters_dates_and_skips_empty_days =>
                     read_store::supplier_daily_filters_dates_and_skips_empty_days,
+                read_store_item_daily_top_items_and_low_stock =>
+                    read_store::item_daily_top_items_and_low_stock,
+                timetravel_as_of_equals_a_fold_of_the_prefix =>
+                    timetravel::as_of_equals_a_fold_of_the_prefix,
+                timetravel_business_time_counts_movements_that_happened_by_then =>
+                    timetravel::business_time_counts_movements_that_happened_by_then,
                 ledger_records_without_queueing => ledger::records_without_queueing,
                 ledger_keeps_what_the_broker_refused_and_publishes_it_on_retry =>
                     ledger::keeps_what_the_broker_refused_and_publishes_it_on_retry,

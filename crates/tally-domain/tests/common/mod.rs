@@ -7,13 +7,14 @@ use std::fmt::Debug;
 use jiff::Timestamp;
 use jiff::civil::{Date, date};
 use tally_domain::event::{
-    DeliveredLine, GoodsDelivered, ItemRegistered, ReturnRecorded, SaleRecorded, SaleVoided,
-    SoldLine, StockAdjusted, StoreRegistered, SupplierRegistered,
+    DeliveredLine, DeliveryCorrected, DeliveryLineChange, GoodsDelivered, ItemRegistered,
+    ReturnRecorded, SaleRecorded, SaleVoided, SoldLine, StockAdjusted, StoreRegistered,
+    SupplierRegistered,
 };
-use tally_domain::values::{AdjustmentReason, Cents, Quantity, StockDelta};
+use tally_domain::values::{AdjustmentReason, Cents, CorrectedQuantity, Quantity, StockDelta};
 use tally_domain::{
-    Command, DeliveryLine, Event, Rejection, RejectionCode, ReturnLine, SaleLine, State,
-    StockPolicy, decide,
+    Command, CorrectedLine, DeliveryLine, Event, Rejection, RejectionCode, ReturnLine, SaleLine,
+    State, StockPolicy, decide,
 };
 
 // ---- values -------------------------------------------------------------------------------------
@@ -127,6 +128,44 @@ pub fn adjusted(id: &str, store: &str, item: &str, delta: i64) -> Event {
     })
 }
 
+/// A correction of delivery `delivery` (of `supplier` to `store`, on [`D0`]) to `lines` of
+/// (item, quantity, unit cost), with these changes of (item, quantity change, cost change).
+pub fn corrected(
+    id: &str,
+    delivery: &str,
+    supplier: &str,
+    store: &str,
+    lines: &[(&str, i64, i64)],
+    changes: &[(&str, i64, i64)],
+) -> Event {
+    Event::DeliveryCorrected(DeliveryCorrected {
+        correction_id: v(id),
+        delivery_id: v(delivery),
+        supplier_id: v(supplier),
+        store_id: v(store),
+        business_date: D0,
+        reason: v("miscounted"),
+        lines: lines
+            .iter()
+            .map(|&(item, n, cost)| DeliveredLine {
+                item_id: v(item),
+                quantity: q(n),
+                unit_cost_cents: cents(cost),
+            })
+            .collect(),
+        changes: changes
+            .iter()
+            .map(
+                |&(item, quantity_change, cost_change_cents)| DeliveryLineChange {
+                    item_id: v(item),
+                    quantity_change,
+                    cost_change_cents,
+                },
+            )
+            .collect(),
+    })
+}
+
 /// Two suppliers, three stores in three zones, three items: apple and pear of sup-a, bolt of sup-b.
 pub fn world() -> Vec<Event> {
     vec![
@@ -224,6 +263,30 @@ pub fn adjust(id: &str, store: &str, item: &str, delta: i64) -> Command {
         delta: StockDelta::new(delta).expect("valid delta"),
         reason: AdjustmentReason::CountCorrection,
         occurred_at: at(T0),
+    }
+}
+
+/// A correction of `delivery` to the note `lines` of (item, quantity, unit cost); `only_supplier` is
+/// the scope of a supplier key.
+pub fn correct(
+    id: &str,
+    delivery: &str,
+    only_supplier: Option<&str>,
+    lines: &[(&str, i64, i64)],
+) -> Command {
+    Command::CorrectDelivery {
+        correction_id: v(id),
+        delivery_id: v(delivery),
+        reason: v("miscounted"),
+        lines: lines
+            .iter()
+            .map(|&(item, n, cost)| CorrectedLine {
+                item_id: v(item),
+                quantity: CorrectedQuantity::new(n).expect("valid corrected quantity"),
+                unit_cost_cents: cents(cost),
+            })
+            .collect(),
+        only_supplier: only_supplier.map(v),
     }
 }
 

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use jiff::civil::Date;
-use serde::Serialize;
 use tally_domain::Event;
 use tally_domain::event::{ReturnRecorded, SaleRecorded, SaleVoided, SoldLine};
 
@@ -13,56 +12,11 @@ use tally_domain::event::{ReturnRecorded, SaleRecorded, SaleVoided, SoldLine};
 pub const INVENTORY: &str = "inventory";
 pub const STORE_DAILY: &str = "store_daily_sales";
 pub const SUPPLIER_DAILY: &str = "supplier_daily";
-pub const PROJECTIONS: [&str; 3] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY];
+pub const ITEM_DAILY: &str = "item_daily_sales";
+pub const PROJECTIONS: [&str; 4] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY, ITEM_DAILY];
 
-/// A store's figures for one business date.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct DayFigures {
-    pub transactions: i64,
-    pub units_sold: i64,
-    pub gross_cents: i64,
-    pub returned_units: i64,
-    pub returned_cents: i64,
-}
-
-impl DayFigures {
-    pub fn net_cents(&self) -> i64 {
-        self.gross_cents - self.returned_cents
-    }
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-    pub fn add(&mut self, o: &DayFigures) {
-        self.transactions = self.transactions.saturating_add(o.transactions);
-        self.units_sold = self.units_sold.saturating_add(o.units_sold);
-        self.gross_cents = self.gross_cents.saturating_add(o.gross_cents);
-        self.returned_units = self.returned_units.saturating_add(o.returned_units);
-        self.returned_cents = self.returned_cents.saturating_add(o.returned_cents);
-    }
-}
-
-/// A supplier's figures for one business date.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct SupplierDay {
-    pub deliveries: i64,
-    pub units_supplied: i64,
-    pub supply_cost_cents: i64,
-    pub units_sold: i64,
-    pub sales_cents: i64,
-}
-
-impl SupplierDay {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-    pub fn add(&mut self, o: &SupplierDay) {
-        self.deliveries = self.deliveries.saturating_add(o.deliveries);
-        self.units_supplied = self.units_supplied.saturating_add(o.units_supplied);
-        self.supply_cost_cents = self.supply_cost_cents.saturating_add(o.supply_cost_cents);
-        self.units_sold = self.units_sold.saturating_add(o.units_sold);
-        self.sales_cents = self.sales_cents.saturating_add(o.sales_cents);
-    }
-}
+mod figures;
+pub use figures::{DayFigures, ItemDay, SupplierDay};
 
 /// Additive changes to one projection's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +27,16 @@ pub enum Delta {
     StoreDaily(HashMap<(String, Date), DayFigures>),
     /// `(supplier, date) → figures to add`
     SupplierDaily(HashMap<(String, Date), SupplierDay>),
+    /// `(store, item, date) → figures to add`, with each item's supplier.
+    ItemDaily(ItemDailyDelta),
+}
+
+/// The item daily sales projection's delta: rows keyed by `(store, item, date)`, and the supplier of
+/// each item they name (sold lines carry it), kept in the row for the supplier-scoped views.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemDailyDelta {
+    pub rows: HashMap<(String, String, Date), ItemDay>,
+    pub suppliers: HashMap<String, String>,
 }
 
 /// One projection's delta between two checkpoints.
@@ -85,7 +49,7 @@ pub struct ProjectionUpdate {
 }
 
 /// The change a store's day takes from an event: which store, which business date, which figures.
-fn store_day_change(event: &Event) -> Option<(&str, Date, DayFigures)> {
+pub(crate) fn store_day_change(event: &Event) -> Option<(&str, Date, DayFigures)> {
     let units = |lines: &[tally_domain::event::SoldLine]| {
         lines.iter().map(|l| l.quantity.get()).sum::<i64>()
     };
@@ -139,6 +103,41 @@ pub enum Accumulator {
     Inventory(Fast<String, Fast<String, i64>>),
     StoreDaily(Fast<String, Fast<Date, DayFigures>>),
     SupplierDaily(Fast<String, Fast<Date, SupplierDay>>),
+    ItemDaily(ItemRows),
+}
+
+/// Item daily rows by store, then `(item, date)`; with each item's supplier.
+#[derive(Default)]
+pub struct ItemRows {
+    rows: Fast<String, Fast<(String, Date), ItemDay>>,
+    suppliers: Fast<String, String>,
+}
+
+impl ItemRows {
+    /// Adds `sign` × each line to its item's row on `date`: sold (`returned` false) or returned.
+    fn add(&mut self, store: &str, date: Date, lines: &[SoldLine], sign: i64, returned: bool) {
+        let days = self.rows.entry_ref(store).or_default();
+        for l in lines {
+            let units = sign * l.quantity.get();
+            let cents = sign.saturating_mul(l.amount_cents());
+            let row = days
+                .entry((l.item_id.as_str().to_owned(), date))
+                .or_default();
+            if returned {
+                row.returned_units = row.returned_units.saturating_add(units);
+                row.returned_cents = row.returned_cents.saturating_add(cents);
+            } else {
+                row.units_sold = row.units_sold.saturating_add(units);
+                row.gross_cents = row.gross_cents.saturating_add(cents);
+            }
+            if !self.suppliers.contains_key(l.item_id.as_str()) {
+                self.suppliers.insert(
+                    l.item_id.as_str().to_owned(),
+                    l.supplier_id.as_str().to_owned(),
+                );
+            }
+        }
+    }
 }
 
 fn row<'m, K: std::hash::Hash + Eq, V: Default>(
@@ -166,6 +165,7 @@ impl Accumulator {
             INVENTORY => Some(Self::Inventory(Fast::default())),
             STORE_DAILY => Some(Self::StoreDaily(Fast::default())),
             SUPPLIER_DAILY => Some(Self::SupplierDaily(Fast::default())),
+            ITEM_DAILY => Some(Self::ItemDaily(ItemRows::default())),
             _ => None,
         }
     }
@@ -200,6 +200,16 @@ impl Accumulator {
                         rows,
                         e.store_id.as_str(),
                         std::iter::once((e.item_id.as_str(), e.delta.get())),
+                    ),
+                    // Stock moves by the difference the correction makes (a change of cost only
+                    // moves none).
+                    Event::DeliveryCorrected(e) => add_stock(
+                        rows,
+                        e.store_id.as_str(),
+                        e.changes
+                            .iter()
+                            .filter(|c| c.quantity_change != 0)
+                            .map(|c| (c.item_id.as_str(), c.quantity_change)),
                     ),
                     Event::SupplierRegistered(_)
                     | Event::StoreRegistered(_)
@@ -236,6 +246,32 @@ impl Accumulator {
                         r.sales_cents = r.sales_cents.saturating_sub(l.amount_cents());
                     }
                 }
+                // On the corrected delivery's own date; it is still one delivery.
+                Event::DeliveryCorrected(e) => {
+                    let r = row(rows, e.supplier_id.as_str(), e.business_date);
+                    for c in &e.changes {
+                        r.units_supplied = r.units_supplied.saturating_add(c.quantity_change);
+                        r.supply_cost_cents =
+                            r.supply_cost_cents.saturating_add(c.cost_change_cents);
+                    }
+                }
+                _ => {}
+            },
+            Accumulator::ItemDaily(rows) => match event {
+                Event::SaleRecorded(e) => {
+                    rows.add(e.store_id.as_str(), e.business_date, &e.lines, 1, false)
+                }
+                // A void takes the sale out of its own date, as in the store's report.
+                Event::SaleVoided(e) => rows.add(
+                    e.store_id.as_str(),
+                    e.sale_business_date,
+                    &e.lines,
+                    -1,
+                    false,
+                ),
+                Event::ReturnRecorded(e) => {
+                    rows.add(e.store_id.as_str(), e.business_date, &e.lines, 1, true)
+                }
                 _ => {}
             },
         }
@@ -253,165 +289,15 @@ impl Accumulator {
             Accumulator::Inventory(m) => Delta::Inventory(flatten(m).collect()),
             Accumulator::StoreDaily(m) => Delta::StoreDaily(flatten(m).collect()),
             Accumulator::SupplierDaily(m) => Delta::SupplierDaily(flatten(m).collect()),
+            Accumulator::ItemDaily(m) => Delta::ItemDaily(ItemDailyDelta {
+                rows: flatten(m.rows)
+                    .map(|((store, (item, date)), f)| ((store, item, date), f))
+                    .collect(),
+                suppliers: m.suppliers.into_iter().collect(),
+            }),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use tally_domain::event::{
-        DeliveredLine, GoodsDelivered, ReturnRecorded, SaleRecorded, SaleVoided, SoldLine,
-        StockAdjusted,
-    };
-    use tally_domain::values::{
-        AdjustmentId, AdjustmentReason, Cents, DeliveryId, ItemId, Quantity, ReturnId, SaleId,
-        StockDelta, StoreId, SupplierId, Text,
-    };
-
-    fn date(d: &str) -> Date {
-        d.parse().unwrap()
-    }
-
-    fn line(item: &str, qty: i64, price: i64) -> SoldLine {
-        SoldLine {
-            item_id: ItemId::parse(item).unwrap(),
-            supplier_id: SupplierId::parse("acme").unwrap(),
-            quantity: Quantity::new(qty).unwrap(),
-            unit_price_cents: Cents::new(price).unwrap(),
-        }
-    }
-
-    fn events() -> Vec<Event> {
-        let store = StoreId::parse("s1").unwrap();
-        vec![
-            Event::GoodsDelivered(GoodsDelivered {
-                delivery_id: DeliveryId::parse("d1").unwrap(),
-                supplier_id: SupplierId::parse("acme").unwrap(),
-                store_id: store.clone(),
-                business_date: date("2026-11-01"),
-                lines: vec![DeliveredLine {
-                    item_id: ItemId::parse("a").unwrap(),
-                    quantity: Quantity::new(10).unwrap(),
-                    unit_cost_cents: Cents::new(60).unwrap(),
-                }],
-            }),
-            Event::SaleRecorded(SaleRecorded {
-                sale_id: SaleId::parse("x1").unwrap(),
-                store_id: store.clone(),
-                business_date: date("2026-11-02"),
-                lines: vec![line("a", 3, 100)],
-            }),
-            Event::SaleRecorded(SaleRecorded {
-                sale_id: SaleId::parse("x2").unwrap(),
-                store_id: store.clone(),
-                business_date: date("2026-11-02"),
-                lines: vec![line("a", 2, 100)],
-            }),
-            Event::SaleVoided(SaleVoided {
-                sale_id: SaleId::parse("x2").unwrap(),
-                store_id: store.clone(),
-                reason: Text::parse("twice").unwrap(),
-                sale_business_date: date("2026-11-02"),
-                lines: vec![line("a", 2, 100)],
-            }),
-            Event::ReturnRecorded(ReturnRecorded {
-                return_id: ReturnId::parse("r1").unwrap(),
-                sale_id: SaleId::parse("x1").unwrap(),
-                store_id: store.clone(),
-                business_date: date("2026-11-03"),
-                lines: vec![line("a", 1, 100)],
-            }),
-            Event::StockAdjusted(StockAdjusted {
-                adjustment_id: AdjustmentId::parse("j1").unwrap(),
-                store_id: store,
-                item_id: ItemId::parse("a").unwrap(),
-                delta: StockDelta::new(-1).unwrap(),
-                reason: AdjustmentReason::Damage,
-                business_date: date("2026-11-03"),
-            }),
-        ]
-    }
-
-    fn fold(projection: &str) -> Delta {
-        let mut acc = Accumulator::for_projection(projection).unwrap();
-        events().iter().for_each(|e| acc.fold(e));
-        acc.finish()
-    }
-
-    #[test]
-    fn inventory_nets_every_movement() {
-        let Delta::Inventory(rows) = fold(INVENTORY) else {
-            panic!("wrong delta")
-        };
-        // 10 delivered - 3 - 2 sold + 2 voided + 1 returned - 1 damaged
-        assert_eq!(rows.get(&("s1".to_owned(), "a".to_owned())), Some(&7));
-    }
-
-    #[test]
-    fn store_days_follow_the_report_arithmetic() {
-        let Delta::StoreDaily(rows) = fold(STORE_DAILY) else {
-            panic!("wrong delta")
-        };
-        let day = |d: &str| {
-            rows.get(&("s1".to_owned(), date(d)))
-                .copied()
-                .unwrap_or_default()
-        };
-        // The voided sale drops out of its date; the return counts on its own date.
-        assert_eq!(
-            day("2026-11-02"),
-            DayFigures {
-                transactions: 1,
-                units_sold: 3,
-                gross_cents: 300,
-                ..DayFigures::default()
-            }
-        );
-        assert_eq!(
-            day("2026-11-03"),
-            DayFigures {
-                returned_units: 1,
-                returned_cents: 100,
-                ..DayFigures::default()
-            }
-        );
-        assert_eq!(day("2026-11-03").net_cents(), -100);
-        assert!(day("2026-11-01").is_empty(), "a delivery is not a sale");
-    }
-
-    #[test]
-    fn supplier_days_count_deliveries_and_sales_before_returns() {
-        let Delta::SupplierDaily(rows) = fold(SUPPLIER_DAILY) else {
-            panic!("wrong delta")
-        };
-        let day = |d: &str| {
-            rows.get(&("acme".to_owned(), date(d)))
-                .copied()
-                .unwrap_or_default()
-        };
-        assert_eq!(
-            day("2026-11-01"),
-            SupplierDay {
-                deliveries: 1,
-                units_supplied: 10,
-                supply_cost_cents: 600,
-                ..SupplierDay::default()
-            }
-        );
-        assert_eq!(
-            day("2026-11-02"),
-            SupplierDay {
-                units_sold: 3,
-                sales_cents: 300,
-                ..SupplierDay::default()
-            }
-        );
-        assert!(
-            day("2026-11-03").is_empty(),
-            "returns are not in supplier figures"
-        );
-    }
-}
+mod tests;

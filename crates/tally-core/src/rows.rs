@@ -1,0 +1,98 @@
+//! The rows queries answer with, named: what the [`crate::ReadModels`] port returns for the read
+//! models as they are, and what [`crate::timetravel`] returns for them as of an earlier moment. Ids
+//! are domain types: an adapter that reads a malformed one from storage says so (`Error::Corrupt`).
+
+use jiff::civil::Date;
+use tally_domain::values::{ItemId, StoreId, SupplierId};
+
+use crate::readmodel::{DayFigures, ItemDay};
+
+/// An answer and the global position of the log it reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Positioned<T> {
+    pub position: u64,
+    pub rows: T,
+}
+
+impl<T> Positioned<T> {
+    pub fn new(position: u64, rows: T) -> Self {
+        Self { position, rows }
+    }
+}
+
+/// Business dates from `from` to `to`, both inclusive; an absent end is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DateRange {
+    pub from: Option<Date>,
+    pub to: Option<Date>,
+}
+
+impl DateRange {
+    pub fn new(from: Option<Date>, to: Option<Date>) -> Self {
+        Self { from, to }
+    }
+    pub fn day(date: Date) -> Self {
+        Self::new(Some(date), Some(date))
+    }
+    pub fn contains(&self, date: Date) -> bool {
+        self.from.is_none_or(|f| date >= f) && self.to.is_none_or(|t| date <= t)
+    }
+}
+
+/// One business date's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dated<F> {
+    pub date: Date,
+    pub figures: F,
+}
+
+/// An item's stock in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockRow {
+    pub item_id: ItemId,
+    pub on_hand: i64,
+}
+
+/// A store's figures on the date asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSales {
+    pub store_id: StoreId,
+    pub figures: DayFigures,
+}
+
+/// One item's daily sales, and its supplier (known once it has sold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemSales {
+    pub supplier_id: Option<SupplierId>,
+    pub days: Vec<Dated<ItemDay>>,
+}
+
+/// What the top-items ranking covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopItemsQuery {
+    pub range: DateRange,
+    pub store: Option<StoreId>,
+    pub supplier: Option<SupplierId>,
+    /// 1 to 100.
+    pub limit: usize,
+}
+
+/// An item's place in a ranking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopItem {
+    pub item_id: ItemId,
+    pub units_sold: i64,
+    pub net_cents: i64,
+}
+
+/// Ranks items by units sold (most first), then item id; keeps `limit`.
+pub fn rank(mut items: Vec<TopItem>, limit: usize) -> Vec<TopItem> {
+    items.retain(|i| i.units_sold != 0 || i.net_cents != 0);
+    items.sort_by(|a, b| {
+        b.units_sold
+            .cmp(&a.units_sold)
+            .then_with(|| a.item_id.as_str().cmp(b.item_id.as_str()))
+    });
+    items.truncate(limit);
+    items
+}

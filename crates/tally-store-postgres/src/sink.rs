@@ -1,0 +1,228 @@
+//! The projector's side of the read models. An update locks its projection's checkpoint row, checks
+//! it, applies the delta as one upsert per table and moves the checkpoint, all in one transaction; two
+//! projectors racing (which the projector lease prevents) could not both apply a batch.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use tally_core::ports::{Error, ProjectionSink, Result};
+use tally_core::readmodel::{
+    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY,
+};
+use tokio_postgres::Transaction;
+
+use crate::{Postgres, pg_error, to_i64, to_u64};
+
+async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> {
+    tx.execute(
+        "INSERT INTO checkpoints (projection, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        &[&u.projection],
+    )
+    .await
+    .map_err(|e| pg_error("creating a checkpoint", e))?;
+    let at: i64 = tx
+        .query_one(
+            "SELECT position FROM checkpoints WHERE projection = $1 FOR UPDATE",
+            &[&u.projection],
+        )
+        .await
+        .map_err(|e| pg_error("locking a checkpoint", e))?
+        .get(0);
+    if to_u64(at, "checkpoint")? != u.from {
+        return Err(Error::CheckpointMoved {
+            projection: u.projection.clone(),
+            expected: u.from,
+        });
+    }
+    match &u.delta {
+        Delta::Inventory(rows) if !rows.is_empty() => {
+            let (mut stores, mut items, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
+            for ((store, item), d) in rows {
+                stores.push(store.as_str());
+                items.push(item.as_str());
+                deltas.push(*d);
+            }
+            tx.execute(
+                "INSERT INTO rm_inventory (store_id, item_id, on_hand) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
+                 ON CONFLICT (store_id, item_id) DO UPDATE SET on_hand = rm_inventory.on_hand + excluded.on_hand",
+                &[&stores, &items, &deltas],
+            )
+            .await
+            .map_err(|e| pg_error("updating inventory", e))?;
+        }
+        Delta::StoreDaily(rows) if !rows.is_empty() => {
+            let mut cols: (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
+            let mut f: [Vec<i64>; 5] = Default::default();
+            for ((store, date), d) in rows {
+                cols.0.push(store.as_str());
+                cols.1.push(date.to_string());
+                for (i, v) in [
+                    d.transactions,
+                    d.units_sold,
+                    d.gross_cents,
+                    d.returned_units,
+                    d.returned_cents,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    f[i].push(v);
+                }
+            }
+            tx.execute(
+                "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents) \
+                 SELECT s, d::date, a, b, c, e, g FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
+                 $5::bigint[], $6::bigint[], $7::bigint[]) AS r(s, d, a, b, c, e, g) \
+                 ON CONFLICT (store_id, date) DO UPDATE SET \
+                 transactions = rm_store_daily.transactions + excluded.transactions, \
+                 units_sold = rm_store_daily.units_sold + excluded.units_sold, \
+                 gross_cents = rm_store_daily.gross_cents + excluded.gross_cents, \
+                 returned_units = rm_store_daily.returned_units + excluded.returned_units, \
+                 returned_cents = rm_store_daily.returned_cents + excluded.returned_cents",
+                &[&cols.0, &cols.1, &f[0], &f[1], &f[2], &f[3], &f[4]],
+            )
+            .await
+            .map_err(|e| pg_error("updating store daily sales", e))?;
+        }
+        Delta::SupplierDaily(rows) if !rows.is_empty() => {
+            let mut cols: (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
+            let mut f: [Vec<i64>; 5] = Default::default();
+            for ((supplier, date), d) in rows {
+                cols.0.push(supplier.as_str());
+                cols.1.push(date.to_string());
+                for (i, v) in [
+                    d.deliveries,
+                    d.units_supplied,
+                    d.supply_cost_cents,
+                    d.units_sold,
+                    d.sales_cents,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    f[i].push(v);
+                }
+            }
+            tx.execute(
+                "INSERT INTO rm_supplier_daily (supplier_id, date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents) \
+                 SELECT s, d::date, a, b, c, e, g FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
+                 $5::bigint[], $6::bigint[], $7::bigint[]) AS r(s, d, a, b, c, e, g) \
+                 ON CONFLICT (supplier_id, date) DO UPDATE SET \
+                 deliveries = rm_supplier_daily.deliveries + excluded.deliveries, \
+                 units_supplied = rm_supplier_daily.units_supplied + excluded.units_supplied, \
+                 supply_cost_cents = rm_supplier_daily.supply_cost_cents + excluded.supply_cost_cents, \
+                 units_sold = rm_supplier_daily.units_sold + excluded.units_sold, \
+                 sales_cents = rm_supplier_daily.sales_cents + excluded.sales_cents",
+                &[&cols.0, &cols.1, &f[0], &f[1], &f[2], &f[3], &f[4]],
+            )
+            .await
+            .map_err(|e| pg_error("updating supplier daily reports", e))?;
+        }
+        Delta::ItemDaily(delta) if !delta.rows.is_empty() => apply_item_daily(tx, delta).await?,
+        _ => {}
+    }
+    tx.execute(
+        "UPDATE checkpoints SET position = $2 WHERE projection = $1",
+        &[&u.projection, &to_i64(u.to, "checkpoint")?],
+    )
+    .await
+    .map_err(|e| pg_error("moving a checkpoint", e))?;
+    Ok(())
+}
+
+async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Result<()> {
+    let (mut stores, mut items, mut dates, mut suppliers) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut f: [Vec<i64>; 4] = Default::default();
+    for ((store, item, date), d) in &delta.rows {
+        stores.push(store.as_str());
+        items.push(item.as_str());
+        dates.push(date.to_string());
+        suppliers.push(delta.suppliers.get(item).map_or("", String::as_str));
+        for (i, v) in [
+            d.units_sold,
+            d.gross_cents,
+            d.returned_units,
+            d.returned_cents,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            f[i].push(v);
+        }
+    }
+    tx.execute(
+        "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents) \
+         SELECT s, i, d::date, p, a, b, c, e FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) AS r(s, i, d, p, a, b, c, e) \
+         ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+         units_sold = rm_item_daily.units_sold + excluded.units_sold, \
+         gross_cents = rm_item_daily.gross_cents + excluded.gross_cents, \
+         returned_units = rm_item_daily.returned_units + excluded.returned_units, \
+         returned_cents = rm_item_daily.returned_cents + excluded.returned_cents",
+        &[&stores, &items, &dates, &suppliers, &f[0], &f[1], &f[2], &f[3]],
+    )
+    .await
+    .map_err(|e| pg_error("updating item daily sales", e))?;
+    Ok(())
+}
+
+#[async_trait]
+impl ProjectionSink for Postgres {
+    async fn checkpoints(&self) -> Result<HashMap<String, u64>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT projection, position FROM checkpoints", &[])
+            .await
+            .map_err(|e| pg_error("reading checkpoints", e))?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), to_u64(r.get(1), "checkpoint")?)))
+            .collect()
+    }
+
+    async fn apply(&self, updates: Vec<ProjectionUpdate>) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error("starting a projection update", e))?;
+        // Checkpoint rows are locked in name order, so two appliers cannot deadlock.
+        let mut updates = updates;
+        updates.sort_by(|a, b| a.projection.cmp(&b.projection));
+        for u in &updates {
+            apply_update(&tx, u).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| pg_error("committing a projection update", e))
+    }
+
+    async fn reset(&self, projection: &str) -> Result<()> {
+        let table = match projection {
+            INVENTORY => "rm_inventory",
+            STORE_DAILY => "rm_store_daily",
+            SUPPLIER_DAILY => "rm_supplier_daily",
+            ITEM_DAILY => "rm_item_daily",
+            other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
+        };
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error("starting a reset", e))?;
+        tx.execute(
+            "INSERT INTO checkpoints (projection, position) VALUES ($1, 0) \
+             ON CONFLICT (projection) DO UPDATE SET position = 0",
+            &[&projection],
+        )
+        .await
+        .map_err(|e| pg_error("resetting a checkpoint", e))?;
+        tx.batch_execute(&format!("DELETE FROM {table}"))
+            .await
+            .map_err(|e| pg_error("emptying a read model", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error("committing a reset", e))
+    }
+}

@@ -1,0 +1,160 @@
+//! The projector's side of the read models: updates applied with their checkpoints in one
+//! transaction on the writer, and resets for a rebuild.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use tally_core::ports::{Error, ProjectionSink, Result};
+use tally_core::readmodel::{
+    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY,
+};
+
+use crate::Sqlite;
+use crate::read::{checkpoint, checkpoints};
+use crate::writer::sql_error;
+
+fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
+    let at = checkpoint(conn, &u.projection)?;
+    if at != u.from {
+        return Err(Error::CheckpointMoved {
+            projection: u.projection.clone(),
+            expected: u.from,
+        });
+    }
+    match &u.delta {
+        Delta::Inventory(rows) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO rm_inventory (store_id, item_id, on_hand) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (store_id, item_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
+                )
+                .map_err(sql_error)?;
+            for ((store, item), d) in rows {
+                stmt.execute(params![store, item, d]).map_err(sql_error)?;
+            }
+        }
+        Delta::StoreDaily(rows) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (store_id, date) DO UPDATE SET \
+                     transactions = transactions + excluded.transactions, units_sold = units_sold + excluded.units_sold, \
+                     gross_cents = gross_cents + excluded.gross_cents, returned_units = returned_units + excluded.returned_units, \
+                     returned_cents = returned_cents + excluded.returned_cents",
+                )
+                .map_err(sql_error)?;
+            for ((store, date), f) in rows {
+                stmt.execute(params![
+                    store,
+                    date.to_string(),
+                    f.transactions,
+                    f.units_sold,
+                    f.gross_cents,
+                    f.returned_units,
+                    f.returned_cents
+                ])
+                .map_err(sql_error)?;
+            }
+        }
+        Delta::ItemDaily(delta) => apply_item_daily(conn, delta)?,
+        Delta::SupplierDaily(rows) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO rm_supplier_daily (supplier_id, date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (supplier_id, date) DO UPDATE SET \
+                     deliveries = deliveries + excluded.deliveries, units_supplied = units_supplied + excluded.units_supplied, \
+                     supply_cost_cents = supply_cost_cents + excluded.supply_cost_cents, \
+                     units_sold = units_sold + excluded.units_sold, sales_cents = sales_cents + excluded.sales_cents",
+                )
+                .map_err(sql_error)?;
+            for ((supplier, date), f) in rows {
+                stmt.execute(params![
+                    supplier,
+                    date.to_string(),
+                    f.deliveries,
+                    f.units_supplied,
+                    f.supply_cost_cents,
+                    f.units_sold,
+                    f.sales_cents
+                ])
+                .map_err(sql_error)?;
+            }
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2) \
+         ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+    )
+    .map_err(sql_error)?
+    .execute(params![u.projection, u.to as i64])
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+             units_sold = units_sold + excluded.units_sold, gross_cents = gross_cents + excluded.gross_cents, \
+             returned_units = returned_units + excluded.returned_units, returned_cents = returned_cents + excluded.returned_cents",
+        )
+        .map_err(sql_error)?;
+    for ((store, item, date), f) in &delta.rows {
+        let supplier = delta.suppliers.get(item).map_or("", String::as_str);
+        stmt.execute(params![
+            store,
+            item,
+            date.to_string(),
+            supplier,
+            f.units_sold,
+            f.gross_cents,
+            f.returned_units,
+            f.returned_cents
+        ])
+        .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ProjectionSink for Sqlite {
+    async fn checkpoints(&self) -> Result<HashMap<String, u64>> {
+        self.readers.read(checkpoints).await
+    }
+
+    async fn apply(&self, updates: Vec<ProjectionUpdate>) -> Result<()> {
+        self.writer
+            .write(move |conn| {
+                for u in &updates {
+                    apply_update(conn, u)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn reset(&self, projection: &str) -> Result<()> {
+        let table = match projection {
+            INVENTORY => "rm_inventory",
+            STORE_DAILY => "rm_store_daily",
+            SUPPLIER_DAILY => "rm_supplier_daily",
+            ITEM_DAILY => "rm_item_daily",
+            other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
+        };
+        let projection = projection.to_owned();
+        self.writer
+            .write(move |conn| {
+                conn.execute(&format!("DELETE FROM {table}"), [])
+                    .map_err(sql_error)?;
+                conn.execute(
+                    "DELETE FROM checkpoints WHERE projection = ?1",
+                    params![projection],
+                )
+                .map_err(sql_error)?;
+                Ok(())
+            })
+            .await
+    }
+}
