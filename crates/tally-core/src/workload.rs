@@ -236,6 +236,12 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
                     .or_insert(0) -= q;
                 day.units_sold += q;
                 day.gross_cents += q * price;
+                let item_day = books
+                    .item_days
+                    .entry((store.to_string(), item.to_string(), date))
+                    .or_default();
+                item_day.units_sold += q;
+                item_day.gross_cents += q * price;
                 let sd = books
                     .supplier_days
                     .entry((suppliers[*sup].to_string(), date))
@@ -519,7 +525,15 @@ async fn verify_store_rankings(
     };
     let got = read.top_items(&query).await.map_err(text)?.rows;
     if got != want {
-        return Err(format!("top items of store {store} differ from the books"));
+        let at = got.iter().zip(&want).position(|(g, w)| g != w);
+        return Err(format!(
+            "top items of store {store} differ from the books: {} ranked, {} expected; first \
+             difference at {at:?}: {:?} vs {:?}",
+            got.len(),
+            want.len(),
+            at.and_then(|i| got.get(i)),
+            at.and_then(|i| want.get(i)),
+        ));
     }
     let threshold = 5;
     let mut want_low: Vec<(String, i64)> = expected
