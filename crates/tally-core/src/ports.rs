@@ -16,6 +16,7 @@ use crate::model::{
     ApiKey, CommandEnvelope, CommandRecord, CommitBatch, DeadLetter, Delivery, EventPayload,
     KeyUsage, QueueMessage, RecordedEvent,
 };
+use crate::readmodel::journal::StoredChunk;
 use crate::readmodel::{DayFigures, ProjectionUpdate, SupplierDay};
 use crate::rows::{
     DateRange, Dated, ItemSales, Positioned, StockRow, StoreSales, TopItem, TopItemsQuery,
@@ -94,13 +95,29 @@ pub trait EventStore: Send + Sync + 'static {
     /// before `at`: a prefix of the log.
     async fn position_at(&self, at: Timestamp) -> Result<u64>;
 
-    /// The events of one stream with a global position at or before `upto`, in version order (each
-    /// with its version in that stream, as [`EventStore::read_stream`]). Time travel folds a store's
-    /// stream this way.
-    async fn read_stream_upto(&self, stream: &StreamId, upto: u64) -> Result<Vec<RecordedEvent>> {
+    /// The events of one stream after version `after` with a global position at or before `upto`,
+    /// in version order (each with its version in that stream, as [`EventStore::read_stream`]).
+    /// Time travel reads a store's stream this way, from where the journal's chunks end.
+    async fn read_stream_after(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<RecordedEvent>> {
         let mut events = self.read_stream(stream).await?;
-        events.retain(|e| e.position <= upto);
+        events.retain(|e| e.version > after && e.position <= upto);
         Ok(events)
+    }
+
+    /// The events at these positions, in position order (positions past the head are left out).
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let mut out = Vec::with_capacity(positions.len());
+        for p in positions {
+            out.extend(self.read_all(p.saturating_sub(1), 1).await?);
+        }
+        out.sort_by_key(|e| e.position);
+        out.dedup_by_key(|e| e.position);
+        Ok(out)
     }
 
     /// Which of these commands already have an outcome.
@@ -216,6 +233,14 @@ pub trait ReadModels: Send + Sync + 'static {
     /// The items sold most over a range (in one store, or every store), by units sold, then item id;
     /// with `supplier`, only that supplier's items.
     async fn top_items(&self, query: &TopItemsQuery) -> Result<Positioned<Vec<TopItem>>>;
+    /// The journal's chunks of one store (or every store) that hold moves at or before `upto`, by
+    /// store and then interval, with the journal's checkpoint (the end of its last sealed interval)
+    /// read in the same snapshot.
+    async fn journal(
+        &self,
+        store: Option<&StoreId>,
+        upto: u64,
+    ) -> Result<Positioned<Vec<StoredChunk>>>;
 }
 
 /// API keys, stored by the SHA-256 of their secret.

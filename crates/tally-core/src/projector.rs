@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use crate::lease::Leases;
 use crate::model::EventPayload;
 use crate::ports::{Error, EventStore, ProjectionSink};
-use crate::readmodel::{Accumulator, PROJECTIONS, ProjectionUpdate};
+use crate::readmodel::journal::{self, JOURNAL};
+use crate::readmodel::{Accumulator, Delta, PROJECTIONS, ProjectionUpdate};
 use crate::signals::{Cadence, Signals, changed_or_poll};
 use tally_domain::Event;
 
@@ -101,6 +102,10 @@ pub struct Projector {
     signals: Signals,
     batch_size: usize,
     checkpoints: Option<HashMap<String, u64>>,
+    /// The journal's intervals not sealed yet, folded in memory; `None` until the checkpoints are
+    /// read (and again after a failed apply, when it is folded anew from its checkpoint).
+    journal: Option<journal::Builder>,
+    journal_interval: u64,
 }
 
 impl Projector {
@@ -115,7 +120,16 @@ impl Projector {
             signals,
             batch_size: 40_000,
             checkpoints: None,
+            journal: None,
+            journal_interval: journal::INTERVAL,
         }
+    }
+
+    /// Seals the journal every `positions` positions instead of every [`journal::INTERVAL`] (tests
+    /// use short intervals to have many chunks from a small log).
+    pub fn with_journal_interval(mut self, positions: u64) -> Self {
+        self.journal_interval = positions.max(1);
+        self
     }
 
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
@@ -128,18 +142,54 @@ impl Projector {
             return Ok(c.clone());
         }
         let c = self.read.checkpoints().await?;
+        self.journal = Some(journal::Builder::new(
+            c.get(JOURNAL).copied().unwrap_or(0),
+            self.journal_interval,
+        ));
         self.checkpoints = Some(c.clone());
         Ok(c)
     }
 
-    /// Where the next batch starts: the lowest checkpoint.
+    /// Forgets the cached checkpoints and the journal's open intervals: after a failed apply, both
+    /// are read again (the open intervals folded again from the journal's checkpoint).
+    fn forget(&mut self) {
+        self.checkpoints = None;
+        self.journal = None;
+    }
+
+    /// Where the next batch starts: the lowest checkpoint, the journal's being what it has folded
+    /// (its open intervals are in memory; after a restart, its sealed checkpoint).
     async fn next_from(&mut self) -> Result<u64, Error> {
         let c = self.checkpoints().await?;
+        let journal = self.journal.as_ref().map_or(0, |j| j.folded());
         Ok(PROJECTIONS
             .iter()
             .map(|p| c.get(*p).copied().unwrap_or(0))
+            .chain(std::iter::once(journal))
             .min()
             .unwrap_or(0))
+    }
+
+    /// Folds the next events into the read models' update and the journal.
+    fn fold(&mut self, pending: &mut Pending, events: &[(u64, Event)]) {
+        pending.fold(events);
+        if let Some(j) = &mut self.journal {
+            j.fold(events);
+        }
+    }
+
+    /// The update's rows, and the journal's chunks of every interval it folded to its end.
+    fn finish(&mut self, pending: Pending) -> Vec<ProjectionUpdate> {
+        let mut updates = pending.finish();
+        if let Some((from, to, chunks)) = self.journal.as_mut().and_then(|j| j.seal()) {
+            updates.push(ProjectionUpdate {
+                projection: JOURNAL.to_owned(),
+                from,
+                to,
+                delta: Delta::Journal(chunks),
+            });
+        }
+        updates
     }
 
     /// Most events per batch when following the log live.
@@ -169,7 +219,7 @@ impl Projector {
         };
         let mut pending = Pending::new(&self.checkpoints().await?);
         for batch in &batches {
-            pending.fold(batch);
+            self.fold(&mut pending, batch);
         }
         self.apply(pending).await?;
         self.signals.projected(last);
@@ -180,22 +230,27 @@ impl Projector {
     /// cache, so the next step reads the checkpoints again.
     async fn apply(&mut self, pending: Pending) -> Result<(), Error> {
         let to = pending.to;
-        match self.read.apply(pending.finish()).await {
+        let updates = self.finish(pending);
+        match self.read.apply(updates).await {
             Ok(()) => {
                 self.moved_to(to);
                 Ok(())
             }
             Err(e) => {
-                self.checkpoints = None;
+                self.forget();
                 Err(e)
             }
         }
     }
 
     fn moved_to(&mut self, to: u64) {
+        let sealed = self.journal.as_ref().map(|j| j.sealed());
         if let Some(c) = &mut self.checkpoints {
             for name in PROJECTIONS {
                 c.insert(name.to_owned(), to);
+            }
+            if let Some(sealed) = sealed {
+                c.insert(JOURNAL.to_owned(), sealed);
             }
         }
     }
@@ -248,37 +303,42 @@ impl Projector {
                 Err(e) => Err(e),
             };
             // An update may be in flight: the cached checkpoints are not to be trusted after a failure.
-            let events = events.inspect_err(|_| self.checkpoints = None)?;
-            total += events.len() as u64;
-            let update = match &mut pending {
-                Some(update) => update,
-                None => pending.insert(Pending::new(&self.checkpoints().await?)),
+            let events = match events {
+                Ok(events) => events,
+                Err(e) => {
+                    self.forget();
+                    return Err(e);
+                }
             };
-            update.fold(&events);
+            total += events.len() as u64;
+            let mut update = match pending.take() {
+                Some(update) => update,
+                None => Pending::new(&self.checkpoints().await?),
+            };
+            self.fold(&mut update, &events);
+            pending = Some(update);
             drop(events);
             if applying.as_ref().is_some_and(|(_, h)| !h.is_finished()) {
                 continue; // the writer is busy: the next batch joins this update
             }
             if let Some((position, handle)) = applying.take() {
                 if let Err(e) = joined(handle.await) {
-                    self.checkpoints = None;
+                    self.forget();
                     return Err(e);
                 }
                 self.signals.projected(position);
             }
             if let Some(update) = pending.take() {
                 let to = update.to;
+                let updates = self.finish(update);
                 self.moved_to(to);
-                let read_store = self.read.clone();
-                applying = Some((
-                    to,
-                    tokio::spawn(async move { read_store.apply(update.finish()).await }),
-                ));
+                let sink = self.read.clone();
+                applying = Some((to, tokio::spawn(async move { sink.apply(updates).await })));
             }
         }
         if let Some((position, handle)) = applying.take() {
             if let Err(e) = joined(handle.await) {
-                self.checkpoints = None;
+                self.forget();
                 return Err(e);
             }
             self.signals.projected(position);
@@ -293,10 +353,10 @@ impl Projector {
 
     /// Empties every read model and builds it again from the log.
     pub async fn rebuild(&mut self) -> Result<u64, Error> {
-        for name in PROJECTIONS {
+        for name in PROJECTIONS.into_iter().chain([JOURNAL]) {
             self.read.reset(name).await?;
         }
-        self.checkpoints = None;
+        self.forget();
         self.catch_up().await
     }
 
@@ -336,7 +396,7 @@ impl Projector {
             waiting_logged = false;
             tracing::info!("projector lease taken; following the log");
             // Whatever was cached may be stale: another projector may have moved on meanwhile.
-            self.checkpoints = None;
+            self.forget();
             let mut lease = lease;
             tokio::select! {
                 _ = self.follow(&mut shutdown) => {}

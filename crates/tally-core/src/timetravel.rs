@@ -6,10 +6,12 @@
 //! "as known at instant T" is the prefix up to [`EventStore::position_at`]`(T)`. Business time
 //! (`at`) is a filter on that prefix: only movements that happened (`occurred_at`) at or before it.
 //!
-//! What is folded is as little of the log as answers the question: a store's questions fold that
-//! store's stream (every event that moves its stock or its figures belongs to it); a supplier's, or
-//! every store's, fold the log's prefix. This is exact by construction and costs nothing on the write
-//! path or the projector; its cost is the length of what it folds (ARCHITECTURE.md, "Time travel").
+//! What is folded is the journal ([`crate::readmodel::journal`]): each store's moves, sealed per
+//! interval of the log in compact binary chunks, so a store's whole history is a few rows to decode
+//! rather than thousands of JSON payloads; and after the journal's last sealed interval, the log
+//! itself (a store's stream from the version the chunks add up to, or the log's tail). Business time
+//! (`at`) needs each movement's `occurred_at`, which the journal does not keep: it folds the store's
+//! stream from the log. See ARCHITECTURE.md, "Time travel".
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,10 +23,11 @@ use tally_domain::{Event, StreamId};
 use uuid::Uuid;
 
 use crate::model::RecordedEvent;
-use crate::ports::{Error, EventStore, Result};
+use crate::ports::{Error, EventStore, ReadModels, Result};
+use crate::readmodel::journal::Chunk;
 use crate::readmodel::{
-    Accumulator, DayFigures, Delta, INVENTORY, ITEM_DAILY, ItemDay, STORE_DAILY, SUPPLIER_DAILY,
-    SupplierDay,
+    Accumulator, DayFigures, Delta, INVENTORY, ITEM_DAILY, ItemDay, Move, STORE_DAILY,
+    SUPPLIER_DAILY, SupplierDay, moves,
 };
 use crate::rows::{
     DateRange, Dated, ItemSales, Positioned, StockRow, StoreSales, TopItem, TopItemsQuery, rank,
@@ -82,14 +85,15 @@ impl BusinessClock {
     }
 }
 
-/// The fold of a prefix of the log, or of a store's stream.
+/// The fold of a prefix of the log, from the journal and the log after it.
 pub struct TimeTravel {
     events: Arc<dyn EventStore>,
+    read: Arc<dyn ReadModels>,
 }
 
 impl TimeTravel {
-    pub fn new(events: Arc<dyn EventStore>) -> Self {
-        Self { events }
+    pub fn new(events: Arc<dyn EventStore>, read: Arc<dyn ReadModels>) -> Self {
+        Self { events, read }
     }
 
     /// The prefix "as known at" `at`: its last position.
@@ -97,49 +101,86 @@ impl TimeTravel {
         self.events.position_at(at).await
     }
 
-    /// The store's events up to `upto`, decoded, each with its record.
-    async fn store_events(
+    /// Calls `f` with every move of `store` (or of every store) at positions up to `upto`: from the
+    /// journal's chunks, then from the log after them. Each move comes with its position, and with
+    /// its event's record when it was read from the log. In log order per store.
+    async fn each_move(
         &self,
-        store: &StoreId,
+        store: Option<&StoreId>,
         upto: u64,
-    ) -> Result<Vec<(RecordedEvent, Event)>> {
-        let recorded = self
-            .events
-            .read_stream_upto(&StreamId::store(store), upto)
-            .await?;
-        recorded
-            .into_iter()
-            .map(|r| decode(&r).map(|e| (r, e)))
-            .collect()
+        mut f: impl FnMut(u64, &Move<'_>, Option<&RecordedEvent>),
+    ) -> Result<()> {
+        let journal = self.read.journal(store, upto).await?;
+        let sealed = journal.position;
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        for stored in &journal.rows {
+            let chunk = Chunk::decode(&stored.data).map_err(|e| {
+                Error::Corrupt(format!(
+                    "journal chunk of {} ending at {}: {e}",
+                    stored.store, stored.interval_end
+                ))
+            })?;
+            *versions.entry(&stored.store).or_default() += chunk.events;
+            chunk.each(&stored.store, upto, |p, m| f(p, m, None));
+        }
+        if upto <= sealed {
+            return Ok(());
+        }
+        match store {
+            Some(store) => {
+                let after = versions.get(store.as_str()).copied().unwrap_or(0);
+                let stream = StreamId::store(store);
+                for r in self.events.read_stream_after(&stream, after, upto).await? {
+                    let event = decode(&r)?;
+                    moves(&event, |m| f(r.position, &m, Some(&r)));
+                }
+                Ok(())
+            }
+            None => {
+                self.each_in_log(sealed, upto, |r, event| {
+                    moves(event, |m| f(r.position, &m, Some(r)));
+                })
+                .await
+            }
+        }
     }
 
-    /// Folds the store's stream up to `upto` into one projection; with `at`, only the movements
-    /// that happened at or before it.
-    async fn fold_store(
+    /// Folds the moves of `store` (or every store) up to `upto` into one projection.
+    async fn fold(&self, store: Option<&StoreId>, projection: &str, upto: u64) -> Result<Delta> {
+        let mut acc = accumulator(projection)?;
+        self.each_move(store, upto, |_, m, _| acc.fold_move(m))
+            .await?;
+        Ok(acc.finish())
+    }
+
+    /// Folds the store's stream from the log up to `upto`, only the movements that happened at or
+    /// before `at` (business time needs each event's `occurred_at`, which only the log keeps).
+    async fn fold_business_time(
         &self,
         store: &StoreId,
         projection: &str,
         upto: u64,
-        at: Option<Timestamp>,
+        at: Timestamp,
     ) -> Result<Delta> {
         let mut acc = accumulator(projection)?;
         let mut clock = BusinessClock::new();
-        for (recorded, event) in self.store_events(store, upto).await? {
-            let occurred = clock.occurred(&recorded, &event);
-            if at.is_none_or(|at| occurred <= at) {
+        let stream = StreamId::store(store);
+        for recorded in self.events.read_stream_after(&stream, 0, upto).await? {
+            let event = decode(&recorded)?;
+            if clock.occurred(&recorded, &event) <= at {
                 acc.fold(&event);
             }
         }
         Ok(acc.finish())
     }
 
-    /// Calls `f` with every event of the log up to `upto`, in order.
+    /// Calls `f` with every event of the log after `after` up to `upto`, in order.
     async fn each_in_log(
         &self,
+        mut after: u64,
         upto: u64,
         mut f: impl FnMut(&RecordedEvent, &Event),
     ) -> Result<()> {
-        let mut after = 0;
         while after < upto {
             let limit = usize::try_from(upto - after).map_or(LOG_BATCH, |n| n.min(LOG_BATCH));
             let batch = self.events.read_all(after, limit).await?;
@@ -152,20 +193,17 @@ impl TimeTravel {
         Ok(())
     }
 
-    /// Folds the log's prefix up to `upto` into one projection.
-    async fn fold_log(&self, projection: &str, upto: u64) -> Result<Delta> {
-        let mut acc = accumulator(projection)?;
-        self.each_in_log(upto, |_, e| acc.fold(e)).await?;
-        Ok(acc.finish())
-    }
-
     pub async fn inventory(
         &self,
         store: &StoreId,
         upto: u64,
         at: Option<Timestamp>,
     ) -> Result<Positioned<Vec<StockRow>>> {
-        let Delta::Inventory(rows) = self.fold_store(store, INVENTORY, upto, at).await? else {
+        let delta = match at {
+            Some(at) => self.fold_business_time(store, INVENTORY, upto, at).await?,
+            None => self.fold(Some(store), INVENTORY, upto).await?,
+        };
+        let Delta::Inventory(rows) = delta else {
             return Err(wrong_delta(INVENTORY));
         };
         let mut out = rows
@@ -215,7 +253,7 @@ impl TimeTravel {
         range: DateRange,
         upto: u64,
     ) -> Result<Positioned<Vec<Dated<DayFigures>>>> {
-        let Delta::StoreDaily(rows) = self.fold_store(store, STORE_DAILY, upto, None).await? else {
+        let Delta::StoreDaily(rows) = self.fold(Some(store), STORE_DAILY, upto).await? else {
             return Err(wrong_delta(STORE_DAILY));
         };
         let days = rows
@@ -226,7 +264,7 @@ impl TimeTravel {
     }
 
     pub async fn daily_sales(&self, date: Date, upto: u64) -> Result<Positioned<Vec<StoreSales>>> {
-        let Delta::StoreDaily(rows) = self.fold_log(STORE_DAILY, upto).await? else {
+        let Delta::StoreDaily(rows) = self.fold(None, STORE_DAILY, upto).await? else {
             return Err(wrong_delta(STORE_DAILY));
         };
         let mut out = rows
@@ -249,7 +287,7 @@ impl TimeTravel {
         range: DateRange,
         upto: u64,
     ) -> Result<Positioned<Vec<Dated<SupplierDay>>>> {
-        let Delta::SupplierDaily(rows) = self.fold_log(SUPPLIER_DAILY, upto).await? else {
+        let Delta::SupplierDaily(rows) = self.fold(None, SUPPLIER_DAILY, upto).await? else {
             return Err(wrong_delta(SUPPLIER_DAILY));
         };
         let days = rows
@@ -259,12 +297,9 @@ impl TimeTravel {
         Ok(Positioned::new(upto, by_date(days)))
     }
 
-    /// Item daily rows of the prefix: the store's stream when one is named, else the whole log.
+    /// Item daily rows of the prefix: one store's, or every store's.
     async fn item_rows(&self, store: Option<&StoreId>, upto: u64) -> Result<Delta> {
-        match store {
-            Some(store) => self.fold_store(store, ITEM_DAILY, upto, None).await,
-            None => self.fold_log(ITEM_DAILY, upto).await,
-        }
+        self.fold(store, ITEM_DAILY, upto).await
     }
 
     pub async fn item_daily(
@@ -339,18 +374,18 @@ impl TimeTravel {
         date: Date,
         upto: u64,
     ) -> Result<Positioned<Vec<Version<DayFigures>>>> {
-        let mut figures = DayFigures::default();
-        let mut versions = Vec::new();
-        for (recorded, event) in self.store_events(store, upto).await? {
-            if let Some((s, d, change)) = crate::readmodel::store_day_change(&event)
-                && s == store.as_str()
-                && d == date
-            {
-                figures.add(&change);
-                versions.push(version(&recorded, figures));
+        let mut changes: Changes<DayFigures> = Changes::default();
+        self.each_move(Some(store), upto, |p, m, r| {
+            if m.kind.is_store_day() && m.date == date {
+                changes.add(p, r, m, STORE_DAILY);
             }
-        }
-        Ok(Positioned::new(upto, versions))
+        })
+        .await?;
+        let versions = changes.versions(self, |acc| match acc.finish() {
+            Delta::StoreDaily(rows) => rows.into_values().next(),
+            _ => None,
+        });
+        Ok(Positioned::new(upto, versions.await?))
     }
 
     /// Every version of a supplier's figures on one business date, in the order the log learned them.
@@ -360,21 +395,110 @@ impl TimeTravel {
         date: Date,
         upto: u64,
     ) -> Result<Positioned<Vec<Version<SupplierDay>>>> {
-        let mut figures = SupplierDay::default();
-        let mut versions = Vec::new();
-        let key = (supplier.as_str().to_owned(), date);
-        self.each_in_log(upto, |recorded, event| {
-            let mut acc = Accumulator::SupplierDaily(Default::default());
-            acc.fold(event);
-            if let Delta::SupplierDaily(rows) = acc.finish()
-                && let Some(change) = rows.get(&key)
-            {
-                figures.add(change);
-                versions.push(version(recorded, figures));
+        let mut changes: Changes<SupplierDay> = Changes::default();
+        self.each_move(None, upto, |p, m, r| {
+            if m.kind.is_supplier_day() && m.date == date && m.supplier == supplier.as_str() {
+                changes.add(p, r, m, SUPPLIER_DAILY);
             }
         })
         .await?;
-        Ok(Positioned::new(upto, versions))
+        let versions = changes.versions(self, |acc| match acc.finish() {
+            Delta::SupplierDaily(rows) => rows.into_values().next(),
+            _ => None,
+        });
+        Ok(Positioned::new(upto, versions.await?))
+    }
+}
+
+/// The changes one day's figures took, by the position of the event that made each.
+struct Changes<F> {
+    by_position: std::collections::BTreeMap<u64, (Option<RecordedEvent>, Accumulator)>,
+    _figures: std::marker::PhantomData<F>,
+}
+
+impl<F> Default for Changes<F> {
+    fn default() -> Self {
+        Self {
+            by_position: Default::default(),
+            _figures: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<F: Copy + Default + PartialEq + Add> Changes<F> {
+    fn add(
+        &mut self,
+        position: u64,
+        record: Option<&RecordedEvent>,
+        m: &Move<'_>,
+        projection: &str,
+    ) {
+        let entry = self.by_position.entry(position).or_insert_with(|| {
+            let acc = Accumulator::for_projection(projection)
+                .unwrap_or_else(|| unreachable!("a projection of this module"));
+            (record.cloned(), acc)
+        });
+        entry.1.fold_move(m);
+    }
+
+    /// The figures after each change, with its event's record (read from the log for the positions
+    /// the journal gave).
+    async fn versions(
+        self,
+        travel: &TimeTravel,
+        change: impl Fn(Accumulator) -> Option<F>,
+    ) -> Result<Vec<Version<F>>> {
+        let missing: Vec<u64> = self
+            .by_position
+            .iter()
+            .filter(|(_, (r, _))| r.is_none())
+            .map(|(p, _)| *p)
+            .collect();
+        let mut records: HashMap<u64, RecordedEvent> = travel
+            .events
+            .read_positions(&missing)
+            .await?
+            .into_iter()
+            .map(|r| (r.position, r))
+            .collect();
+        let mut figures = F::default();
+        let mut out = Vec::with_capacity(self.by_position.len());
+        for (position, (record, acc)) in self.by_position {
+            let record = match record.or_else(|| records.remove(&position)) {
+                Some(r) => r,
+                None => {
+                    return Err(Error::Corrupt(format!(
+                        "event {position} is not in the log"
+                    )));
+                }
+            };
+            let before = figures;
+            if let Some(c) = change(acc) {
+                figures.add(&c);
+            }
+            // An event whose moves cancel out on this day did not change it.
+            if figures != before {
+                out.push(version(&record, figures));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Figures that add up.
+trait Add {
+    fn add(&mut self, other: &Self);
+}
+
+impl Add for DayFigures {
+    fn add(&mut self, other: &Self) {
+        DayFigures::add(self, other)
+    }
+}
+
+impl Add for SupplierDay {
+    fn add(&mut self, other: &Self) {
+        SupplierDay::add(self, other)
     }
 }
 

@@ -257,6 +257,21 @@ impl Event {
         }
     }
 
+    /// The store whose stream this event belongs to, if any: every event that moves a store's stock
+    /// or figures does, and so does the store's registration.
+    pub fn store(&self) -> Option<&StoreId> {
+        match self {
+            Event::StoreRegistered(e) => Some(&e.store_id),
+            Event::GoodsDelivered(e) => Some(&e.store_id),
+            Event::SaleRecorded(e) => Some(&e.store_id),
+            Event::SaleVoided(e) => Some(&e.store_id),
+            Event::ReturnRecorded(e) => Some(&e.store_id),
+            Event::StockAdjusted(e) => Some(&e.store_id),
+            Event::DeliveryCorrected(e) => Some(&e.store_id),
+            Event::SupplierRegistered(_) | Event::ItemRegistered(_) => None,
+        }
+    }
+
     /// The payload as JSON text.
     pub fn encode(&self) -> String {
         let encoded = match self {

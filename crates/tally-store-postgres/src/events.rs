@@ -362,19 +362,21 @@ impl Postgres {
     async fn read_stream_rows(
         &self,
         streams: &[String],
+        after: u64,
         upto: u64,
     ) -> Result<Vec<(StreamId, u64, RecordedEvent)>> {
         let client = self.client().await?;
         let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = client
             .query(
                 &format!(
                     "SELECT {EVENT_COLUMNS}, si.stream_id, si.version FROM stream_index si \
                      JOIN events e ON e.position = si.position \
-                     WHERE si.stream_id = ANY($1) AND si.position <= $2 \
+                     WHERE si.stream_id = ANY($1) AND si.version > $2 AND si.position <= $3 \
                      ORDER BY si.stream_id, si.version"
                 ),
-                &[&streams, &upto],
+                &[&streams, &after, &upto],
             )
             .await
             .map_err(|e| pg_error("reading streams", e))?;
@@ -451,18 +453,41 @@ impl EventStore for Postgres {
         streams: &[StreamId],
     ) -> Result<Vec<(StreamId, u64, RecordedEvent)>> {
         let names: Vec<String> = streams.iter().map(|s| s.as_str().to_owned()).collect();
-        self.read_stream_rows(&names, u64::MAX).await
+        self.read_stream_rows(&names, 0, u64::MAX).await
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
-        self.read_stream_upto(stream, u64::MAX).await
+        self.read_stream_after(stream, 0, u64::MAX).await
     }
 
-    async fn read_stream_upto(&self, stream: &StreamId, upto: u64) -> Result<Vec<RecordedEvent>> {
+    async fn read_stream_after(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<RecordedEvent>> {
         let rows = self
-            .read_stream_rows(&[stream.as_str().to_owned()], upto)
+            .read_stream_rows(&[stream.as_str().to_owned()], after, upto)
             .await?;
         Ok(rows.into_iter().map(|(_, _, e)| e).collect())
+    }
+
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let positions: Vec<i64> = positions
+            .iter()
+            .map(|p| i64::try_from(*p).unwrap_or(i64::MAX))
+            .collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events e WHERE e.position = ANY($1) ORDER BY e.position"
+                ),
+                &[&positions],
+            )
+            .await
+            .map_err(|e| pg_error("reading events by position", e))?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn stream_ids(&self) -> Result<Vec<StreamId>> {

@@ -175,6 +175,17 @@ CREATE TABLE rm_item_daily (
 CREATE INDEX rm_item_daily_by_item ON rm_item_daily (item_id, date);
 CREATE INDEX rm_item_daily_by_date ON rm_item_daily (date);
 "#,
+    r#"
+-- The journal: each store's moves per sealed interval of the log, in compact binary chunks
+-- (tally_core::readmodel::journal), for time travel. Written once per chunk, never updated.
+CREATE TABLE rm_journal (
+    store_id       text   NOT NULL,
+    interval_start bigint NOT NULL,
+    interval_end   bigint NOT NULL,
+    data           bytea  NOT NULL,
+    PRIMARY KEY (store_id, interval_start)
+);
+"#,
 ];
 
 /// What a migration run did.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use tally_core::ports::{Error, ProjectionSink, Result};
+use tally_core::readmodel::journal::JOURNAL;
 use tally_core::readmodel::{
     Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY,
 };
@@ -120,6 +121,25 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
             .map_err(|e| pg_error("updating supplier daily reports", e))?;
         }
         Delta::ItemDaily(delta) if !delta.rows.is_empty() => apply_item_daily(tx, delta).await?,
+        Delta::Journal(chunks) if !chunks.is_empty() => {
+            let stores: Vec<&str> = chunks.iter().map(|c| c.store.as_str()).collect();
+            let starts = chunks
+                .iter()
+                .map(|c| to_i64(c.interval_start, "interval start"))
+                .collect::<Result<Vec<_>>>()?;
+            let ends = chunks
+                .iter()
+                .map(|c| to_i64(c.interval_end, "interval end"))
+                .collect::<Result<Vec<_>>>()?;
+            let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
+            tx.execute(
+                "INSERT INTO rm_journal (store_id, interval_start, interval_end, data) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[])",
+                &[&stores, &starts, &ends, &data],
+            )
+            .await
+            .map_err(|e| pg_error("writing journal chunks", e))?;
+        }
         _ => {}
     }
     tx.execute(
@@ -204,6 +224,7 @@ impl ProjectionSink for Postgres {
             STORE_DAILY => "rm_store_daily",
             SUPPLIER_DAILY => "rm_supplier_daily",
             ITEM_DAILY => "rm_item_daily",
+            JOURNAL => "rm_journal",
             other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
         };
         let mut client = self.client().await?;

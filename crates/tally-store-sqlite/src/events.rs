@@ -228,16 +228,23 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
 }
 
 /// The events of `stream` with a position at or before `upto`, in version order.
-fn read_stream_rows(conn: &Connection, stream: &str, upto: u64) -> Result<Vec<RecordedEvent>> {
+/// The stream's events after version `after`, at or before position `upto`, in version order.
+fn read_stream_rows(
+    conn: &Connection,
+    stream: &str,
+    after: u64,
+    upto: u64,
+) -> Result<Vec<RecordedEvent>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS}, si.version FROM stream_index si JOIN events e ON e.position = si.position \
-             WHERE si.stream_id = ?1 AND si.position <= ?2 ORDER BY si.version"
+             WHERE si.stream_id = ?1 AND si.version > ?2 AND si.position <= ?3 ORDER BY si.version"
         ))
         .map_err(sql_error)?;
     let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
     let rows = stmt
-        .query_map(params![stream, upto], |row| {
+        .query_map(params![stream, after, upto], |row| {
             Ok((event_from_row(row)?, row.get::<_, i64>(11)?))
         })
         .map_err(sql_error)?;
@@ -309,7 +316,7 @@ impl EventStore for Sqlite {
             .read(move |conn| {
                 let mut out = Vec::new();
                 for stream in streams {
-                    for event in read_stream_rows(conn, stream.as_str(), u64::MAX)? {
+                    for event in read_stream_rows(conn, stream.as_str(), 0, u64::MAX)? {
                         out.push((stream.clone(), event.version, event));
                     }
                 }
@@ -321,14 +328,46 @@ impl EventStore for Sqlite {
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>> {
         let stream = stream.to_string();
         self.readers
-            .read(move |conn| read_stream_rows(conn, &stream, u64::MAX))
+            .read(move |conn| read_stream_rows(conn, &stream, 0, u64::MAX))
             .await
     }
 
-    async fn read_stream_upto(&self, stream: &StreamId, upto: u64) -> Result<Vec<RecordedEvent>> {
+    async fn read_stream_after(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<RecordedEvent>> {
         let stream = stream.to_string();
         self.readers
-            .read(move |conn| read_stream_rows(conn, &stream, upto))
+            .read(move |conn| read_stream_rows(conn, &stream, after, upto))
+            .await
+    }
+
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let mut positions = positions.to_vec();
+        positions.sort_unstable();
+        positions.dedup();
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.position = ?1"
+                    ))
+                    .map_err(sql_error)?;
+                let mut out = Vec::with_capacity(positions.len());
+                for p in positions {
+                    let p = i64::try_from(p).unwrap_or(i64::MAX);
+                    let raw = stmt
+                        .query_row(params![p], event_from_row)
+                        .optional()
+                        .map_err(sql_error)?;
+                    if let Some(raw) = raw {
+                        out.push(raw.into_recorded()?);
+                    }
+                }
+                Ok(out)
+            })
             .await
     }
 

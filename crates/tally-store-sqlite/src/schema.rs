@@ -137,6 +137,17 @@ CREATE TABLE rm_item_daily (
 CREATE INDEX rm_item_daily_by_item ON rm_item_daily (item_id, date);
 CREATE INDEX rm_item_daily_by_date ON rm_item_daily (date);
 "#,
+    r#"
+-- The journal: each store's moves per sealed interval of the log, in compact binary chunks
+-- (tally_core::readmodel::journal), for time travel. Written once per chunk, never updated.
+CREATE TABLE rm_journal (
+    store_id       TEXT    NOT NULL,
+    interval_start INTEGER NOT NULL,
+    interval_end   INTEGER NOT NULL,
+    data         BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX rm_journal_by_store ON rm_journal (store_id, interval_start);
+"#,
 ];
 
 /// The intake's file, `intake.db`: what a command is before the processor decides it. Its writer commits

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
 use tally_core::ports::{Error, ProjectionSink, Result};
+use tally_core::readmodel::journal::JOURNAL;
 use tally_core::readmodel::{
     Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY,
 };
@@ -58,6 +59,20 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
             }
         }
         Delta::ItemDaily(delta) => apply_item_daily(conn, delta)?,
+        Delta::Journal(chunks) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO rm_journal (store_id, interval_start, interval_end, data) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql_error)?;
+            for c in chunks {
+                let start = i64::try_from(c.interval_start).unwrap_or(i64::MAX);
+                let end = i64::try_from(c.interval_end).unwrap_or(i64::MAX);
+                stmt.execute(params![c.store, start, end, c.data])
+                    .map_err(sql_error)?;
+            }
+        }
         Delta::SupplierDaily(rows) => {
             let mut stmt = conn
                 .prepare_cached(
@@ -141,6 +156,7 @@ impl ProjectionSink for Sqlite {
             STORE_DAILY => "rm_store_daily",
             SUPPLIER_DAILY => "rm_supplier_daily",
             ITEM_DAILY => "rm_item_daily",
+            JOURNAL => "rm_journal",
             other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
         };
         let projection = projection.to_owned();

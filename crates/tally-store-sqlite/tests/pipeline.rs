@@ -426,12 +426,19 @@ impl tally_core::EventStore for FailingCommits {
     async fn position_at(&self, at: jiff::Timestamp) -> tally_core::ports::Result<u64> {
         self.inner.position_at(at).await
     }
-    async fn read_stream_upto(
+    async fn read_stream_after(
         &self,
         stream: &tally_domain::StreamId,
+        after: u64,
         upto: u64,
     ) -> tally_core::ports::Result<Vec<tally_core::model::RecordedEvent>> {
-        self.inner.read_stream_upto(stream, upto).await
+        self.inner.read_stream_after(stream, after, upto).await
+    }
+    async fn read_positions(
+        &self,
+        positions: &[u64],
+    ) -> tally_core::ports::Result<Vec<tally_core::model::RecordedEvent>> {
+        self.inner.read_positions(positions).await
     }
     async fn decided(&self, ids: &[Uuid]) -> tally_core::ports::Result<Vec<Uuid>> {
         self.inner.decided(ids).await

@@ -458,7 +458,7 @@ pub async fn position_at_finds_the_prefix_recorded_by_an_instant(b: &Backend) {
     }
 }
 
-pub async fn read_stream_upto_stops_at_a_position(b: &Backend) {
+pub async fn read_stream_after_stops_at_a_position(b: &Backend) {
     let a1 = event("store-s", 1, "a1");
     let other = event("s-x", 1, "x1");
     let mut sale = event("sale-1", 1, "sale");
@@ -472,7 +472,7 @@ pub async fn read_stream_upto_stops_at_a_position(b: &Backend) {
     let store = stream("store-s");
     let full = b.events.read_stream(&store).await.expect("read_stream");
     assert_eq!(full.len(), 3);
-    let upto = |position: u64| b.events.read_stream_upto(&store, position);
+    let upto = |position: u64| b.events.read_stream_after(&store, 0, position);
     assert_eq!(upto(0).await, Ok(Vec::new()));
     assert_eq!(upto(p[0]).await, Ok(full[..1].to_vec()));
     assert_eq!(
@@ -480,7 +480,7 @@ pub async fn read_stream_upto_stops_at_a_position(b: &Backend) {
         Ok(full[..1].to_vec()),
         "a position of another stream's event"
     );
-    let two = upto(p[2]).await.expect("read_stream_upto");
+    let two = upto(p[2]).await.expect("read_stream_after");
     assert_eq!(two, full[..2].to_vec());
     assert_eq!(
         (two[1].stream_id.as_str(), two[1].version),
@@ -488,11 +488,29 @@ pub async fn read_stream_upto_stops_at_a_position(b: &Backend) {
         "an event of several streams is read with its version in this one"
     );
     assert_eq!(upto(p[3]).await, Ok(full.clone()));
-    assert_eq!(upto(u64::MAX).await, Ok(full));
+    assert_eq!(upto(u64::MAX).await, Ok(full.clone()));
     assert_eq!(
         b.events
-            .read_stream_upto(&stream("missing"), u64::MAX)
+            .read_stream_after(&stream("missing"), 0, u64::MAX)
             .await,
         Ok(Vec::new())
     );
+    // From a version on: the events after it, still bounded by the position.
+    let after = b.events.read_stream_after(&store, 1, u64::MAX).await;
+    assert_eq!(after, Ok(full[1..].to_vec()));
+    let after = b.events.read_stream_after(&store, 1, p[2]).await;
+    assert_eq!(after, Ok(full[1..2].to_vec()));
+    assert_eq!(
+        b.events.read_stream_after(&store, 3, u64::MAX).await,
+        Ok(Vec::new())
+    );
+    // By position: the events there, in position order; a position past the head is left out.
+    let got = b
+        .events
+        .read_positions(&[p[3], p[1], 99])
+        .await
+        .expect("read_positions");
+    let positions: Vec<u64> = got.iter().map(|e| e.position).collect();
+    assert_eq!(positions, vec![p[1], p[3]]);
+    assert_eq!(got[1].metadata, full[2].metadata);
 }

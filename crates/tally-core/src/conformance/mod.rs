@@ -99,8 +99,8 @@ macro_rules! conformance_tests {
                     event_store::recorded_at_never_decreases,
                 event_store_position_at_finds_the_prefix_recorded_by_an_instant =>
                     event_store::position_at_finds_the_prefix_recorded_by_an_instant,
-                event_store_read_stream_upto_stops_at_a_position =>
-                    event_store::read_stream_upto_stops_at_a_position,
+                event_store_read_stream_after_stops_at_a_position =>
+                    event_store::read_stream_after_stops_at_a_position,
                 event_store_conflict_writes_nothing => outcomes::conflict_writes_nothing,
                 event_store_already_decided_writes_nothing =>
                     outcomes::already_decided_writes_nothing,

@@ -10,11 +10,13 @@ use jiff::{SignedDuration, Timestamp};
 use tally_domain::values::{ItemId, StoreId, SupplierId};
 
 use super::history::{Books, ITEMS, Rng, STORES, SUPPLIERS, dates, item, seed};
-use crate::Backend;
 use crate::model::RecordedEvent;
+use crate::projector::Projector;
+use crate::readmodel::journal::JOURNAL;
 use crate::readmodel::{DayFigures, ItemDay, SupplierDay};
 use crate::rows::{DateRange, TopItem, TopItemsQuery, rank};
 use crate::timetravel::{TimeTravel, low};
+use crate::{Backend, Signals};
 
 fn store(s: &str) -> StoreId {
     StoreId::parse(s).unwrap()
@@ -263,7 +265,7 @@ async fn check_history(travel: &TimeTravel, log: &[RecordedEvent], head: u64) {
 }
 
 pub async fn as_of_equals_a_fold_of_the_prefix(b: &Backend) {
-    let travel = TimeTravel::new(b.events.clone());
+    let travel = TimeTravel::new(b.events.clone(), b.read.clone());
     let mut rng = Rng::new(0x5EED_0017);
     let log = seed(b, &mut rng, 260).await;
     let head = log.last().map_or(0, |e| e.position);
@@ -281,7 +283,22 @@ pub async fn as_of_equals_a_fold_of_the_prefix(b: &Backend) {
     assert_eq!(travel.position_at(before).await.unwrap(), 0);
     let empty = travel.inventory(&store("east"), 0, None).await.unwrap();
     assert!(empty.rows.is_empty());
-    // Random instants, exact recorded_at values among them, select prefixes.
+    // Random instants, exact recorded_at values among them, select prefixes: first from the log
+    // alone, then (journal 1) from journal chunks of 29 positions and the log after them.
+    check_instants(&travel, &log, &mut rng).await;
+    let mut projector = Projector::new(b.events.clone(), b.sink.clone(), Signals::default())
+        .with_journal_interval(29)
+        .with_batch_size(50);
+    projector.catch_up().await.unwrap();
+    let sealed = b.read.checkpoints().await.unwrap()[JOURNAL];
+    assert_eq!(sealed, head / 29 * 29, "every whole interval sealed");
+    check_instants(&travel, &log, &mut rng).await;
+    check_history(&travel, &log, head).await;
+}
+
+async fn check_instants(travel: &TimeTravel, log: &[RecordedEvent], rng: &mut Rng) {
+    let first = log[0].recorded_at;
+    let head = log.last().map_or(0, |e| e.position);
     for round in 0..12 {
         let instant = if round % 2 == 0 {
             log[rng.below(log.len())].recorded_at
@@ -297,16 +314,15 @@ pub async fn as_of_equals_a_fold_of_the_prefix(b: &Backend) {
             .unwrap_or(0);
         let upto = travel.position_at(instant).await.unwrap();
         assert_eq!(upto, want, "position_at {instant}");
-        check_prefix(&travel, &log, upto).await;
+        check_prefix(travel, log, upto).await;
     }
-    check_prefix(&travel, &log, head).await;
-    check_history(&travel, &log, head).await;
+    check_prefix(travel, log, head).await;
 }
 
 /// Business time: the inventory at `at` counts exactly the movements that happened by then, a
 /// correction on its delivery's behalf; combined with a prefix.
 pub async fn business_time_counts_movements_that_happened_by_then(b: &Backend) {
-    let travel = TimeTravel::new(b.events.clone());
+    let travel = TimeTravel::new(b.events.clone(), b.read.clone());
     let mut rng = Rng::new(0xB05_1E55);
     let log = seed(b, &mut rng, 120).await;
     let head = log.last().map_or(0, |e| e.position);

@@ -92,7 +92,7 @@ pub async fn knowledge(s: &AppState, p: &TimeParams) -> Result<Knowledge, ApiErr
                     "is in the future: the log cannot know it yet",
                 ));
             }
-            let position = TimeTravel::new(s.backend.events.clone())
+            let position = TimeTravel::new(s.backend.events.clone(), s.backend.read.clone())
                 .position_at(at)
                 .await?;
             Some(Knowledge::Prefix {
@@ -169,5 +169,5 @@ pub async fn fold_upto(
 }
 
 pub fn travel(s: &AppState) -> TimeTravel {
-    TimeTravel::new(s.backend.events.clone())
+    TimeTravel::new(s.backend.events.clone(), s.backend.read.clone())
 }

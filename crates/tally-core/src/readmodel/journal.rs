@@ -1,0 +1,208 @@
+//! The journal: every store's [`Move`]s, kept compactly so that time travel folds a store's history
+//! from a few binary rows instead of decoding its events' JSON.
+//!
+//! The log is cut into intervals of [`INTERVAL`] positions. When the projector has folded an
+//! interval to its end, it seals it: one chunk per store that moved in it, holding that store's moves
+//! (postcard, ids interned per chunk, about 12 bytes a move) and how many events of the store's stream
+//! the interval holds. A chunk is written once and never changed, in the same transaction as the other
+//! read models' updates; the journal's checkpoint is the end of the last sealed interval. What lies
+//! after it (at most one interval, plus whatever the projector has not reached) is read from the log,
+//! the store's stream from the version the chunks add up to.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+use tally_domain::Event;
+
+use super::{Kind, Move, moves};
+
+/// The journal's projection name (its checkpoint is the end of the last sealed interval).
+pub const JOURNAL: &str = "journal";
+
+/// Positions per interval, by default. A store's open interval is read from the log by time travel:
+/// at W1's 20 stores, about 800 events. Smaller intervals mean more, smaller chunks. Each chunk
+/// records where its interval starts, so readers need not know the length.
+pub const INTERVAL: u64 = 16_384;
+
+/// A sealed chunk as stored: one store's moves over one interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub store: String,
+    /// The position before the interval's first (the previous interval's end).
+    pub interval_start: u64,
+    /// The last position of the interval.
+    pub interval_end: u64,
+    pub data: Vec<u8>,
+}
+
+/// A move as encoded: ids as indexes into the chunk's tables, the date as days since 1970-01-01.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Encoded {
+    position: u64,
+    kind: u8,
+    item: u32,
+    supplier: u32,
+    days: i32,
+    qty: i64,
+    cents: i64,
+}
+
+/// A chunk's contents.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Chunk {
+    /// How many events of the store's stream lie in the interval (its version grows by this much).
+    pub events: u64,
+    ids: Vec<String>,
+    moves: Vec<Encoded>,
+}
+
+fn epoch() -> Date {
+    Date::constant(1970, 1, 1)
+}
+
+impl Chunk {
+    pub fn decode(data: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(data)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Plain structs of integers and strings always serialize.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Calls `f` with each move of `store` at or before `upto`, with its position, in log order.
+    pub fn each(&self, store: &str, upto: u64, mut f: impl FnMut(u64, &Move<'_>)) {
+        let id = |i: u32| self.ids.get(i as usize).map_or("", String::as_str);
+        for e in self.moves.iter().take_while(|e| e.position <= upto) {
+            let Some(kind) = Kind::from_code(e.kind) else {
+                continue;
+            };
+            let date = epoch()
+                .checked_add(jiff::Span::new().days(i64::from(e.days)))
+                .unwrap_or(epoch());
+            let m = Move {
+                kind,
+                store,
+                item: id(e.item),
+                supplier: id(e.supplier),
+                date,
+                qty: e.qty,
+                cents: e.cents,
+            };
+            f(e.position, &m);
+        }
+    }
+}
+
+/// A chunk being filled.
+#[derive(Default)]
+struct Open {
+    chunk: Chunk,
+    index: HashMap<String, u32>,
+}
+
+impl Open {
+    fn id(&mut self, raw: &str) -> u32 {
+        if let Some(i) = self.index.get(raw) {
+            return *i;
+        }
+        let i = self.chunk.ids.len() as u32;
+        self.chunk.ids.push(raw.to_owned());
+        self.index.insert(raw.to_owned(), i);
+        i
+    }
+
+    fn push(&mut self, position: u64, m: &Move<'_>) {
+        let days = m.date.since(epoch()).map_or(0, |s| s.get_days());
+        let (item, supplier) = (self.id(m.item), self.id(m.supplier));
+        self.chunk.moves.push(Encoded {
+            position,
+            kind: m.kind as u8,
+            item,
+            supplier,
+            days,
+            qty: m.qty,
+            cents: m.cents,
+        });
+    }
+}
+
+/// The projector's journal: the moves of the intervals it has not sealed yet, by interval and store.
+pub struct Builder {
+    interval: u64,
+    sealed: u64,
+    folded: u64,
+    open: BTreeMap<u64, hashbrown::HashMap<String, Open>>,
+}
+
+impl Builder {
+    /// A builder whose journal is sealed up to `checkpoint`, cutting intervals of `interval`
+    /// positions from there.
+    pub fn new(checkpoint: u64, interval: u64) -> Self {
+        Self {
+            interval: interval.max(1),
+            sealed: checkpoint,
+            folded: checkpoint,
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// The end of the last sealed interval: the journal's checkpoint.
+    pub fn sealed(&self) -> u64 {
+        self.sealed
+    }
+
+    /// The last position folded.
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
+    /// Folds the next events (those at or before what it folded already are skipped).
+    pub fn fold(&mut self, events: &[(u64, Event)]) {
+        let from = self.folded;
+        for (position, event) in events.iter().filter(|(p, _)| *p > from) {
+            let end = self.end_of(*position);
+            let stores = self.open.entry(end).or_default();
+            if let Some(store) = event.store() {
+                let open = stores.entry_ref(store.as_str()).or_default();
+                open.chunk.events += 1;
+                moves(event, |m| open.push(*position, &m));
+            }
+            self.folded = *position;
+        }
+    }
+
+    /// The end of the interval holding `position` (past the last sealed one).
+    fn end_of(&self, position: u64) -> u64 {
+        let past = position.saturating_sub(self.sealed + 1);
+        self.sealed + (past / self.interval + 1) * self.interval
+    }
+
+    /// The chunks of every interval folded to its end, as one update from the last sealed interval,
+    /// or `None` when no interval ended since.
+    pub fn seal(&mut self) -> Option<(u64, u64, Vec<StoredChunk>)> {
+        let whole = (self.folded - self.sealed) / self.interval;
+        let last = self.sealed + whole * self.interval;
+        if last <= self.sealed {
+            return None;
+        }
+        let interval = self.interval;
+        let from = self.sealed;
+        let later = self.open.split_off(&(last + 1));
+        let done = std::mem::replace(&mut self.open, later);
+        let chunks = done
+            .into_iter()
+            .flat_map(|(end, stores)| {
+                stores.into_iter().map(move |(store, open)| StoredChunk {
+                    store,
+                    interval_start: end - interval,
+                    interval_end: end,
+                    data: open.chunk.encode(),
+                })
+            })
+            .collect();
+        self.sealed = last;
+        Some((from, last, chunks))
+    }
+}
