@@ -36,8 +36,8 @@ pub mod conformance;
 
 pub use lease::{Lease, Leases, LocalLeases};
 pub use ports::{
-    CommandLog, CommandQueue, Error, EventStore, Intake, IntakeLedger, KeyStore, ProjectionSink,
-    ReadModels,
+    CommandLog, CommandQueue, Error, EventStore, Intake, IntakeLedger, Journal, KeyStore,
+    ProjectionSink, ReadModels,
 };
 pub use signals::Signals;
 
@@ -53,6 +53,8 @@ pub struct Backend {
     pub sink: Arc<dyn ProjectionSink>,
     /// What queries read of them.
     pub read: Arc<dyn ReadModels>,
+    /// The journal's chunks, for time travel.
+    pub journal: Arc<dyn Journal>,
     pub keys: Arc<dyn KeyStore>,
     /// Roles only one process may hold at a time (the projector).
     pub leases: Arc<dyn Leases>,

@@ -233,10 +233,15 @@ pub trait ReadModels: Send + Sync + 'static {
     /// The items sold most over a range (in one store, or every store), by units sold, then item id;
     /// with `supplier`, only that supplier's items.
     async fn top_items(&self, query: &TopItemsQuery) -> Result<Positioned<Vec<TopItem>>>;
-    /// The journal's chunks of one store (or every store) that hold moves at or before `upto`, by
-    /// store and then interval, with the journal's checkpoint (the end of its last sealed interval)
-    /// read in the same snapshot.
-    async fn journal(
+}
+
+/// The journal's sealed chunks ([`crate::readmodel::journal`]), which time travel folds.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// The chunks of one store (or every store) whose interval starts before `upto`, by store and
+    /// then interval, with the journal's checkpoint (the end of its last sealed interval) read in
+    /// the same snapshot.
+    async fn chunks(
         &self,
         store: Option<&StoreId>,
         upto: u64,

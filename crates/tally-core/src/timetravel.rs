@@ -23,8 +23,8 @@ use tally_domain::{Event, StreamId};
 use uuid::Uuid;
 
 use crate::model::RecordedEvent;
-use crate::ports::{Error, EventStore, ReadModels, Result};
-use crate::readmodel::journal::Chunk;
+use crate::ports::{Error, EventStore, Journal, Result};
+use crate::readmodel::journal::{Chunk, Head, StoredChunk};
 use crate::readmodel::{
     Accumulator, DayFigures, Delta, INVENTORY, ITEM_DAILY, ItemDay, Move, STORE_DAILY,
     SUPPLIER_DAILY, SupplierDay, moves,
@@ -88,12 +88,12 @@ impl BusinessClock {
 /// The fold of a prefix of the log, from the journal and the log after it.
 pub struct TimeTravel {
     events: Arc<dyn EventStore>,
-    read: Arc<dyn ReadModels>,
+    journal: Arc<dyn Journal>,
 }
 
 impl TimeTravel {
-    pub fn new(events: Arc<dyn EventStore>, read: Arc<dyn ReadModels>) -> Self {
-        Self { events, read }
+    pub fn new(events: Arc<dyn EventStore>, journal: Arc<dyn Journal>) -> Self {
+        Self { events, journal }
     }
 
     /// The prefix "as known at" `at`: its last position.
@@ -110,25 +110,33 @@ impl TimeTravel {
         upto: u64,
         mut f: impl FnMut(u64, &Move<'_>, Option<&RecordedEvent>),
     ) -> Result<()> {
-        let journal = self.read.journal(store, upto).await?;
+        let journal = self.journal.chunks(store, upto).await?;
         let sealed = journal.position;
         let mut versions: HashMap<&str, u64> = HashMap::new();
         for stored in &journal.rows {
-            let chunk = Chunk::decode(&stored.data).map_err(|e| {
-                Error::Corrupt(format!(
-                    "journal chunk of {} ending at {}: {e}",
-                    stored.store, stored.interval_end
-                ))
-            })?;
-            *versions.entry(&stored.store).or_default() += chunk.events;
+            let chunk = Chunk::decode(&stored.data).map_err(|e| bad_chunk(stored, e))?;
+            *versions.entry(&stored.store).or_default() += chunk.head().events;
             chunk.each(&stored.store, upto, |p, m| f(p, m, None));
         }
+        let after = store.map_or(0, |s| versions.get(s.as_str()).copied().unwrap_or(0));
+        self.each_move_after(store, after, sealed, upto, f).await
+    }
+
+    /// [`TimeTravel::each_move`] after the journal: the moves of the events after `sealed` up to
+    /// `upto`, read from the log (a store's stream after version `after`, or the log's tail).
+    async fn each_move_after(
+        &self,
+        store: Option<&StoreId>,
+        after: u64,
+        sealed: u64,
+        upto: u64,
+        mut f: impl FnMut(u64, &Move<'_>, Option<&RecordedEvent>),
+    ) -> Result<()> {
         if upto <= sealed {
             return Ok(());
         }
         match store {
             Some(store) => {
-                let after = versions.get(store.as_str()).copied().unwrap_or(0);
                 let stream = StreamId::store(store);
                 for r in self.events.read_stream_after(&stream, after, upto).await? {
                     let event = decode(&r)?;
@@ -145,11 +153,22 @@ impl TimeTravel {
         }
     }
 
-    /// Folds the moves of `store` (or every store) up to `upto` into one projection.
-    async fn fold(&self, store: Option<&StoreId>, projection: &str, upto: u64) -> Result<Delta> {
+    /// Folds the moves of `store` (or every store) up to `upto` that `keep` accepts (the question's
+    /// item, dates or supplier, so the rows folded are the ones asked for) into one projection.
+    async fn fold_where(
+        &self,
+        store: Option<&StoreId>,
+        projection: &str,
+        upto: u64,
+        keep: impl Fn(&Move<'_>) -> bool,
+    ) -> Result<Delta> {
         let mut acc = accumulator(projection)?;
-        self.each_move(store, upto, |_, m, _| acc.fold_move(m))
-            .await?;
+        self.each_move(store, upto, |_, m, _| {
+            if keep(m) {
+                acc.fold_move(m)
+            }
+        })
+        .await?;
         Ok(acc.finish())
     }
 
@@ -193,23 +212,68 @@ impl TimeTravel {
         Ok(())
     }
 
+    /// A store's stock as of `upto` (of `item` alone, when given): the whole sealed intervals from
+    /// their chunks' heads (their net change per item, without their moves), the interval holding
+    /// `upto` from its moves, and the log after the journal.
+    async fn stock(
+        &self,
+        store: &StoreId,
+        item: Option<&ItemId>,
+        upto: u64,
+    ) -> Result<HashMap<String, i64>> {
+        let wanted = |i: &str| item.is_none_or(|x| x.as_str() == i);
+        let mut stock: HashMap<String, i64> = HashMap::new();
+        let mut add = |i: &str, change: i64| {
+            if wanted(i) {
+                *stock.entry(i.to_owned()).or_default() += change;
+            }
+        };
+        let journal = self.journal.chunks(Some(store), upto).await?;
+        let mut version = 0;
+        for stored in &journal.rows {
+            if stored.interval_end <= upto {
+                let head = Head::decode(&stored.data).map_err(|e| bad_chunk(stored, e))?;
+                version += head.events;
+                head.each_stock_change(&mut add);
+            } else {
+                let chunk = Chunk::decode(&stored.data).map_err(|e| bad_chunk(stored, e))?;
+                version += chunk.head().events;
+                chunk.each(&stored.store, upto, |_, m| {
+                    if let Some(change) = m.stock_change() {
+                        add(m.item, change);
+                    }
+                });
+            }
+        }
+        self.each_move_after(Some(store), version, journal.position, upto, |_, m, _| {
+            if let Some(change) = m.stock_change() {
+                add(m.item, change);
+            }
+        })
+        .await?;
+        Ok(stock)
+    }
+
     pub async fn inventory(
         &self,
         store: &StoreId,
         upto: u64,
         at: Option<Timestamp>,
     ) -> Result<Positioned<Vec<StockRow>>> {
-        let delta = match at {
-            Some(at) => self.fold_business_time(store, INVENTORY, upto, at).await?,
-            None => self.fold(Some(store), INVENTORY, upto).await?,
-        };
-        let Delta::Inventory(rows) = delta else {
-            return Err(wrong_delta(INVENTORY));
+        let rows: Vec<(String, i64)> = match at {
+            None => self.stock(store, None, upto).await?.into_iter().collect(),
+            Some(at) => match self.fold_business_time(store, INVENTORY, upto, at).await? {
+                Delta::Inventory(rows) => rows
+                    .into_iter()
+                    .filter(|((s, _), _)| s == store.as_str())
+                    .map(|((_, item), n)| (item, n))
+                    .collect(),
+                _ => return Err(wrong_delta(INVENTORY)),
+            },
         };
         let mut out = rows
             .into_iter()
-            .filter(|((s, _), _)| s == store.as_str())
-            .map(|((_, item), on_hand)| {
+            .map(|(item, on_hand)| {
                 Ok(StockRow {
                     item_id: item_id(&item)?,
                     on_hand,
@@ -227,13 +291,18 @@ impl TimeTravel {
         upto: u64,
         at: Option<Timestamp>,
     ) -> Result<Positioned<i64>> {
-        let all = self.inventory(store, upto, at).await?;
-        let on_hand = all
-            .rows
-            .iter()
-            .find(|r| &r.item_id == item)
-            .map_or(0, |r| r.on_hand);
-        Ok(Positioned::new(upto, on_hand))
+        let on_hand = match at {
+            None => self
+                .stock(store, Some(item), upto)
+                .await?
+                .get(item.as_str())
+                .copied(),
+            Some(at) => match self.fold_business_time(store, INVENTORY, upto, at).await? {
+                Delta::Inventory(rows) => rows.get(&(store.to_string(), item.to_string())).copied(),
+                _ => return Err(wrong_delta(INVENTORY)),
+            },
+        };
+        Ok(Positioned::new(upto, on_hand.unwrap_or(0)))
     }
 
     pub async fn low_stock(
@@ -253,7 +322,11 @@ impl TimeTravel {
         range: DateRange,
         upto: u64,
     ) -> Result<Positioned<Vec<Dated<DayFigures>>>> {
-        let Delta::StoreDaily(rows) = self.fold(Some(store), STORE_DAILY, upto).await? else {
+        let dates = |m: &Move<'_>| range.contains(m.date);
+        let delta = self
+            .fold_where(Some(store), STORE_DAILY, upto, dates)
+            .await?;
+        let Delta::StoreDaily(rows) = delta else {
             return Err(wrong_delta(STORE_DAILY));
         };
         let days = rows
@@ -264,7 +337,8 @@ impl TimeTravel {
     }
 
     pub async fn daily_sales(&self, date: Date, upto: u64) -> Result<Positioned<Vec<StoreSales>>> {
-        let Delta::StoreDaily(rows) = self.fold(None, STORE_DAILY, upto).await? else {
+        let on = |m: &Move<'_>| m.date == date;
+        let Delta::StoreDaily(rows) = self.fold_where(None, STORE_DAILY, upto, on).await? else {
             return Err(wrong_delta(STORE_DAILY));
         };
         let mut out = rows
@@ -287,7 +361,9 @@ impl TimeTravel {
         range: DateRange,
         upto: u64,
     ) -> Result<Positioned<Vec<Dated<SupplierDay>>>> {
-        let Delta::SupplierDaily(rows) = self.fold(None, SUPPLIER_DAILY, upto).await? else {
+        let asked = |m: &Move<'_>| m.supplier == supplier.as_str() && range.contains(m.date);
+        let delta = self.fold_where(None, SUPPLIER_DAILY, upto, asked).await?;
+        let Delta::SupplierDaily(rows) = delta else {
             return Err(wrong_delta(SUPPLIER_DAILY));
         };
         let days = rows
@@ -297,11 +373,6 @@ impl TimeTravel {
         Ok(Positioned::new(upto, by_date(days)))
     }
 
-    /// Item daily rows of the prefix: one store's, or every store's.
-    async fn item_rows(&self, store: Option<&StoreId>, upto: u64) -> Result<Delta> {
-        self.fold(store, ITEM_DAILY, upto).await
-    }
-
     pub async fn item_daily(
         &self,
         item: &ItemId,
@@ -309,7 +380,8 @@ impl TimeTravel {
         range: DateRange,
         upto: u64,
     ) -> Result<Positioned<ItemSales>> {
-        let Delta::ItemDaily(delta) = self.item_rows(store, upto).await? else {
+        let asked = |m: &Move<'_>| m.item == item.as_str() && range.contains(m.date);
+        let Delta::ItemDaily(delta) = self.fold_where(store, ITEM_DAILY, upto, asked).await? else {
             return Err(wrong_delta(ITEM_DAILY));
         };
         let mut days: HashMap<Date, ItemDay> = HashMap::new();
@@ -341,7 +413,9 @@ impl TimeTravel {
         query: &TopItemsQuery,
         upto: u64,
     ) -> Result<Positioned<Vec<TopItem>>> {
-        let Delta::ItemDaily(delta) = self.item_rows(query.store.as_ref(), upto).await? else {
+        let dates = |m: &Move<'_>| query.range.contains(m.date);
+        let store = query.store.as_ref();
+        let Delta::ItemDaily(delta) = self.fold_where(store, ITEM_DAILY, upto, dates).await? else {
             return Err(wrong_delta(ITEM_DAILY));
         };
         let mut totals: HashMap<&str, ItemDay> = HashMap::new();
@@ -510,6 +584,13 @@ fn version<F>(recorded: &RecordedEvent, figures: F) -> Version<F> {
         event_type: recorded.event_type.clone(),
         figures,
     }
+}
+
+fn bad_chunk(stored: &StoredChunk, e: postcard::Error) -> Error {
+    Error::Corrupt(format!(
+        "journal chunk of {} ending at {}: {e}",
+        stored.store, stored.interval_end
+    ))
 }
 
 fn accumulator(projection: &str) -> Result<Accumulator> {

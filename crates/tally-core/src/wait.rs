@@ -35,10 +35,11 @@ pub async fn command_outcome(
     }
 }
 
-/// Waits until every projection has reached `position`; false if `wait` passed first.
+/// Waits until each of `projections` has reached `position`; false if `wait` passed first.
 pub async fn projected(
     read: &dyn ReadModels,
     signals: &Signals,
+    projections: &[&str],
     position: u64,
     wait: Duration,
 ) -> Result<bool, Error> {
@@ -47,7 +48,7 @@ pub async fn projected(
     loop {
         projected.borrow_and_update();
         let reached = read.checkpoints().await?;
-        let lowest = crate::readmodel::PROJECTIONS
+        let lowest = projections
             .iter()
             .map(|p| reached.get(*p).copied().unwrap_or(0))
             .min()

@@ -46,6 +46,9 @@ pub const ZONES: [&str; 5] = [
     "Australia/Sydney",
 ];
 
+/// The first business date of W1's sales and deliveries.
+pub const W1_FIRST_DAY: Date = jiff::civil::date(2026, 11, 2);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct W1Size {
     pub suppliers: usize,
@@ -87,6 +90,12 @@ pub struct W1 {
 
 /// Generates W1 with the given seed (42 by default in WORKLOAD.md).
 pub fn w1(seed: u64, size: W1Size) -> W1 {
+    w1_over(seed, size, 7)
+}
+
+/// W1 with its business times spread over `days` days instead of 7 (the time-travel benchmark's
+/// log covers 90).
+pub fn w1_over(seed: u64, size: W1Size, days: usize) -> W1 {
     let mut rng = SplitMix64::new(seed);
     let mut commands = Vec::with_capacity(
         size.suppliers + size.stores + size.items * (size.stores + 1) + size.sales,
@@ -140,11 +149,11 @@ pub fn w1(seed: u64, size: W1Size) -> W1 {
     let reference_count = commands.len();
     let mut books = Books::default();
 
-    // Business times: 7 days from 2026-11-02 in each store's zone.
-    let first_day: Date = jiff::civil::date(2026, 11, 2);
+    // Business times: `days` days from 2026-11-02 in each store's zone.
+    let first_day: Date = W1_FIRST_DAY;
     let when = |rng: &mut SplitMix64, tz: &TimeZoneName| -> Timestamp {
         let day = first_day
-            .checked_add(jiff::Span::new().days(rng.below(7) as i64))
+            .checked_add(jiff::Span::new().days(rng.below(days.max(1) as u64) as i64))
             .unwrap_or(first_day);
         let secs = rng.below(86_400) as i64;
         let local = day.to_datetime(jiff::civil::Time::midnight());

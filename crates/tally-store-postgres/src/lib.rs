@@ -158,6 +158,7 @@ impl Postgres {
             queue: self.clone(),
             sink: self.clone(),
             read: self.clone(),
+            journal: self.clone(),
             keys: self.clone(),
             leases: Arc::new(PgLeases::new(self.pg_config.clone(), &self.options.schema)),
             ledger: self.clone(),
@@ -187,6 +188,23 @@ impl Postgres {
             ))
             .await
             .map_err(|e| pg_error("dropping the schema", e))
+    }
+
+    /// The bytes each table of the schema takes with its indexes and TOAST (for benchmarks).
+    pub async fn table_bytes(&self) -> Result<Vec<(String, u64)>, Error> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT c.relname::text, pg_total_relation_size(c.oid) FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind = 'r'",
+                &[&self.options.schema],
+            )
+            .await
+            .map_err(|e| pg_error("measuring the tables", e))?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), to_u64(r.get(1), "table size")?)))
+            .collect()
     }
 
     /// Whether the database answers now (for `/readyz`).

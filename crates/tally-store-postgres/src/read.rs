@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use jiff::civil::Date;
-use tally_core::ports::{Error, ReadModels, Result};
+use tally_core::ports::{Error, Journal, ReadModels, Result};
 use tally_core::readmodel::journal::{JOURNAL, StoredChunk};
 use tally_core::readmodel::{
     DayFigures, INVENTORY, ITEM_DAILY, ItemDay, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
@@ -296,37 +296,6 @@ impl ReadModels for Postgres {
         ))
     }
 
-    async fn journal(
-        &self,
-        store: Option<&StoreId>,
-        upto: u64,
-    ) -> Result<Positioned<Vec<StoredChunk>>> {
-        let store = store.map(|s| s.as_str());
-        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
-        let a = self
-            .snapshot(
-                JOURNAL,
-                "SELECT store_id, interval_start, interval_end, data FROM rm_journal \
-                 WHERE ($1::text IS NULL OR store_id = $1) AND interval_start < $2 \
-                 ORDER BY store_id COLLATE \"C\", interval_start",
-                &[&store, &upto],
-            )
-            .await?;
-        let chunks = a
-            .rows
-            .iter()
-            .map(|r| {
-                Ok(StoredChunk {
-                    store: r.get(0),
-                    interval_start: to_u64(r.get(1), "interval start")?,
-                    interval_end: to_u64(r.get(2), "interval end")?,
-                    data: r.get(3),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Positioned::new(a.position, chunks))
-    }
-
     async fn top_items(&self, query: &TopItemsQuery) -> Result<Positioned<Vec<TopItem>>> {
         let (from, to) = bounds(query.range);
         let store = query.store.as_ref().map(|s| s.as_str());
@@ -355,5 +324,39 @@ impl ReadModels for Postgres {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Positioned::new(a.position, items))
+    }
+}
+
+#[async_trait]
+impl Journal for Postgres {
+    async fn chunks(
+        &self,
+        store: Option<&StoreId>,
+        upto: u64,
+    ) -> Result<Positioned<Vec<StoredChunk>>> {
+        let store = store.map(|s| s.as_str());
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        let a = self
+            .snapshot(
+                JOURNAL,
+                "SELECT store_id, interval_start, interval_end, data FROM rm_journal \
+                 WHERE ($1::text IS NULL OR store_id = $1) AND interval_start < $2 \
+                 ORDER BY store_id COLLATE \"C\", interval_start",
+                &[&store, &upto],
+            )
+            .await?;
+        let chunks = a
+            .rows
+            .iter()
+            .map(|r| {
+                Ok(StoredChunk {
+                    store: r.get(0),
+                    interval_start: to_u64(r.get(1), "interval start")?,
+                    interval_end: to_u64(r.get(2), "interval end")?,
+                    data: r.get(3),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Positioned::new(a.position, chunks))
     }
 }

@@ -174,6 +174,24 @@ impl Sqlite {
         }))
     }
 
+    /// The bytes each table and index of `tally.db` takes, by name (for benchmarks; SQLite's
+    /// `dbstat`).
+    pub async fn table_bytes(&self) -> Result<Vec<(String, u64)>, Error> {
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")
+                    .map_err(writer::sql_error)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                    })
+                    .map_err(writer::sql_error)?;
+                rows.map(|r| r.map_err(writer::sql_error)).collect()
+            })
+            .await
+    }
+
     /// Every port of this backend.
     pub fn backend(self: &Arc<Self>) -> Backend {
         Backend {
@@ -183,6 +201,7 @@ impl Sqlite {
             queue: self.clone(),
             sink: self.clone(),
             read: self.clone(),
+            journal: self.clone(),
             keys: self.clone(),
             leases: Arc::new(self.leases.clone()),
             ledger: self.clone(),

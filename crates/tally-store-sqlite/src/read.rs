@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use jiff::civil::Date;
 use rusqlite::{Connection, OptionalExtension, params};
-use tally_core::ports::{Error, ReadModels, Result};
+use tally_core::ports::{Error, Journal, ReadModels, Result};
 use tally_core::readmodel::journal::{JOURNAL, StoredChunk};
 use tally_core::readmodel::{
     DayFigures, INVENTORY, ITEM_DAILY, ItemDay, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
@@ -309,36 +309,6 @@ impl ReadModels for Sqlite {
             .await
     }
 
-    async fn journal(
-        &self,
-        store: Option<&StoreId>,
-        upto: u64,
-    ) -> Result<Positioned<Vec<StoredChunk>>> {
-        let store = store.map(|s| s.to_string());
-        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
-        self.readers
-            .read(move |conn| {
-                snapshot(conn, JOURNAL, |conn| {
-                    rows(
-                        conn,
-                        "SELECT store_id, interval_start, interval_end, data FROM rm_journal \
-                         WHERE (?1 IS NULL OR store_id = ?1) AND interval_start < ?2 \
-                         ORDER BY store_id, interval_start",
-                        params![store, upto],
-                        |r| {
-                            Ok(StoredChunk {
-                                store: r.get(0)?,
-                                interval_start: r.get::<_, i64>(1)? as u64,
-                                interval_end: r.get::<_, i64>(2)? as u64,
-                                data: r.get(3)?,
-                            })
-                        },
-                    )
-                })
-            })
-            .await
-    }
-
     async fn top_items(&self, query: &TopItemsQuery) -> Result<Positioned<Vec<TopItem>>> {
         let (from, to) = bounds(query.range);
         let store = query.store.as_ref().map(|s| s.to_string());
@@ -366,6 +336,39 @@ impl ReadModels for Sqlite {
                             })
                         })
                         .collect()
+                })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Journal for Sqlite {
+    async fn chunks(
+        &self,
+        store: Option<&StoreId>,
+        upto: u64,
+    ) -> Result<Positioned<Vec<StoredChunk>>> {
+        let store = store.map(|s| s.to_string());
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        self.readers
+            .read(move |conn| {
+                snapshot(conn, JOURNAL, |conn| {
+                    rows(
+                        conn,
+                        "SELECT store_id, interval_start, interval_end, data FROM rm_journal \
+                         WHERE (?1 IS NULL OR store_id = ?1) AND interval_start < ?2 \
+                         ORDER BY store_id, interval_start",
+                        params![store, upto],
+                        |r| {
+                            Ok(StoredChunk {
+                                store: r.get(0)?,
+                                interval_start: r.get::<_, i64>(1)? as u64,
+                                interval_end: r.get::<_, i64>(2)? as u64,
+                                data: r.get(3)?,
+                            })
+                        },
+                    )
                 })
             })
             .await

@@ -135,7 +135,6 @@ CREATE TABLE rm_item_daily (
     PRIMARY KEY (store_id, item_id, date)
 ) WITHOUT ROWID;
 CREATE INDEX rm_item_daily_by_item ON rm_item_daily (item_id, date);
-CREATE INDEX rm_item_daily_by_date ON rm_item_daily (date);
 "#,
     r#"
 -- The journal: each store's moves per sealed interval of the log, in compact binary chunks

@@ -31,7 +31,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
                      ON CONFLICT (store_id, item_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
                 )
                 .map_err(sql_error)?;
-            for ((store, item), d) in rows {
+            for ((store, item), d) in in_key_order(rows) {
                 stmt.execute(params![store, item, d]).map_err(sql_error)?;
             }
         }
@@ -45,7 +45,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
                      returned_cents = returned_cents + excluded.returned_cents",
                 )
                 .map_err(sql_error)?;
-            for ((store, date), f) in rows {
+            for ((store, date), f) in in_key_order(rows) {
                 stmt.execute(params![
                     store,
                     date.to_string(),
@@ -83,7 +83,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
                      units_sold = units_sold + excluded.units_sold, sales_cents = sales_cents + excluded.sales_cents",
                 )
                 .map_err(sql_error)?;
-            for ((supplier, date), f) in rows {
+            for ((supplier, date), f) in in_key_order(rows) {
                 stmt.execute(params![
                     supplier,
                     date.to_string(),
@@ -107,6 +107,14 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
     Ok(())
 }
 
+/// A delta's rows in the order of their table's key: consecutive upserts then touch neighbouring
+/// B-tree pages (mostly in the page cache already) instead of pages all over the table.
+fn in_key_order<K: Ord, V>(rows: &HashMap<K, V>) -> Vec<(&K, &V)> {
+    let mut sorted: Vec<(&K, &V)> = rows.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    sorted
+}
+
 fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
     let mut stmt = conn
         .prepare_cached(
@@ -116,7 +124,7 @@ fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
              returned_units = returned_units + excluded.returned_units, returned_cents = returned_cents + excluded.returned_cents",
         )
         .map_err(sql_error)?;
-    for ((store, item, date), f) in &delta.rows {
+    for ((store, item, date), f) in in_key_order(&delta.rows) {
         let supplier = delta.suppliers.get(item).map_or("", String::as_str);
         stmt.execute(params![
             store,

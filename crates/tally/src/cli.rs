@@ -264,8 +264,17 @@ pub enum BenchBackend {
     Postgres,
 }
 
-/// The database `tally bench w1 --backend postgres` uses when --postgres is not given.
+/// The database `tally bench … --backend postgres` uses when --postgres is not given.
 const BENCH_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The PostgreSQL database a benchmark runs on, if any.
+fn bench_database(backend: BenchBackend, postgres: Option<String>) -> Option<String> {
+    match (backend, postgres) {
+        (_, Some(url)) => Some(url),
+        (BenchBackend::Postgres, None) => Some(BENCH_POSTGRES.to_owned()),
+        (BenchBackend::Sqlite, None) => None,
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
@@ -281,6 +290,26 @@ pub enum BenchCmd {
         batch: usize,
         /// Where the events go: a temporary SQLite data dir, or a scratch schema (dropped afterwards)
         /// of the PostgreSQL database at --postgres.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BenchBackend,
+        /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
+        #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
+        postgres: Option<String>,
+    },
+    /// Time travel on a long W1-shaped log: a store's 31-day daily sales and one item's stock as of
+    /// random instants, and a day's history, each timed; disk per event per table.
+    Asof {
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// About this many events in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Business times spread over this many days.
+        #[arg(long, default_value_t = 90)]
+        days: usize,
+        /// Random instants asked, for each of the three questions.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
         #[arg(long, value_enum, default_value = "sqlite")]
         backend: BenchBackend,
         /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
@@ -334,12 +363,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             init_logging(LogFormat::Human);
-            let postgres = match (backend, postgres) {
-                (_, Some(url)) => Some(url),
-                (BenchBackend::Postgres, None) => Some(BENCH_POSTGRES.to_owned()),
-                (BenchBackend::Sqlite, None) => None,
-            };
+            let postgres = bench_database(backend, postgres);
             runtime.block_on(crate::bench::w1_bench(seed, sales, batch, postgres))?
+        }
+        Cmd::Bench {
+            which:
+                BenchCmd::Asof {
+                    seed,
+                    events,
+                    days,
+                    queries,
+                    backend,
+                    postgres,
+                },
+        } => {
+            init_logging(LogFormat::Human);
+            let postgres = bench_database(backend, postgres);
+            runtime.block_on(crate::bench::asof_bench(crate::bench::AsofOptions {
+                seed,
+                events,
+                days,
+                queries,
+                postgres,
+            }))?
         }
         Cmd::Rebuild => {
             init_logging(LogFormat::Human);

@@ -265,7 +265,7 @@ async fn check_history(travel: &TimeTravel, log: &[RecordedEvent], head: u64) {
 }
 
 pub async fn as_of_equals_a_fold_of_the_prefix(b: &Backend) {
-    let travel = TimeTravel::new(b.events.clone(), b.read.clone());
+    let travel = TimeTravel::new(b.events.clone(), b.journal.clone());
     let mut rng = Rng::new(0x5EED_0017);
     let log = seed(b, &mut rng, 260).await;
     let head = log.last().map_or(0, |e| e.position);
@@ -322,7 +322,7 @@ async fn check_instants(travel: &TimeTravel, log: &[RecordedEvent], rng: &mut Rn
 /// Business time: the inventory at `at` counts exactly the movements that happened by then, a
 /// correction on its delivery's behalf; combined with a prefix.
 pub async fn business_time_counts_movements_that_happened_by_then(b: &Backend) {
-    let travel = TimeTravel::new(b.events.clone(), b.read.clone());
+    let travel = TimeTravel::new(b.events.clone(), b.journal.clone());
     let mut rng = Rng::new(0xB05_1E55);
     let log = seed(b, &mut rng, 120).await;
     let head = log.last().map_or(0, |e| e.position);

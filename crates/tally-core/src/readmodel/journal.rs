@@ -51,10 +51,36 @@ struct Encoded {
 /// A chunk's contents.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Chunk {
+    head: Head,
+    moves: Vec<Encoded>,
+}
+
+/// What a chunk says before its moves, readable without them: a store's stock as of a position is
+/// the sum of the stock changes of the whole intervals before it and the moves of one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Head {
     /// How many events of the store's stream lie in the interval (its version grows by this much).
     pub events: u64,
     ids: Vec<String>,
-    moves: Vec<Encoded>,
+    /// The interval's net change of each item's stock, by item index.
+    stock: Vec<(u32, i64)>,
+}
+
+impl Head {
+    /// Reads a chunk's head, leaving its moves undecoded.
+    pub fn decode(data: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::take_from_bytes(data).map(|(head, _)| head)
+    }
+
+    /// Calls `f` with each item's net stock change over the interval.
+    pub fn each_stock_change(&self, mut f: impl FnMut(&str, i64)) {
+        for (item, change) in &self.stock {
+            f(
+                self.ids.get(*item as usize).map_or("", String::as_str),
+                *change,
+            );
+        }
+    }
 }
 
 fn epoch() -> Date {
@@ -66,6 +92,10 @@ impl Chunk {
         postcard::from_bytes(data)
     }
 
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         // Plain structs of integers and strings always serialize.
         postcard::to_stdvec(self).unwrap_or_default()
@@ -73,14 +103,18 @@ impl Chunk {
 
     /// Calls `f` with each move of `store` at or before `upto`, with its position, in log order.
     pub fn each(&self, store: &str, upto: u64, mut f: impl FnMut(u64, &Move<'_>)) {
-        let id = |i: u32| self.ids.get(i as usize).map_or("", String::as_str);
+        let id = |i: u32| self.head.ids.get(i as usize).map_or("", String::as_str);
+        // Date arithmetic is dearer than a lookup: a chunk's moves fall on few business dates.
+        let mut dates: HashMap<i32, Date> = HashMap::new();
         for e in self.moves.iter().take_while(|e| e.position <= upto) {
             let Some(kind) = Kind::from_code(e.kind) else {
                 continue;
             };
-            let date = epoch()
-                .checked_add(jiff::Span::new().days(i64::from(e.days)))
-                .unwrap_or(epoch());
+            let date = *dates.entry(e.days).or_insert_with(|| {
+                epoch()
+                    .checked_add(jiff::Span::new().days(i64::from(e.days)))
+                    .unwrap_or(epoch())
+            });
             let m = Move {
                 kind,
                 store,
@@ -100,6 +134,7 @@ impl Chunk {
 struct Open {
     chunk: Chunk,
     index: HashMap<String, u32>,
+    stock: HashMap<u32, i64>,
 }
 
 impl Open {
@@ -107,15 +142,26 @@ impl Open {
         if let Some(i) = self.index.get(raw) {
             return *i;
         }
-        let i = self.chunk.ids.len() as u32;
-        self.chunk.ids.push(raw.to_owned());
+        let i = self.chunk.head.ids.len() as u32;
+        self.chunk.head.ids.push(raw.to_owned());
         self.index.insert(raw.to_owned(), i);
         i
+    }
+
+    /// The chunk, encoded with its stock changes in item order.
+    fn seal(mut self) -> Vec<u8> {
+        let mut stock: Vec<(u32, i64)> = self.stock.into_iter().collect();
+        stock.sort_unstable();
+        self.chunk.head.stock = stock;
+        self.chunk.encode()
     }
 
     fn push(&mut self, position: u64, m: &Move<'_>) {
         let days = m.date.since(epoch()).map_or(0, |s| s.get_days());
         let (item, supplier) = (self.id(m.item), self.id(m.supplier));
+        if let Some(change) = m.stock_change() {
+            *self.stock.entry(item).or_insert(0) += change;
+        }
         self.chunk.moves.push(Encoded {
             position,
             kind: m.kind as u8,
@@ -166,7 +212,7 @@ impl Builder {
             let stores = self.open.entry(end).or_default();
             if let Some(store) = event.store() {
                 let open = stores.entry_ref(store.as_str()).or_default();
-                open.chunk.events += 1;
+                open.chunk.head.events += 1;
                 moves(event, |m| open.push(*position, &m));
             }
             self.folded = *position;
@@ -198,7 +244,7 @@ impl Builder {
                     store,
                     interval_start: end - interval,
                     interval_end: end,
-                    data: open.chunk.encode(),
+                    data: open.seal(),
                 })
             })
             .collect();

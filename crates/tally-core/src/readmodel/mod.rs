@@ -13,6 +13,9 @@ pub const STORE_DAILY: &str = "store_daily_sales";
 pub const SUPPLIER_DAILY: &str = "supplier_daily";
 pub const ITEM_DAILY: &str = "item_daily_sales";
 pub const PROJECTIONS: [&str; 4] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY, ITEM_DAILY];
+/// The projections applied with every batch; item daily sales are applied less often when live
+/// (`projector::SLOW_INTERVAL`).
+pub const LIVE: [&str; 3] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY];
 
 mod figures;
 pub mod journal;
@@ -118,15 +121,7 @@ impl Accumulator {
     pub fn fold_move(&mut self, m: &Move<'_>) {
         match self {
             Accumulator::Inventory(rows) => {
-                // Sold lines leave the stock (a voided one, negative, comes back); everything else
-                // moves it by its quantity.
-                let change = match m.kind {
-                    Kind::Delivered | Kind::Returned | Kind::Adjusted | Kind::Corrected => m.qty,
-                    Kind::Sold => -m.qty,
-                    Kind::DeliveryCount | Kind::SaleCount => return,
-                };
-                // A correction of cost only moves no stock.
-                if change != 0 || m.kind != Kind::Corrected {
+                if let Some(change) = m.stock_change() {
                     let items = rows.entry_ref(m.store).or_default();
                     *items.entry_ref(m.item).or_insert(0) += change;
                 }

@@ -69,6 +69,20 @@ pub struct Move<'e> {
     pub cents: i64,
 }
 
+impl Move<'_> {
+    /// How the move changes the store's stock of its item, if it does: sold lines leave it (a
+    /// voided one, negative, comes back); deliveries, returns, adjustments and corrections move it
+    /// by their quantity; a correction of cost only does not move it.
+    pub fn stock_change(&self) -> Option<i64> {
+        match self.kind {
+            Kind::Delivered | Kind::Returned | Kind::Adjusted => Some(self.qty),
+            Kind::Corrected => (self.qty != 0).then_some(self.qty),
+            Kind::Sold => Some(-self.qty),
+            Kind::DeliveryCount | Kind::SaleCount => None,
+        }
+    }
+}
+
 fn line<'e>(kind: Kind, store: &'e str, date: Date, l: &'e SoldLine, sign: i64) -> Move<'e> {
     Move {
         kind,

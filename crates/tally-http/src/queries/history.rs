@@ -81,7 +81,7 @@ pub async fn store_day_history(
     auth.reads_store(&raw_store)?;
     let store = store_id(&raw_store)?;
     let day = date("date", Some(&raw_date))?.unwrap_or_default();
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, STORE_DAILY).await?;
     let upto = fold_upto(&s, k, STORE_DAILY).await?;
     let answer = travel(&s).store_day_history(&store, day, upto).await?;
     if wants_csv(&headers) {
@@ -143,7 +143,7 @@ pub async fn supplier_day_history(
     auth.reads_supplier(&raw_supplier)?;
     let supplier = supplier_id(&raw_supplier)?;
     let day = date("date", Some(&raw_date))?.unwrap_or_default();
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, SUPPLIER_DAILY).await?;
     let upto = fold_upto(&s, k, SUPPLIER_DAILY).await?;
     let answer = travel(&s)
         .supplier_day_history(&supplier, day, upto)

@@ -132,7 +132,7 @@ pub async fn inventory(
     auth.reads_store(&raw)?;
     let store = store_id(&raw)?;
     let at = at_param(p.at.as_deref())?;
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, INVENTORY).await?;
     let answer = stock(&s, &store, k, at).await?;
     Ok(stock_answer(&store, answer, k, at, &headers))
 }
@@ -151,7 +151,7 @@ pub async fn inventory_item(
     auth.reads_store(&raw_store)?;
     let (store, item) = (store_id(&raw_store)?, item_id(&raw_item)?);
     let at = at_param(p.at.as_deref())?;
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, INVENTORY).await?;
     let answer = if k == Knowledge::Current && at.is_none() {
         s.backend.read.inventory_item(&store, &item).await?
     } else {
@@ -201,7 +201,7 @@ pub async fn low_stock(
             })?,
     };
     let at = at_param(p.at.as_deref())?;
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, INVENTORY).await?;
     let answer = if k == Knowledge::Current && at.is_none() {
         s.backend.read.low_stock(&store, threshold).await?
     } else {

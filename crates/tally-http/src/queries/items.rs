@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_core::model::Role;
+use tally_core::readmodel::ITEM_DAILY;
 use tally_core::rows::{DateRange, TopItemsQuery};
 use tally_domain::values::{StoreId, SupplierId};
 use utoipa::{IntoParams, ToSchema};
@@ -128,7 +129,7 @@ pub async fn item_daily_sales(
     let store = store_of(&auth, p.store_id.as_deref())?;
     let item = super::item_id(&raw)?;
     let range = range(p.from.as_deref(), p.to.as_deref())?;
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, ITEM_DAILY).await?;
     let answer = match k {
         Knowledge::Current => {
             s.backend
@@ -242,7 +243,7 @@ pub async fn top_items(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let query = top_query(&auth, &p)?;
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, ITEM_DAILY).await?;
     let answer = match k {
         Knowledge::Current => s.backend.read.top_items(&query).await?,
         Knowledge::Prefix { position, .. } => travel(&s).top_items(&query, position).await?,

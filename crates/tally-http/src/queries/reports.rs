@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
-use tally_core::readmodel::{DayFigures, SupplierDay};
+use tally_core::readmodel::{DayFigures, STORE_DAILY, SUPPLIER_DAILY, SupplierDay};
 use tally_core::rows::Dated;
 use utoipa::{IntoParams, ToSchema};
 
@@ -101,7 +101,7 @@ pub async fn store_daily_sales(
     auth.reads_store(&raw)?;
     let store = store_id(&raw)?;
     let range = range(p.from.as_deref(), p.to.as_deref())?;
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, STORE_DAILY).await?;
     let answer = match k {
         Knowledge::Current => s.backend.read.store_daily(&store, range).await?,
         Knowledge::Prefix { position, .. } => {
@@ -164,7 +164,7 @@ pub async fn daily_sales(
     ])?;
     let day = date("date", p.date.as_deref())?
         .ok_or_else(|| ApiError::invalid("date", "is required, YYYY-MM-DD"))?;
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, STORE_DAILY).await?;
     let answer = match k {
         Knowledge::Current => s.backend.read.daily_sales(day).await?,
         Knowledge::Prefix { position, .. } => travel(&s).daily_sales(day, position).await?,
@@ -254,7 +254,7 @@ pub async fn supplier_daily(
     auth.reads_supplier(&raw)?;
     let supplier = supplier_id(&raw)?;
     let range = range(p.from.as_deref(), p.to.as_deref())?;
-    let k = knowledge(&s, &t).await?;
+    let k = knowledge(&s, &t, SUPPLIER_DAILY).await?;
     let answer = match k {
         Knowledge::Current => s.backend.read.supplier_daily(&supplier, range).await?,
         Knowledge::Prefix { position, .. } => {

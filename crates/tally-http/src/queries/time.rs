@@ -70,8 +70,12 @@ pub fn instant(field: &str, raw: &str) -> Result<Timestamp, ApiError> {
 }
 
 /// Checks the parameters and decides what the query answers from; for [`Knowledge::Current`],
-/// waits for `min_position` first.
-pub async fn knowledge(s: &AppState, p: &TimeParams) -> Result<Knowledge, ApiError> {
+/// waits for `min_position` first (for `projection`, the read model the query reads).
+pub async fn knowledge(
+    s: &AppState,
+    p: &TimeParams,
+    projection: &str,
+) -> Result<Knowledge, ApiError> {
     let min = p
         .min_position
         .as_deref()
@@ -92,7 +96,7 @@ pub async fn knowledge(s: &AppState, p: &TimeParams) -> Result<Knowledge, ApiErr
                     "is in the future: the log cannot know it yet",
                 ));
             }
-            let position = TimeTravel::new(s.backend.events.clone(), s.backend.read.clone())
+            let position = TimeTravel::new(s.backend.events.clone(), s.backend.journal.clone())
                 .position_at(at)
                 .await?;
             Some(Knowledge::Prefix {
@@ -125,15 +129,16 @@ pub async fn knowledge(s: &AppState, p: &TimeParams) -> Result<Knowledge, ApiErr
         }
         (Some(k), _) => Ok(k),
         (None, Some(min)) => {
-            wait_for(s, min).await?;
+            wait_for(s, projection, min).await?;
             Ok(Knowledge::Current)
         }
         (None, None) => Ok(Knowledge::Current),
     }
 }
 
-async fn wait_for(s: &AppState, position: u64) -> Result<(), ApiError> {
-    let wait = tally_core::wait::projected(s.backend.read.as_ref(), &s.signals, position, MAX_WAIT);
+async fn wait_for(s: &AppState, projection: &str, position: u64) -> Result<(), ApiError> {
+    let (read, projections) = (s.backend.read.as_ref(), [projection]);
+    let wait = tally_core::wait::projected(read, &s.signals, &projections, position, MAX_WAIT);
     let reached = tokio::select! {
         r = wait => r?,
         _ = crate::shutting_down(s) => false,
@@ -169,5 +174,5 @@ pub async fn fold_upto(
 }
 
 pub fn travel(s: &AppState) -> TimeTravel {
-    TimeTravel::new(s.backend.events.clone(), s.backend.read.clone())
+    TimeTravel::new(s.backend.events.clone(), s.backend.journal.clone())
 }

@@ -3,17 +3,18 @@
 //! a scratch schema); then the projection catch-up from an empty read
 //! store; then the books checked against the ones computed directly from the commands.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use jiff::Timestamp;
-use tally_core::model::{CommandEnvelope, Principal, Role};
-use tally_core::ports::Submission;
-use tally_core::processor::{Processor, ProcessorConfig};
 use tally_core::projector::Projector;
 use tally_core::workload::{W1Size, w1};
 use tally_core::{Backend, Signals};
-use uuid::Uuid;
+
+mod asof;
+mod scratch;
+
+pub use asof::{AsofOptions, asof_bench};
+use scratch::{Scratch, enqueue, process};
 
 pub async fn w1_bench(
     seed: u64,
@@ -21,28 +22,17 @@ pub async fn w1_bench(
     batch: usize,
     postgres: Option<String>,
 ) -> anyhow::Result<()> {
-    match postgres {
-        None => {
-            let dir = tempfile::tempdir().context("creating a temporary data dir")?;
-            let store = tally_store_sqlite::Sqlite::open(dir.path())
-                .context("opening the benchmark database")?;
-            let place = format!("data in {}", dir.path().display());
-            run(&store.backend(), "sqlite", &place, seed, sales, batch).await
-        }
-        Some(url) => {
-            let mut options = tally_store_postgres::PgOptions::new(url);
-            options.schema = format!("bench_{}", Uuid::now_v7().simple());
-            let pg = tally_store_postgres::Postgres::connect(options)
-                .await
-                .context("connecting to the benchmark database")?;
-            let place = format!("scratch schema {}", pg.options().schema);
-            let result = run(&pg.backend(), "postgres", &place, seed, sales, batch).await;
-            let dropped = pg.drop_schema().await;
-            result?;
-            dropped.context("dropping the scratch schema")?;
-            Ok(())
-        }
-    }
+    let scratch = Scratch::open(postgres).await?;
+    let result = run(
+        &scratch.backend,
+        scratch.name,
+        &scratch.place,
+        seed,
+        sales,
+        batch,
+    )
+    .await;
+    scratch.close(result).await
 }
 
 async fn run(
@@ -69,28 +59,8 @@ async fn run(
     );
 
     let signals = Signals::default();
-    let mut processor = Processor::new(
-        backend.events.clone(),
-        backend.queue.clone(),
-        signals.clone(),
-        ProcessorConfig {
-            commit_size: batch,
-            ..ProcessorConfig::default()
-        },
-    );
-    let (mut accepted, mut rejected) = (0u64, 0u64);
     let started = Instant::now();
-    while backend.queue.depth().await? > 0 {
-        let r = processor
-            .step(Duration::from_millis(100))
-            .await
-            .context("processor step")?;
-        accepted += r.processed as u64;
-        rejected += r.rejected as u64;
-        if r.poison > 0 {
-            bail!("{} benchmark commands could not be decoded", r.poison);
-        }
-    }
+    let (accepted, rejected) = process(backend, &signals, batch).await?;
     let process_secs = started.elapsed().as_secs_f64();
     let events = backend.events.head().await?;
 
@@ -143,43 +113,6 @@ async fn run(
     );
     if verified.is_err() {
         bail!("the books do not match W1's expected books: this run has no figure");
-    }
-    Ok(())
-}
-
-/// Submits W1 through the intake, as the gateway does: each command durable, queued and recorded as
-/// accepted before the processor starts.
-async fn enqueue(backend: &Backend, commands: Vec<tally_domain::Command>) -> anyhow::Result<()> {
-    let principal = Principal {
-        key_id: "bench".into(),
-        role: Role::Admin,
-        scope: None,
-    };
-    let now = Timestamp::now();
-    let mut submissions = Vec::with_capacity(commands.len());
-    for command in commands {
-        let envelope = CommandEnvelope {
-            command_id: Uuid::now_v7(),
-            received_at: now,
-            principal: principal.clone(),
-            correlation_id: None,
-            command,
-        };
-        let partition_key = envelope.command.partition_key();
-        submissions.push(Submission {
-            envelope,
-            partition_key,
-            idempotency: None,
-        });
-    }
-    while !submissions.is_empty() {
-        let rest = submissions.split_off(submissions.len().min(10_000));
-        let chunk = std::mem::replace(&mut submissions, rest);
-        backend
-            .intake
-            .submit_many(chunk)
-            .await
-            .context("submitting W1")?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::lease::Leases;
 use crate::model::EventPayload;
 use crate::ports::{Error, EventStore, ProjectionSink};
 use crate::readmodel::journal::{self, JOURNAL};
-use crate::readmodel::{Accumulator, Delta, PROJECTIONS, ProjectionUpdate};
+use crate::readmodel::{Delta, ITEM_DAILY, LIVE, PROJECTIONS, ProjectionUpdate};
 use crate::signals::{Cadence, Signals, changed_or_poll};
 use tally_domain::Event;
 
@@ -49,52 +49,8 @@ fn decode(payloads: Vec<EventPayload>) -> Result<Vec<(u64, Event)>, Error> {
         .collect()
 }
 
-/// An update being folded: one accumulator per projection, each from its own checkpoint (events at
-/// or before it are skipped), up to the last event folded.
-struct Pending {
-    projections: Vec<(&'static str, u64, Accumulator)>,
-    to: u64,
-}
-
-impl Pending {
-    fn new(checkpoints: &HashMap<String, u64>) -> Self {
-        let projections = PROJECTIONS
-            .iter()
-            .filter_map(|name| {
-                let from = checkpoints.get(*name).copied().unwrap_or(0);
-                Accumulator::for_projection(name).map(|acc| (*name, from, acc))
-            })
-            .collect();
-        Self { projections, to: 0 }
-    }
-
-    /// Folds the next events of the log (in order, after those folded before).
-    fn fold(&mut self, events: &[(u64, Event)]) {
-        for (_, from, acc) in &mut self.projections {
-            for (_, event) in events.iter().filter(|(p, _)| *p > *from) {
-                acc.fold(event);
-            }
-        }
-        if let Some((last, _)) = events.last() {
-            self.to = self.to.max(*last);
-        }
-    }
-
-    /// One update per projection that has events past its checkpoint.
-    fn finish(self) -> Vec<ProjectionUpdate> {
-        let to = self.to;
-        self.projections
-            .into_iter()
-            .filter(|(_, from, _)| to > *from)
-            .map(|(name, from, acc)| ProjectionUpdate {
-                projection: name.to_owned(),
-                from,
-                to,
-                delta: acc.finish(),
-            })
-            .collect()
-    }
-}
+mod lanes;
+use lanes::{Pending, Slow};
 
 pub struct Projector {
     store: Arc<dyn EventStore>,
@@ -106,6 +62,8 @@ pub struct Projector {
     /// read (and again after a failed apply, when it is folded anew from its checkpoint).
     journal: Option<journal::Builder>,
     journal_interval: u64,
+    /// Item daily sales since their checkpoint, applied less often when live (`lanes::Slow`).
+    slow: Option<Slow>,
 }
 
 impl Projector {
@@ -122,6 +80,7 @@ impl Projector {
             checkpoints: None,
             journal: None,
             journal_interval: journal::INTERVAL,
+            slow: None,
         }
     }
 
@@ -146,41 +105,51 @@ impl Projector {
             c.get(JOURNAL).copied().unwrap_or(0),
             self.journal_interval,
         ));
+        self.slow = Slow::new(&c);
         self.checkpoints = Some(c.clone());
         Ok(c)
     }
 
-    /// Forgets the cached checkpoints and the journal's open intervals: after a failed apply, both
-    /// are read again (the open intervals folded again from the journal's checkpoint).
+    /// Forgets the cached checkpoints and what is folded but not applied (the journal's open
+    /// intervals, the slow projection's fold): after a failed apply, all of it is read again.
     fn forget(&mut self) {
         self.checkpoints = None;
         self.journal = None;
+        self.slow = None;
     }
 
-    /// Where the next batch starts: the lowest checkpoint, the journal's being what it has folded
-    /// (its open intervals are in memory; after a restart, its sealed checkpoint).
+    /// Where the next batch starts: the lowest checkpoint, the journal's and the slow projection's
+    /// being what they have folded in memory (after a restart, their checkpoints).
     async fn next_from(&mut self) -> Result<u64, Error> {
         let c = self.checkpoints().await?;
         let journal = self.journal.as_ref().map_or(0, |j| j.folded());
-        Ok(PROJECTIONS
+        let slow = self.slow.as_ref().map_or(0, |s| s.folded());
+        Ok(LIVE
             .iter()
             .map(|p| c.get(*p).copied().unwrap_or(0))
-            .chain(std::iter::once(journal))
+            .chain([journal, slow])
             .min()
             .unwrap_or(0))
     }
 
-    /// Folds the next events into the read models' update and the journal.
+    /// Folds the next events into the read models' update, the slow projection and the journal.
     fn fold(&mut self, pending: &mut Pending, events: &[(u64, Event)]) {
         pending.fold(events);
+        if let Some(s) = &mut self.slow {
+            s.fold(events);
+        }
         if let Some(j) = &mut self.journal {
             j.fold(events);
         }
     }
 
-    /// The update's rows, and the journal's chunks of every interval it folded to its end.
-    fn finish(&mut self, pending: Pending) -> Vec<ProjectionUpdate> {
+    /// The update's rows; the slow projection's when `slow_now` or when it is due; and the
+    /// journal's chunks of every interval it folded to its end.
+    fn finish(&mut self, pending: Pending, slow_now: bool) -> Vec<ProjectionUpdate> {
         let mut updates = pending.finish();
+        if let Some(update) = self.slow.as_mut().and_then(|s| s.take(slow_now)) {
+            updates.push(update);
+        }
         if let Some((from, to, chunks)) = self.journal.as_mut().and_then(|j| j.seal()) {
             updates.push(ProjectionUpdate {
                 projection: JOURNAL.to_owned(),
@@ -214,6 +183,8 @@ impl Projector {
             }
         };
         let Some(last) = batches.iter().rev().find_map(|b| b.last()).map(|(p, _)| *p) else {
+            // Quiet: what the slow projection folded goes in once it is due.
+            self.flush_slow().await?;
             self.signals.projected(from);
             return Ok(0);
         };
@@ -221,16 +192,36 @@ impl Projector {
         for batch in &batches {
             self.fold(&mut pending, batch);
         }
-        self.apply(pending).await?;
+        self.apply(pending, false).await?;
         self.signals.projected(last);
         Ok(batches.iter().map(|b| b.len()).sum())
     }
 
+    /// Applies the slow projection's fold alone, when it is due.
+    async fn flush_slow(&mut self) -> Result<(), Error> {
+        let Some(update) = self.slow.as_mut().and_then(|s| s.take(false)) else {
+            return Ok(());
+        };
+        let to = update.to;
+        match self.read.apply(vec![update]).await {
+            Ok(()) => {
+                if let Some(c) = &mut self.checkpoints {
+                    c.insert(ITEM_DAILY.to_owned(), to);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.forget();
+                Err(e)
+            }
+        }
+    }
+
     /// Applies a folded update and moves the cached checkpoints to its end; a failed apply clears the
     /// cache, so the next step reads the checkpoints again.
-    async fn apply(&mut self, pending: Pending) -> Result<(), Error> {
+    async fn apply(&mut self, pending: Pending, slow_now: bool) -> Result<(), Error> {
         let to = pending.to;
-        let updates = self.finish(pending);
+        let updates = self.finish(pending, slow_now);
         match self.read.apply(updates).await {
             Ok(()) => {
                 self.moved_to(to);
@@ -245,9 +236,13 @@ impl Projector {
 
     fn moved_to(&mut self, to: u64) {
         let sealed = self.journal.as_ref().map(|j| j.sealed());
+        let slow = self.slow.as_ref().map(|s| s.checkpoint());
         if let Some(c) = &mut self.checkpoints {
-            for name in PROJECTIONS {
+            for name in LIVE {
                 c.insert(name.to_owned(), to);
+            }
+            if let Some(slow) = slow {
+                c.insert(ITEM_DAILY.to_owned(), slow);
             }
             if let Some(sealed) = sealed {
                 c.insert(JOURNAL.to_owned(), sealed);
@@ -330,7 +325,7 @@ impl Projector {
             }
             if let Some(update) = pending.take() {
                 let to = update.to;
-                let updates = self.finish(update);
+                let updates = self.finish(update, true);
                 self.moved_to(to);
                 let sink = self.read.clone();
                 applying = Some((to, tokio::spawn(async move { sink.apply(updates).await })));
@@ -345,7 +340,7 @@ impl Projector {
         }
         if let Some(update) = pending.take() {
             let to = update.to;
-            self.apply(update).await?;
+            self.apply(update, true).await?;
             self.signals.projected(to);
         }
         Ok(total)
@@ -446,97 +441,4 @@ impl Projector {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use crate::readmodel::{Delta, INVENTORY, ITEM_DAILY, STORE_DAILY, SUPPLIER_DAILY};
-    use tally_domain::event::{SaleRecorded, SoldLine, StockAdjusted};
-    use tally_domain::values::{
-        AdjustmentId, AdjustmentReason, Cents, ItemId, Quantity, SaleId, StockDelta, StoreId,
-        SupplierId,
-    };
-
-    fn sale(n: u64) -> (u64, Event) {
-        let event = Event::SaleRecorded(SaleRecorded {
-            sale_id: SaleId::parse(format!("x{n}")).unwrap(),
-            store_id: StoreId::parse("s1").unwrap(),
-            business_date: "2026-11-02".parse().unwrap(),
-            lines: vec![SoldLine {
-                item_id: ItemId::parse("a").unwrap(),
-                supplier_id: SupplierId::parse("acme").unwrap(),
-                quantity: Quantity::new(1).unwrap(),
-                unit_price_cents: Cents::new(100).unwrap(),
-            }],
-        });
-        (n, event)
-    }
-
-    fn adjustment(n: u64) -> (u64, Event) {
-        let event = Event::StockAdjusted(StockAdjusted {
-            adjustment_id: AdjustmentId::parse(format!("j{n}")).unwrap(),
-            store_id: StoreId::parse("s1").unwrap(),
-            item_id: ItemId::parse("a").unwrap(),
-            delta: StockDelta::new(5).unwrap(),
-            reason: AdjustmentReason::Damage,
-            business_date: "2026-11-02".parse().unwrap(),
-        });
-        (n, event)
-    }
-
-    /// Item daily sales stand where supplier days do.
-    fn checkpoints(inventory: u64, store: u64, supplier: u64) -> HashMap<String, u64> {
-        [
-            (INVENTORY, inventory),
-            (STORE_DAILY, store),
-            (SUPPLIER_DAILY, supplier),
-            (ITEM_DAILY, supplier),
-        ]
-        .into_iter()
-        .map(|(n, p)| (n.to_owned(), p))
-        .collect()
-    }
-
-    #[test]
-    fn batches_folded_into_one_update_equal_one_big_batch() {
-        let events: Vec<_> = (1..=6)
-            .map(|n| if n % 3 == 0 { adjustment(n) } else { sale(n) })
-            .collect();
-        let mut whole = Pending::new(&checkpoints(0, 0, 0));
-        whole.fold(&events);
-        let mut parts = Pending::new(&checkpoints(0, 0, 0));
-        parts.fold(&events[..2]);
-        parts.fold(&events[2..5]);
-        parts.fold(&events[5..]);
-        assert_eq!(parts.to, 6);
-        assert_eq!(parts.finish(), whole.finish());
-    }
-
-    #[test]
-    fn each_projection_starts_after_its_own_checkpoint() {
-        let events: Vec<_> = (1..=4).map(sale).collect();
-        // inventory has seen 3 events, store days 1, supplier days all 4.
-        let mut pending = Pending::new(&checkpoints(3, 1, 4));
-        pending.fold(&events);
-        let updates = pending.finish();
-        let names: Vec<_> = updates.iter().map(|u| u.projection.as_str()).collect();
-        assert_eq!(
-            names,
-            [INVENTORY, STORE_DAILY],
-            "supplier and item days have nothing new"
-        );
-        let Delta::Inventory(stock) = &updates[0].delta else {
-            panic!("wrong delta")
-        };
-        assert_eq!((updates[0].from, updates[0].to), (3, 4));
-        assert_eq!(stock.get(&("s1".to_owned(), "a".to_owned())), Some(&-1));
-        let Delta::StoreDaily(days) = &updates[1].delta else {
-            panic!("wrong delta")
-        };
-        assert_eq!((updates[1].from, updates[1].to), (1, 4));
-        let day = days
-            .get(&("s1".to_owned(), "2026-11-02".parse().unwrap()))
-            .unwrap();
-        assert_eq!(day.transactions, 3);
-    }
-}
+mod tests;
