@@ -240,11 +240,13 @@ pub trait ReadModels: Send + Sync + 'static {
 pub trait Journal: Send + Sync + 'static {
     /// The chunks of one store (or every store) whose interval starts before `upto`, by store and
     /// then interval, with the journal's checkpoint (the end of its last sealed interval) read in
-    /// the same snapshot.
+    /// the same snapshot. The moves of chunks whose interval ends at or before `heads_upto` are left
+    /// out (empty): a reader that needs only their heads does not read them.
     async fn chunks(
         &self,
         store: Option<&StoreId>,
         upto: u64,
+        heads_upto: u64,
     ) -> Result<Positioned<Vec<StoredChunk>>>;
 }
 

@@ -110,11 +110,11 @@ impl TimeTravel {
         upto: u64,
         mut f: impl FnMut(u64, &Move<'_>, Option<&RecordedEvent>),
     ) -> Result<()> {
-        let journal = self.journal.chunks(store, upto).await?;
+        let journal = self.journal.chunks(store, upto, 0).await?;
         let sealed = journal.position;
         let mut versions: HashMap<&str, u64> = HashMap::new();
         for stored in &journal.rows {
-            let chunk = Chunk::decode(&stored.data).map_err(|e| bad_chunk(stored, e))?;
+            let chunk = Chunk::decode(stored).map_err(|e| bad_chunk(stored, e))?;
             *versions.entry(&stored.store).or_default() += chunk.head().events;
             chunk.each(&stored.store, upto, |p, m| f(p, m, None));
         }
@@ -228,15 +228,15 @@ impl TimeTravel {
                 *stock.entry(i.to_owned()).or_default() += change;
             }
         };
-        let journal = self.journal.chunks(Some(store), upto).await?;
+        let journal = self.journal.chunks(Some(store), upto, upto).await?;
         let mut version = 0;
         for stored in &journal.rows {
             if stored.interval_end <= upto {
-                let head = Head::decode(&stored.data).map_err(|e| bad_chunk(stored, e))?;
+                let head = Head::decode(stored).map_err(|e| bad_chunk(stored, e))?;
                 version += head.events;
                 head.each_stock_change(&mut add);
             } else {
-                let chunk = Chunk::decode(&stored.data).map_err(|e| bad_chunk(stored, e))?;
+                let chunk = Chunk::decode(stored).map_err(|e| bad_chunk(stored, e))?;
                 version += chunk.head().events;
                 chunk.each(&stored.store, upto, |_, m| {
                     if let Some(change) = m.stock_change() {

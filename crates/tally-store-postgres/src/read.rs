@@ -333,16 +333,19 @@ impl Journal for Postgres {
         &self,
         store: Option<&StoreId>,
         upto: u64,
+        heads_upto: u64,
     ) -> Result<Positioned<Vec<StoredChunk>>> {
         let store = store.map(|s| s.as_str());
         let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        let heads_upto = i64::try_from(heads_upto).unwrap_or(i64::MAX);
         let a = self
             .snapshot(
                 JOURNAL,
-                "SELECT store_id, interval_start, interval_end, data FROM rm_journal \
+                "SELECT store_id, interval_start, interval_end, head, \
+                 CASE WHEN interval_end > $3 THEN moves ELSE ''::bytea END FROM rm_journal \
                  WHERE ($1::text IS NULL OR store_id = $1) AND interval_start < $2 \
                  ORDER BY store_id COLLATE \"C\", interval_start",
-                &[&store, &upto],
+                &[&store, &upto, &heads_upto],
             )
             .await?;
         let chunks = a
@@ -353,7 +356,8 @@ impl Journal for Postgres {
                     store: r.get(0),
                     interval_start: to_u64(r.get(1), "interval start")?,
                     interval_end: to_u64(r.get(2), "interval end")?,
-                    data: r.get(3),
+                    head: r.get(3),
+                    moves: r.get(4),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -181,9 +181,12 @@ CREATE TABLE rm_journal (
     store_id       text   NOT NULL,
     interval_start bigint NOT NULL,
     interval_end   bigint NOT NULL,
-    data           bytea  NOT NULL,
+    head           bytea  NOT NULL,
+    moves          bytea  NOT NULL,
     PRIMARY KEY (store_id, interval_start)
 );
+-- Postcard's varints hardly compress: the moves are kept out of line, uncompressed.
+ALTER TABLE rm_journal ALTER COLUMN moves SET STORAGE EXTERNAL;
 "#,
 ];
 

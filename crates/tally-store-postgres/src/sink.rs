@@ -131,11 +131,12 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                 .iter()
                 .map(|c| to_i64(c.interval_end, "interval end"))
                 .collect::<Result<Vec<_>>>()?;
-            let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
+            let heads: Vec<&[u8]> = chunks.iter().map(|c| c.head.as_slice()).collect();
+            let moves: Vec<&[u8]> = chunks.iter().map(|c| c.moves.as_slice()).collect();
             tx.execute(
-                "INSERT INTO rm_journal (store_id, interval_start, interval_end, data) \
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[])",
-                &[&stores, &starts, &ends, &data],
+                "INSERT INTO rm_journal (store_id, interval_start, interval_end, head, moves) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[])",
+                &[&stores, &starts, &ends, &heads, &moves],
             )
             .await
             .map_err(|e| pg_error("writing journal chunks", e))?;

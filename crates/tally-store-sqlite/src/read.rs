@@ -348,24 +348,28 @@ impl Journal for Sqlite {
         &self,
         store: Option<&StoreId>,
         upto: u64,
+        heads_upto: u64,
     ) -> Result<Positioned<Vec<StoredChunk>>> {
         let store = store.map(|s| s.to_string());
         let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        let heads_upto = i64::try_from(heads_upto).unwrap_or(i64::MAX);
         self.readers
             .read(move |conn| {
                 snapshot(conn, JOURNAL, |conn| {
                     rows(
                         conn,
-                        "SELECT store_id, interval_start, interval_end, data FROM rm_journal \
+                        "SELECT store_id, interval_start, interval_end, head, \
+                         CASE WHEN interval_end > ?3 THEN moves ELSE x'' END FROM rm_journal \
                          WHERE (?1 IS NULL OR store_id = ?1) AND interval_start < ?2 \
                          ORDER BY store_id, interval_start",
-                        params![store, upto],
+                        params![store, upto, heads_upto],
                         |r| {
                             Ok(StoredChunk {
                                 store: r.get(0)?,
                                 interval_start: r.get::<_, i64>(1)? as u64,
                                 interval_end: r.get::<_, i64>(2)? as u64,
-                                data: r.get(3)?,
+                                head: r.get(3)?,
+                                moves: r.get(4)?,
                             })
                         },
                     )

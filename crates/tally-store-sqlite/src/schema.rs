@@ -143,7 +143,8 @@ CREATE TABLE rm_journal (
     store_id       TEXT    NOT NULL,
     interval_start INTEGER NOT NULL,
     interval_end   INTEGER NOT NULL,
-    data         BLOB    NOT NULL
+    head           BLOB    NOT NULL,
+    moves          BLOB    NOT NULL
 );
 CREATE UNIQUE INDEX rm_journal_by_store ON rm_journal (store_id, interval_start);
 "#,

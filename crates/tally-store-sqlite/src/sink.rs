@@ -62,14 +62,14 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
         Delta::Journal(chunks) => {
             let mut stmt = conn
                 .prepare_cached(
-                    "INSERT INTO rm_journal (store_id, interval_start, interval_end, data) \
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO rm_journal (store_id, interval_start, interval_end, head, moves) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(sql_error)?;
             for c in chunks {
                 let start = i64::try_from(c.interval_start).unwrap_or(i64::MAX);
                 let end = i64::try_from(c.interval_end).unwrap_or(i64::MAX);
-                stmt.execute(params![c.store, start, end, c.data])
+                stmt.execute(params![c.store, start, end, c.head, c.moves])
                     .map_err(sql_error)?;
             }
         }

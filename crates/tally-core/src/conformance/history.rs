@@ -18,26 +18,23 @@ use uuid::Uuid;
 
 use crate::Backend;
 use crate::model::{CommitBatch, EventMetadata, NewEvent, RecordedEvent};
+use crate::workload::SplitMix64;
 
-/// SplitMix64: a seeded generator with no dependency, so a failing seed replays exactly.
-pub struct Rng(u64);
+/// The seeded generator W1 uses, with the two draws these histories need.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::new(seed))
     }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    pub fn draw(&mut self) -> u64 {
+        self.0.next_u64()
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        self.0.below(n.max(1) as u64) as usize
     }
     pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.0.below(100) < percent
     }
 }
 
@@ -65,10 +62,13 @@ fn base() -> Timestamp {
     v("2026-03-10T00:00:00Z".parse::<Timestamp>())
 }
 
+/// A sale the generator made: its id, its store, and its lines as (item number, quantity).
+type Sold = (String, String, Vec<(usize, i64)>);
+
 struct Gen<'a> {
     rng: &'a mut Rng,
     n: usize,
-    sales: Vec<(String, String, Vec<(usize, i64)>)>,
+    sales: Vec<Sold>,
     deliveries: Vec<(String, String, usize)>,
 }
 

@@ -304,7 +304,7 @@ async fn check_instants(travel: &TimeTravel, log: &[RecordedEvent], rng: &mut Rn
             log[rng.below(log.len())].recorded_at
         } else {
             let span = log[log.len() - 1].recorded_at.duration_since(first);
-            first + SignedDuration::from_micros(rng.next() as i64 % span.as_micros().max(1) as i64)
+            first + SignedDuration::from_micros(rng.draw() as i64 % span.as_micros().max(1) as i64)
         };
         let want = log
             .iter()

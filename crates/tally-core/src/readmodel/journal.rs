@@ -33,7 +33,10 @@ pub struct StoredChunk {
     pub interval_start: u64,
     /// The last position of the interval.
     pub interval_end: u64,
-    pub data: Vec<u8>,
+    /// The encoded [`Head`].
+    pub head: Vec<u8>,
+    /// The encoded moves (empty when a reader asked for the head alone).
+    pub moves: Vec<u8>,
 }
 
 /// A move as encoded: ids as indexes into the chunk's tables, the date as days since 1970-01-01.
@@ -49,7 +52,7 @@ struct Encoded {
 }
 
 /// A chunk's contents.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Chunk {
     head: Head,
     moves: Vec<Encoded>,
@@ -67,9 +70,8 @@ pub struct Head {
 }
 
 impl Head {
-    /// Reads a chunk's head, leaving its moves undecoded.
-    pub fn decode(data: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::take_from_bytes(data).map(|(head, _)| head)
+    pub fn decode(stored: &StoredChunk) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(&stored.head)
     }
 
     /// Calls `f` with each item's net stock change over the interval.
@@ -88,17 +90,15 @@ fn epoch() -> Date {
 }
 
 impl Chunk {
-    pub fn decode(data: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(data)
+    pub fn decode(stored: &StoredChunk) -> Result<Self, postcard::Error> {
+        Ok(Self {
+            head: postcard::from_bytes(&stored.head)?,
+            moves: postcard::from_bytes(&stored.moves)?,
+        })
     }
 
     pub fn head(&self) -> &Head {
         &self.head
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        // Plain structs of integers and strings always serialize.
-        postcard::to_stdvec(self).unwrap_or_default()
     }
 
     /// Calls `f` with each move of `store` at or before `upto`, with its position, in log order.
@@ -148,12 +148,15 @@ impl Open {
         i
     }
 
-    /// The chunk, encoded with its stock changes in item order.
-    fn seal(mut self) -> Vec<u8> {
+    /// The chunk's head (with its stock changes in item order) and moves, encoded.
+    fn seal(mut self) -> (Vec<u8>, Vec<u8>) {
         let mut stock: Vec<(u32, i64)> = self.stock.into_iter().collect();
         stock.sort_unstable();
         self.chunk.head.stock = stock;
-        self.chunk.encode()
+        // Plain structs of integers and strings always serialize.
+        let head = postcard::to_stdvec(&self.chunk.head).unwrap_or_default();
+        let moves = postcard::to_stdvec(&self.chunk.moves).unwrap_or_default();
+        (head, moves)
     }
 
     fn push(&mut self, position: u64, m: &Move<'_>) {
@@ -240,11 +243,15 @@ impl Builder {
         let chunks = done
             .into_iter()
             .flat_map(|(end, stores)| {
-                stores.into_iter().map(move |(store, open)| StoredChunk {
-                    store,
-                    interval_start: end - interval,
-                    interval_end: end,
-                    data: open.seal(),
+                stores.into_iter().map(move |(store, open)| {
+                    let (head, moves) = open.seal();
+                    StoredChunk {
+                        store,
+                        interval_start: end - interval,
+                        interval_end: end,
+                        head,
+                        moves,
+                    }
                 })
             })
             .collect();

@@ -76,7 +76,7 @@ impl Scratch {
         .into_iter()
         .map(|(table, bytes)| TableBytes { table, bytes })
         .collect();
-        tables.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
         Ok(tables)
     }
 
