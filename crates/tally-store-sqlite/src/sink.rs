@@ -124,7 +124,10 @@ fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
              returned_units = returned_units + excluded.returned_units, returned_cents = returned_cents + excluded.returned_cents",
         )
         .map_err(sql_error)?;
-    for ((store, item, date), f) in in_key_order(&delta.rows) {
+    // In the table's key order: item, store, date.
+    let mut rows: Vec<_> = delta.rows.iter().collect();
+    rows.sort_unstable_by(|((s1, i1, d1), _), ((s2, i2, d2), _)| (i1, s1, d1).cmp(&(i2, s2, d2)));
+    for ((store, item, date), f) in rows {
         let supplier = delta.suppliers.get(item).map_or("", String::as_str);
         stmt.execute(params![
             store,

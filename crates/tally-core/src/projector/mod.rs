@@ -197,9 +197,19 @@ impl Projector {
         Ok(batches.iter().map(|b| b.len()).sum())
     }
 
+    /// Applies what the slow projection has folded, due or not (at shutdown, and for tests that
+    /// step the projector and then read every read model).
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.apply_slow(true).await
+    }
+
     /// Applies the slow projection's fold alone, when it is due.
     async fn flush_slow(&mut self) -> Result<(), Error> {
-        let Some(update) = self.slow.as_mut().and_then(|s| s.take(false)) else {
+        self.apply_slow(false).await
+    }
+
+    async fn apply_slow(&mut self, now: bool) -> Result<(), Error> {
+        let Some(update) = self.slow.as_mut().and_then(|s| s.take(now)) else {
             return Ok(());
         };
         let to = update.to;
@@ -436,6 +446,11 @@ impl Projector {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+        // What the slow projection folded goes in before the process stops (else it is folded
+        // again from its checkpoint after the next start).
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "could not apply the last item daily sales at shutdown");
         }
     }
 }
