@@ -111,15 +111,15 @@ impl TimeTravel {
         mut f: impl FnMut(u64, &Move<'_>, Option<&RecordedEvent>),
     ) -> Result<()> {
         let journal = self.journal.chunks(store, upto, 0).await?;
-        let sealed = journal.position;
-        let mut versions: HashMap<&str, u64> = HashMap::new();
+        // With a store, its stream's version where the chunks end: where the log takes over.
+        let mut version = 0;
         for stored in &journal.rows {
             let chunk = Chunk::decode(stored).map_err(|e| bad_chunk(stored, e))?;
-            *versions.entry(&stored.store).or_default() += chunk.head().events;
+            version += chunk.head().events;
             chunk.each(&stored.store, upto, |p, m| f(p, m, None));
         }
-        let after = store.map_or(0, |s| versions.get(s.as_str()).copied().unwrap_or(0));
-        self.each_move_after(store, after, sealed, upto, f).await
+        self.each_move_after(store, version, journal.position, upto, f)
+            .await
     }
 
     /// [`TimeTravel::each_move`] after the journal: the moves of the events after `sealed` up to

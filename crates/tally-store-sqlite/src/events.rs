@@ -227,7 +227,6 @@ fn commit_batch(conn: &Connection, batch: CommitBatch) -> Result<Vec<u64>> {
     Ok(positions)
 }
 
-/// The events of `stream` with a position at or before `upto`, in version order.
 /// The stream's events after version `after`, at or before position `upto`, in version order.
 fn read_stream_rows(
     conn: &Connection,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tally_domain::Event;
 
-use crate::readmodel::{Accumulator, ITEM_DAILY, LIVE, ProjectionUpdate};
+use crate::readmodel::{Accumulator, ITEM_DAILY, LIVE, ProjectionUpdate, moves};
 
 /// When following the log live, the slow projection is applied at most this often. Its rows (W1:
 /// 20 stores × 1,000 items × the business dates) are touched all over the table by every batch of
@@ -36,12 +36,17 @@ impl Pending {
         Self { projections, to: 0 }
     }
 
-    /// Folds the next events of the log (in order, after those folded before).
+    /// Folds the next events of the log (in order, after those folded before). Each event's moves
+    /// are worked out once and go to every projection whose checkpoint is before it.
     pub(super) fn fold(&mut self, events: &[(u64, Event)]) {
-        for (_, from, acc) in &mut self.projections {
-            for (_, event) in events.iter().filter(|(p, _)| *p > *from) {
-                acc.fold(event);
-            }
+        for (position, event) in events {
+            moves(event, |m| {
+                for (_, from, acc) in &mut self.projections {
+                    if *position > *from {
+                        acc.fold_move(&m);
+                    }
+                }
+            });
         }
         if let Some((last, _)) = events.last() {
             self.to = self.to.max(*last);

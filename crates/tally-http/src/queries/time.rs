@@ -96,9 +96,7 @@ pub async fn knowledge(
                     "is in the future: the log cannot know it yet",
                 ));
             }
-            let position = TimeTravel::new(s.backend.events.clone(), s.backend.journal.clone())
-                .position_at(at)
-                .await?;
+            let position = s.backend.events.position_at(at).await?;
             Some(Knowledge::Prefix {
                 position,
                 as_of: Some(at),

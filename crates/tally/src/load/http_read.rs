@@ -78,6 +78,19 @@ fn stock_rows(v: &Value) -> Result<Vec<StockRow>> {
         .collect()
 }
 
+/// An answer's `days`, each with its date and the figures `figures` reads from it.
+fn days<F>(v: &Value, figures: impl Fn(&Value) -> Result<F>) -> Result<Vec<Dated<F>>> {
+    list(v, "days")?
+        .iter()
+        .map(|d| {
+            Ok(Dated {
+                date: date_of(d)?,
+                figures: figures(d)?,
+            })
+        })
+        .collect()
+}
+
 fn day_figures(d: &Value) -> Result<DayFigures> {
     Ok(DayFigures {
         transactions: int(d, "transactions")?,
@@ -173,16 +186,7 @@ impl ReadModels for HttpReadModels {
                 range_query(range)
             ))
             .await?;
-        let days = list(&v, "days")?
-            .iter()
-            .map(|d| {
-                Ok(Dated {
-                    date: date_of(d)?,
-                    figures: day_figures(d)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Positioned::new(position(&v)?, days))
+        Ok(Positioned::new(position(&v)?, days(&v, day_figures)?))
     }
 
     async fn daily_sales(&self, date: Date) -> Result<Positioned<Vec<StoreSales>>> {
@@ -212,21 +216,15 @@ impl ReadModels for HttpReadModels {
                 range_query(range)
             ))
             .await?;
-        let days = list(&v, "days")?
-            .iter()
-            .map(|d| {
-                Ok(Dated {
-                    date: date_of(d)?,
-                    figures: SupplierDay {
-                        deliveries: int(d, "deliveries")?,
-                        units_supplied: int(d, "units_supplied")?,
-                        supply_cost_cents: int(d, "supply_cost_cents")?,
-                        units_sold: int(d, "units_sold")?,
-                        sales_cents: int(d, "sales_cents")?,
-                    },
-                })
+        let days = days(&v, |d| {
+            Ok(SupplierDay {
+                deliveries: int(d, "deliveries")?,
+                units_supplied: int(d, "units_supplied")?,
+                supply_cost_cents: int(d, "supply_cost_cents")?,
+                units_sold: int(d, "units_sold")?,
+                sales_cents: int(d, "sales_cents")?,
             })
-            .collect::<Result<_>>()?;
+        })?;
         Ok(Positioned::new(position(&v)?, days))
     }
 
@@ -243,20 +241,14 @@ impl ReadModels for HttpReadModels {
                 range_query(range)
             ))
             .await?;
-        let days = list(&v, "days")?
-            .iter()
-            .map(|d| {
-                Ok(Dated {
-                    date: date_of(d)?,
-                    figures: ItemDay {
-                        units_sold: int(d, "units_sold")?,
-                        gross_cents: int(d, "gross_cents")?,
-                        returned_units: int(d, "returned_units")?,
-                        returned_cents: int(d, "returned_cents")?,
-                    },
-                })
+        let days = days(&v, |d| {
+            Ok(ItemDay {
+                units_sold: int(d, "units_sold")?,
+                gross_cents: int(d, "gross_cents")?,
+                returned_units: int(d, "returned_units")?,
+                returned_cents: int(d, "returned_cents")?,
             })
-            .collect::<Result<_>>()?;
+        })?;
         let supplier = v["supplier_id"].as_str().map(supplier_id).transpose()?;
         Ok(Positioned::new(
             position(&v)?,
