@@ -1,7 +1,7 @@
 //! What the projector folds between two applies: [`Pending`], the update of the projections applied
 //! with every batch, and [`Slow`], a projection whose rows are many and scattered (item daily sales:
-//! a row per store, item and business date) applied at most every [`SLOW_INTERVAL`] when following
-//! the log live, so that each of its rows is written once per interval rather than once per batch.
+//! a row per store, item and business date) applied at most every [`SLOW_INTERVAL`], live and in
+//! catch-up, so that each of its rows is written once per interval rather than once per batch.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,11 +10,12 @@ use tally_domain::Event;
 
 use crate::readmodel::{Accumulator, ITEM_DAILY, LIVE, ProjectionUpdate, moves};
 
-/// When following the log live, the slow projection is applied at most this often. Its rows (W1:
+/// The slow projection is applied at most this often (and at the end of a catch-up). Its rows (W1:
 /// 20 stores × 1,000 items × the business dates) are touched all over the table by every batch of
 /// sales: applied with each 20 ms batch, it wrote most of its pages every time, and the projector
-/// fell seconds behind under W1 over HTTP. Its checkpoint lags by up to this much (plus an apply);
-/// `min_position` on its queries waits for it.
+/// fell seconds behind under W1 over HTTP. In catch-up, applied with each update, W1's 124,000 rows
+/// were written three times (316 ms of a 0.73 s catch-up); once at the end, 157 ms. Its checkpoint
+/// lags by up to this much (plus an apply); `min_position` on its queries waits for it.
 pub const SLOW_INTERVAL: Duration = Duration::from_secs(2);
 
 /// An update being folded: one accumulator per projection, each from its own checkpoint (events at

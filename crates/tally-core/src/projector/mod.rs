@@ -335,7 +335,7 @@ impl Projector {
             }
             if let Some(update) = pending.take() {
                 let to = update.to;
-                let updates = self.finish(update, true);
+                let updates = self.finish(update, false);
                 self.moved_to(to);
                 let sink = self.read.clone();
                 applying = Some((to, tokio::spawn(async move { sink.apply(updates).await })));
@@ -348,10 +348,13 @@ impl Projector {
             }
             self.signals.projected(position);
         }
-        if let Some(update) = pending.take() {
-            let to = update.to;
-            self.apply(update, true).await?;
-            self.signals.projected(to);
+        match pending.take() {
+            Some(update) => {
+                let to = update.to;
+                self.apply(update, true).await?;
+                self.signals.projected(to);
+            }
+            None => self.flush().await?,
         }
         Ok(total)
     }

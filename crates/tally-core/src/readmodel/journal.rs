@@ -9,7 +9,7 @@
 //! after it (at most one interval, plus whatever the projector has not reached) is read from the log,
 //! the store's stream from the version the chunks add up to.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -85,8 +85,32 @@ impl Head {
     }
 }
 
-fn epoch() -> Date {
-    Date::constant(1970, 1, 1)
+/// Days from 1970-01-01 to `date` (negative before it), by the civil calendar's arithmetic
+/// (H. Hinnant's `days_from_civil`): a few integer operations, where a jiff span between two dates
+/// cost most of the journal's fold.
+fn days_of(date: Date) -> i32 {
+    let (m, d) = (i32::from(date.month()), i32::from(date.day()));
+    let y = i32::from(date.year()) - i32::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date `days` after 1970-01-01 (`civil_from_days`, the inverse of [`days_of`]); `None` outside
+/// the dates jiff represents.
+fn date_of(days: i32) -> Option<Date> {
+    let z = days.checked_add(719_468)?;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i32::from(m <= 2);
+    Date::new(i16::try_from(y).ok()?, m as i8, d as i8).ok()
 }
 
 impl Chunk {
@@ -104,17 +128,10 @@ impl Chunk {
     /// Calls `f` with each move of `store` at or before `upto`, with its position, in log order.
     pub fn each(&self, store: &str, upto: u64, mut f: impl FnMut(u64, &Move<'_>)) {
         let id = |i: u32| self.head.ids.get(i as usize).map_or("", String::as_str);
-        // Date arithmetic is dearer than a lookup: a chunk's moves fall on few business dates.
-        let mut dates: HashMap<i32, Date> = HashMap::new();
         for e in self.moves.iter().take_while(|e| e.position <= upto) {
-            let Some(kind) = Kind::from_code(e.kind) else {
+            let (Some(kind), Some(date)) = (Kind::from_code(e.kind), date_of(e.days)) else {
                 continue;
             };
-            let date = *dates.entry(e.days).or_insert_with(|| {
-                epoch()
-                    .checked_add(jiff::Span::new().days(i64::from(e.days)))
-                    .unwrap_or(epoch())
-            });
             let m = Move {
                 kind,
                 store,
@@ -133,8 +150,8 @@ impl Chunk {
 #[derive(Default)]
 struct Open {
     chunk: Chunk,
-    index: HashMap<String, u32>,
-    stock: HashMap<u32, i64>,
+    index: hashbrown::HashMap<String, u32>,
+    stock: hashbrown::HashMap<u32, i64>,
 }
 
 impl Open {
@@ -160,7 +177,7 @@ impl Open {
     }
 
     fn push(&mut self, position: u64, m: &Move<'_>) {
-        let days = m.date.since(epoch()).map_or(0, |s| s.get_days());
+        let days = days_of(m.date);
         let (item, supplier) = (self.id(m.item), self.id(m.supplier));
         if let Some(change) = m.stock_change() {
             *self.stock.entry(item).or_insert(0) += change;
@@ -257,5 +274,25 @@ impl Builder {
             .collect();
         self.sealed = last;
         Some((from, last, chunks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_numbers_match_the_calendar() {
+        let epoch = Date::constant(1970, 1, 1);
+        let mut date = Date::constant(1600, 1, 1);
+        let end = Date::constant(2400, 12, 31);
+        while date <= end {
+            let days = days_of(date);
+            let expected = date.since(epoch).map(|s| s.get_days()).ok();
+            assert_eq!(Some(days), expected, "{date}");
+            assert_eq!(date_of(days), Some(date), "{days}");
+            date = date.tomorrow().expect("in range");
+        }
+        assert_eq!(date_of(i32::MAX), None);
     }
 }

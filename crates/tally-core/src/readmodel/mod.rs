@@ -71,25 +71,34 @@ pub enum Accumulator {
     ItemDaily(ItemRows),
 }
 
-/// Item daily rows by store, then item, then date; with each item's supplier.
+/// Item daily rows by store, then item (with its supplier), then date. An item sells on few dates
+/// within one update, so its dates are a short list scanned in place, not a map of their own.
 #[derive(Default)]
 pub struct ItemRows {
-    rows: Nested<String, Fast<Date, ItemDay>>,
-    suppliers: Fast<String, String>,
+    rows: Nested<String, ItemEntry>,
+}
+
+#[derive(Default)]
+struct ItemEntry {
+    supplier: String,
+    days: Vec<(Date, ItemDay)>,
 }
 
 impl ItemRows {
     fn row(&mut self, m: &Move<'_>) -> &mut ItemDay {
-        if !self.suppliers.contains_key(m.item) {
-            self.suppliers
-                .insert(m.item.to_owned(), m.supplier.to_owned());
-        }
         let items = self.rows.entry_ref(m.store).or_default();
-        items
-            .entry_ref(m.item)
-            .or_default()
-            .entry(m.date)
-            .or_default()
+        let entry = items.entry_ref(m.item).or_insert_with(|| ItemEntry {
+            supplier: m.supplier.to_owned(),
+            days: Vec::new(),
+        });
+        let at = match entry.days.iter().position(|(d, _)| *d == m.date) {
+            Some(at) => at,
+            None => {
+                entry.days.push((m.date, ItemDay::default()));
+                entry.days.len() - 1
+            }
+        };
+        &mut entry.days[at].1
     }
 }
 
@@ -187,18 +196,16 @@ impl Accumulator {
             Accumulator::StoreDaily(m) => Delta::StoreDaily(flatten(m).collect()),
             Accumulator::SupplierDaily(m) => Delta::SupplierDaily(flatten(m).collect()),
             Accumulator::ItemDaily(m) => {
-                let mut rows = HashMap::new();
+                let mut delta = ItemDailyDelta::default();
                 for (store, items) in m.rows {
-                    for (item, days) in items {
-                        for (date, f) in days {
-                            rows.insert((store.clone(), item.clone(), date), f);
+                    for (item, entry) in items {
+                        for (date, f) in entry.days {
+                            delta.rows.insert((store.clone(), item.clone(), date), f);
                         }
+                        delta.suppliers.insert(item, entry.supplier);
                     }
                 }
-                Delta::ItemDaily(ItemDailyDelta {
-                    rows,
-                    suppliers: m.suppliers.into_iter().collect(),
-                })
+                Delta::ItemDaily(delta)
             }
         }
     }
