@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+pub mod dataservices;
 pub mod intake;
 pub mod lease;
 pub mod metrics;
@@ -60,6 +61,8 @@ pub struct Backend {
     pub leases: Arc<dyn Leases>,
     /// Accepted records and the outbox, for an intake in front of a broker ([`intake::BrokerIntake`]).
     pub ledger: Arc<dyn IntakeLedger>,
+    /// Operators' SQL over the read-model views, on connections that cannot write.
+    pub data: Arc<dyn dataservices::DataServices>,
 }
 
 impl Backend {

@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 pub mod auth;
 pub mod body;
 pub mod commands;
+pub mod dataservices;
 pub mod dto;
 pub mod error;
 pub mod feed;
@@ -61,6 +62,8 @@ pub struct AppContext {
     pub shutdown: watch::Receiver<bool>,
     /// Rate limits, load shedding, the key cache and per-key usage ([`traffic`]).
     pub traffic: traffic::Traffic,
+    /// The named queries being served ([`dataservices`]).
+    pub queries: std::sync::Arc<tally_core::dataservices::catalog::Catalog>,
 }
 
 /// Resolves once the server starts shutting down; long polls end early with it.
@@ -96,6 +99,7 @@ impl Modify for Security {
     tags(
         (name = "commands", description = "Accepted with 202 once durable; processed asynchronously"),
         (name = "queries", description = "Read models, JSON or CSV"),
+        (name = "data services", description = "Named SQL queries declared in configuration, over the read-model views"),
         (name = "events", description = "The event log"),
         (name = "admin", description = "API keys"),
         (name = "operations", description = "Health, readiness, metrics and documentation")
@@ -129,6 +133,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(queries::supplier_day_history))
         .routes(routes!(queries::item_daily_sales))
         .routes(routes!(queries::top_items))
+        .routes(routes!(dataservices::list_queries))
+        .routes(routes!(dataservices::run_query))
+        .routes(routes!(dataservices::reload_queries))
         .routes(routes!(feed::events))
         .routes(routes!(feed::live))
         .routes(routes!(feed::stream))
@@ -143,7 +150,7 @@ fn api_router() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     metrics::install();
     let traffic = axum::middleware::from_fn_with_state(state.clone(), traffic::control);
-    let (router, api) = api_router().with_state(state).split_for_parts();
+    let (router, api) = api_router().with_state(state.clone()).split_for_parts();
     // Encoded once and shared: the handler is cloned for every connection, and the document is
     // megabytes as a value (64 keep-alive connections held 170 MB of copies).
     // The document as JSON once: the route table for metrics is read from it, and it is served as is.
@@ -152,10 +159,31 @@ pub fn router(state: AppState) -> Router {
         serde_json::Value::Object(Default::default())
     });
     let documented = metrics::layer::RouteTable::documented(&json);
-    let document = (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        axum::body::Bytes::from(json.to_string()),
-    );
+    // The document follows the named queries: rebuilt when the set served changes (a reload).
+    let catalog = state.queries.clone();
+    let cached: std::sync::Arc<std::sync::Mutex<(u64, axum::body::Bytes)>> =
+        std::sync::Arc::new(std::sync::Mutex::new((0, axum::body::Bytes::new())));
+    let base = std::sync::Arc::new(json);
+    let document = move || {
+        let (catalog, cached, base) = (catalog.clone(), cached.clone(), base.clone());
+        async move {
+            let generation = catalog.generation();
+            let body = match cached.lock() {
+                Ok(mut c) => {
+                    if c.0 != generation {
+                        let doc = dataservices::document(&base, &catalog.current());
+                        *c = (generation, axum::body::Bytes::from(doc.to_string()));
+                    }
+                    c.1.clone()
+                }
+                Err(_) => axum::body::Bytes::from(base.to_string()),
+            };
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }
+    };
     let request_id = header_name("x-request-id");
     let routes = metrics::layer::RouteTable::new(
         documented
@@ -169,10 +197,7 @@ pub fn router(state: AppState) -> Router {
     // each handler's response (panics, the traffic control) are one stack applied once, and the rest
     // wrap the whole router from outside, cloned per connection rather than per request.
     let routed = router
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || async move { document }),
-        )
+        .route("/openapi.json", axum::routing::get(document))
         .merge(docs())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
@@ -258,6 +283,9 @@ mod tests {
         ("get", "/v1/reports/stores/{store_id}/daily-sales"),
         ("get", "/v1/reports/daily-sales"),
         ("get", "/v1/reports/suppliers/{supplier_id}/daily"),
+        ("get", "/v1/queries"),
+        ("get", "/v1/queries/{name}"),
+        ("post", "/v1/admin/queries/reload"),
         ("get", "/v1/events"),
         ("get", "/v1/streams/{stream_id}"),
         ("get", "/v1/events/live"),

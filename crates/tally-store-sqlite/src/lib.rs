@@ -23,6 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 use tally_core::{Backend, Error};
 
 mod checkpoint;
+mod dataservices;
 mod events;
 mod keys;
 mod queue;
@@ -41,6 +42,8 @@ pub struct Sqlite {
     /// Commits to `intake.db`: the queue, idempotency keys, dead letters, the outbox.
     intake: Writer,
     intake_readers: Readers,
+    /// The data services' connections: read-only, the views alone readable ([`dataservices`]).
+    data: Readers<dataservices::Guarded>,
     queue: Arc<queue::Mem>,
     /// Single submissions waiting for the intake's writer ([`queue::Gather`]).
     gather: Arc<queue::Gather>,
@@ -164,6 +167,7 @@ impl Sqlite {
         let (intake, intake_checkpointer) = start(intake_conn, &intake_path, "tally-intake", 0)?;
         Ok(Arc::new(Self {
             writer,
+            data: dataservices::readers(path.clone()),
             readers: Readers::new(path),
             intake,
             intake_readers: Readers::new(intake_path),
@@ -205,17 +209,22 @@ impl Sqlite {
             keys: self.clone(),
             leases: Arc::new(self.leases.clone()),
             ledger: self.clone(),
+            data: self.clone(),
         }
     }
 }
 
-/// Read-only connections, reused; each read runs on the blocking pool. At most `MAX_READERS` reads
-/// run at once and every connection opened is kept: opening one parses the schema, which costs more
-/// than most reads, so callers beyond the limit wait for a connection instead of opening another.
-struct Readers {
+/// Read-only connections, reused; each read runs on the blocking pool. At most `max` reads run at
+/// once and every connection opened is kept: opening one parses the schema, which costs more than
+/// most reads, so callers beyond the limit wait for a connection instead of opening another. The
+/// queries' connections are plain read-only ones; the data services' are guarded
+/// ([`dataservices::Guarded`]), opened by their own `open`.
+struct Readers<C = Connection> {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<C>>,
     permits: tokio::sync::Semaphore,
+    max: usize,
+    open: fn(&Path) -> Result<C, Error>,
 }
 
 const MAX_READERS: usize = 8;
@@ -223,19 +232,40 @@ const MAX_READERS: usize = 8;
 /// Prepared statements kept per connection: more than the backend has.
 const STATEMENT_CACHE: usize = 128;
 
-impl Readers {
+/// A read-only connection to `path`.
+fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql_error)?;
+    conn.execute_batch("PRAGMA busy_timeout=5000;")
+        .map_err(sql_error)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+impl Readers<Connection> {
     fn new(path: PathBuf) -> Self {
+        Self::with(path, MAX_READERS, open_reader)
+    }
+}
+
+impl<C: Send + 'static> Readers<C> {
+    fn with(path: PathBuf, max: usize, open: fn(&Path) -> Result<C, Error>) -> Self {
         Self {
             path,
             idle: Mutex::new(Vec::new()),
-            permits: tokio::sync::Semaphore::new(MAX_READERS),
+            permits: tokio::sync::Semaphore::new(max),
+            max,
+            open,
         }
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&C) -> Result<T, Error> + Send + 'static,
     {
         let _permit = self
             .permits
@@ -244,17 +274,7 @@ impl Readers {
             .map_err(|_| Error::Unavailable("sqlite readers are closed".into()))?;
         let conn = match self.idle.lock().map(|mut idle| idle.pop()) {
             Ok(Some(conn)) => conn,
-            _ => {
-                let conn = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(sql_error)?;
-                conn.execute_batch("PRAGMA busy_timeout=5000;")
-                    .map_err(sql_error)?;
-                conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-                conn
-            }
+            _ => (self.open)(&self.path)?,
         };
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let r = f(&conn);
@@ -263,7 +283,7 @@ impl Readers {
         .await
         .map_err(|e| Error::Unavailable(format!("sqlite reader task failed: {e}")))?;
         if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_READERS
+            && idle.len() < self.max
         {
             idle.push(conn);
         }

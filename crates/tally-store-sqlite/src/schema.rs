@@ -148,6 +148,32 @@ CREATE TABLE rm_journal (
 );
 CREATE UNIQUE INDEX rm_journal_by_store ON rm_journal (store_id, interval_start);
 "#,
+    r#"
+-- Data services: suppliers, stores and items as registered (the projection `reference`, filled
+-- from the log on the first start of this version), and what was delivered per store, item and
+-- business date beside what was sold (the view supplier_item_daily). Item daily sales are folded
+-- again from the log (their rows lacked the deliveries): until the projector has caught up, their
+-- queries wait or answer as of their checkpoint, like any read model's.
+CREATE TABLE rm_suppliers (
+    supplier_id TEXT NOT NULL PRIMARY KEY,
+    name        TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE rm_stores (
+    store_id TEXT NOT NULL PRIMARY KEY,
+    name     TEXT NOT NULL,
+    timezone TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE rm_items (
+    item_id          TEXT    NOT NULL PRIMARY KEY,
+    name             TEXT    NOT NULL,
+    supplier_id      TEXT    NOT NULL,
+    unit_price_cents INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE rm_item_daily ADD COLUMN units_supplied    INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rm_item_daily ADD COLUMN supply_cost_cents INTEGER NOT NULL DEFAULT 0;
+DELETE FROM rm_item_daily;
+DELETE FROM checkpoints WHERE projection = 'item_daily_sales';
+"#,
 ];
 
 /// The intake's file, `intake.db`: what a command is before the processor decides it. Its writer commits

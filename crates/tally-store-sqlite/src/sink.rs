@@ -8,7 +8,8 @@ use rusqlite::{Connection, params};
 use tally_core::ports::{Error, ProjectionSink, Result};
 use tally_core::readmodel::journal::JOURNAL;
 use tally_core::readmodel::{
-    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY,
+    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, REFERENCE, Registered,
+    STORE_DAILY, SUPPLIER_DAILY,
 };
 
 use crate::Sqlite;
@@ -59,6 +60,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
             }
         }
         Delta::ItemDaily(delta) => apply_item_daily(conn, delta)?,
+        Delta::Reference(rows) => apply_reference(conn, rows)?,
         Delta::Journal(chunks) => {
             let mut stmt = conn
                 .prepare_cached(
@@ -141,6 +143,47 @@ fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
         ])
         .map_err(sql_error)?;
     }
+    let mut supplied = conn
+        .prepare_cached(
+            "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, units_supplied, supply_cost_cents) \
+             VALUES (?1, ?2, ?3, ?4, 0, 0, 0, 0, ?5, ?6) ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+             units_supplied = units_supplied + excluded.units_supplied, supply_cost_cents = supply_cost_cents + excluded.supply_cost_cents",
+        )
+        .map_err(sql_error)?;
+    let mut rows: Vec<_> = delta.supplied.iter().collect();
+    rows.sort_unstable_by(|((s1, i1, d1), _), ((s2, i2, d2), _)| (i1, s1, d1).cmp(&(i2, s2, d2)));
+    for ((store, item, date), f) in rows {
+        let supplier = delta.suppliers.get(item).map_or("", String::as_str);
+        supplied
+            .execute(params![
+                store,
+                item,
+                date.to_string(),
+                supplier,
+                f.units,
+                f.cost_cents
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+/// Registrations: each id is registered once; a replayed one writes the same row again.
+fn apply_reference(conn: &Connection, rows: &[Registered]) -> Result<()> {
+    for r in rows {
+        match r {
+            Registered::Supplier { supplier_id, name } => conn
+                .prepare_cached("INSERT OR REPLACE INTO rm_suppliers (supplier_id, name) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![supplier_id, name])),
+            Registered::Store { store_id, name, timezone } => conn
+                .prepare_cached("INSERT OR REPLACE INTO rm_stores (store_id, name, timezone) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![store_id, name, timezone])),
+            Registered::Item { item_id, name, supplier_id, unit_price_cents } => conn
+                .prepare_cached("INSERT OR REPLACE INTO rm_items (item_id, name, supplier_id, unit_price_cents) VALUES (?1, ?2, ?3, ?4)")
+                .and_then(|mut s| s.execute(params![item_id, name, supplier_id, unit_price_cents])),
+        }
+        .map_err(sql_error)?;
+    }
     Ok(())
 }
 
@@ -162,19 +205,22 @@ impl ProjectionSink for Sqlite {
     }
 
     async fn reset(&self, projection: &str) -> Result<()> {
-        let table = match projection {
-            INVENTORY => "rm_inventory",
-            STORE_DAILY => "rm_store_daily",
-            SUPPLIER_DAILY => "rm_supplier_daily",
-            ITEM_DAILY => "rm_item_daily",
-            JOURNAL => "rm_journal",
+        let tables: &'static [&'static str] = match projection {
+            INVENTORY => &["rm_inventory"],
+            STORE_DAILY => &["rm_store_daily"],
+            SUPPLIER_DAILY => &["rm_supplier_daily"],
+            ITEM_DAILY => &["rm_item_daily"],
+            REFERENCE => &["rm_suppliers", "rm_stores", "rm_items"],
+            JOURNAL => &["rm_journal"],
             other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
         };
         let projection = projection.to_owned();
         self.writer
             .write(move |conn| {
-                conn.execute(&format!("DELETE FROM {table}"), [])
-                    .map_err(sql_error)?;
+                for table in tables {
+                    conn.execute(&format!("DELETE FROM {table}"), [])
+                        .map_err(sql_error)?;
+                }
                 conn.execute(
                     "DELETE FROM checkpoints WHERE projection = ?1",
                     params![projection],

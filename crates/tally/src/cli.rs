@@ -13,6 +13,10 @@ pub struct Cli {
     /// Configuration file (TOML); `./tally.toml` is read when it exists and this is not given.
     #[arg(long, env = "TALLY_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// A directory of `*.toml` files of named queries (`[[queries]]`), beside those of the
+    /// configuration file [default: `queries_dir` in tally.toml, relative to the file].
+    #[arg(long, env = "TALLY_QUERIES_DIR", global = true)]
+    pub queries_dir: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(subcommand)]
@@ -125,6 +129,18 @@ pub enum Cmd {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Named queries (data services).
+    Queries {
+        #[command(subcommand)]
+        action: QueriesCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueriesCmd {
+    /// Read every named query of the configuration and prepare it against the database's views;
+    /// print each problem (query, file and line, what is wrong); exit non-zero on any.
+    Check,
 }
 
 /// The settings of `tally serve` beyond where the data lives (`tally config` takes them too, to show
@@ -316,6 +332,29 @@ pub enum BenchCmd {
         #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
         postgres: Option<String>,
     },
+    /// Named queries (data services) on a long W1-shaped log: each query of a configuration
+    /// called with random parameters, timed.
+    Queries {
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// About this many events in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Business times spread over this many days.
+        #[arg(long, default_value_t = 90)]
+        days: usize,
+        /// Calls of each query.
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+        /// The queries to time (`[[queries]]` tables).
+        #[arg(long, default_value = "queries.example.toml")]
+        queries: PathBuf,
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BenchBackend,
+        /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
+        #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
+        postgres: Option<String>,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -325,6 +364,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let file = crate::config::FileConfig::load(cli.config.as_deref())?;
     let store = crate::config::StoreConfig::resolve(&cli.store, &file)?;
+    let source = crate::config::FileConfig::source(cli.config.as_deref());
+    let query_files = crate::queries::Files {
+        dir: cli.queries_dir.clone().or_else(|| {
+            let dir = file.queries_dir.as_ref()?;
+            let base = source.as_deref().and_then(std::path::Path::parent);
+            Some(base.map_or_else(|| dir.clone(), |b| b.join(dir)))
+        }),
+        config: source,
+    };
     match cli.command {
         Cmd::Serve(args) => {
             let settings = crate::settings::ServeSettings::resolve(&args, &file)?;
@@ -341,6 +389,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 policy,
                 tls: settings.tls,
                 limits: settings.limits,
+                queries: query_files,
             }))?;
         }
         Cmd::Config(args) => {
@@ -387,6 +436,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 postgres,
             }))?
         }
+        Cmd::Bench {
+            which:
+                BenchCmd::Queries {
+                    seed,
+                    events,
+                    days,
+                    calls,
+                    queries,
+                    backend,
+                    postgres,
+                },
+        } => {
+            init_logging(LogFormat::Human);
+            let postgres = bench_database(backend, postgres);
+            runtime.block_on(crate::bench::queries_bench(crate::bench::QueriesOptions {
+                seed,
+                events,
+                days,
+                calls,
+                config: queries,
+                postgres,
+            }))?
+        }
         Cmd::Rebuild => {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::serve::rebuild(&store))?
@@ -412,6 +484,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?
         }
         Cmd::Dlq { action } => runtime.block_on(crate::dlq::run(&store, action))?,
+        Cmd::Queries {
+            action: QueriesCmd::Check,
+        } => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::queries::check(query_files, &store))?
+        }
         Cmd::Openapi => {
             let doc = tally_http::openapi();
             println!(

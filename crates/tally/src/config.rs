@@ -28,6 +28,12 @@ pub struct FileConfig {
     /// Rate limits, load shedding, request timeout (see `limits.rs`).
     #[serde(default)]
     pub limits: crate::limits::LimitsSection,
+    /// Named queries served as endpoints (data services, `queries.rs`).
+    #[serde(default)]
+    pub queries: Vec<crate::queries::QueryDecl>,
+    /// A directory of `*.toml` files of more `[[queries]]` (relative to this file's directory).
+    /// A key of its own: TOML cannot have both `[[queries]]` and a `[queries]` table.
+    pub queries_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,25 +90,7 @@ impl FileConfig {
     /// Parses the text of a tally.toml; an error names the key at fault (`server.listen: …`) and
     /// where it is.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let at = inner
-                .span()
-                .map(|span| {
-                    let before = &text[..span.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!(" (line {line}, column {column})")
-                })
-                .unwrap_or_default();
-            let message = inner.message().trim_end();
-            if key == "." || key.is_empty() {
-                anyhow::anyhow!("{message}{at}")
-            } else {
-                anyhow::anyhow!("{key}: {message}{at}")
-            }
-        })
+        parse_toml(text)
     }
 
     /// The file [`FileConfig::load`] reads, when there is one.
@@ -112,6 +100,30 @@ impl FileConfig {
             None => Some(PathBuf::from("tally.toml")).filter(|p| p.exists()),
         }
     }
+}
+
+/// Parses a TOML text into `T`; an error names the key at fault (`server.listen: …`) and where it
+/// is.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> anyhow::Result<T> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let at = inner
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" (line {line}, column {column})")
+            })
+            .unwrap_or_default();
+        let message = inner.message().trim_end();
+        if key == "." || key.is_empty() {
+            anyhow::anyhow!("{message}{at}")
+        } else {
+            anyhow::anyhow!("{key}: {message}{at}")
+        }
+    })
 }
 
 /// Where the ports live.

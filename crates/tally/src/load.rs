@@ -21,6 +21,7 @@
 
 mod http1;
 mod http_read;
+mod mix;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub enum Workload {
     W1,
     /// Set-up from W1, then a steady stream of sales at --rate for --duration.
     Steady,
+    /// A mix of the named queries the server serves, with random W1 parameters, for --duration
+    /// (beside a W1 load run by another `tally load`).
+    Queries,
 }
 
 pub struct LoadOptions {
@@ -591,10 +595,13 @@ struct Phase {
 }
 
 pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
+    if opts.workload == Workload::Queries {
+        return mix::run(&opts).await;
+    }
     let connections = opts.connections.max(1);
     let target = Target::parse(&opts.url)?;
     let (rate, duration) = match opts.workload {
-        Workload::W1 => (opts.rate, opts.duration),
+        Workload::W1 | Workload::Queries => (opts.rate, opts.duration),
         Workload::Steady => (
             Some(opts.rate.unwrap_or(STEADY_RATE)),
             Some(opts.duration.unwrap_or(STEADY_DURATION)),
@@ -610,7 +617,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     }
     let sales = match (opts.sales, opts.workload, rate, duration) {
         (Some(n), ..) => n,
-        (None, Workload::W1, ..) => W1Size::FULL.sales,
+        (None, Workload::W1 | Workload::Queries, ..) => W1Size::FULL.sales,
         (None, Workload::Steady, Some(r), Some(d)) => (r * d.as_secs_f64()).ceil() as usize,
         (None, Workload::Steady, ..) => W1Size::FULL.sales,
     };

@@ -9,6 +9,7 @@ mod http_server;
 mod keys;
 mod limits;
 mod load;
+mod queries;
 mod serve;
 mod settings;
 

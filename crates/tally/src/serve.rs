@@ -28,6 +28,8 @@ pub struct Options {
     pub tls: Option<crate::http_server::TlsFiles>,
     /// Rate limits, load shedding and the request timeout of the API (`[limits]`).
     pub limits: tally_http::traffic::Limits,
+    /// Where the named queries are declared.
+    pub queries: crate::queries::Files,
 }
 
 /// How long a starting server waits for its database before giving up.
@@ -57,6 +59,14 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
     if api {
         ensure_admin_key(&backend, opts.admin_key.as_deref()).await?;
     }
+    // A server does not start with named queries it refuses; one without an API serves none.
+    let catalog = if api {
+        crate::queries::open(opts.queries, &backend).await?
+    } else {
+        std::sync::Arc::new(tally_core::dataservices::catalog::Catalog::empty(
+            backend.data.clone(),
+        ))
+    };
 
     let signals = Signals::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -106,11 +116,21 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
             tokio::spawn(traffic.clone().run(backend.clone(), stop_rx.clone())),
         ));
     }
+    if api {
+        workers.push((
+            "query reloads",
+            tokio::spawn(crate::queries::reload_on_hangup(
+                catalog.clone(),
+                stop_rx.clone(),
+            )),
+        ));
+    }
     let state = AppState::from(tally_http::AppContext {
         backend,
         signals,
         shutdown: stop_rx,
         traffic: traffic.clone(),
+        queries: catalog,
     });
     let app = if api {
         tally_http::router(state)

@@ -33,6 +33,7 @@ use std::pin::Pin;
 
 use crate::Backend;
 
+pub mod dataservices;
 pub mod event_store;
 pub mod history;
 pub mod intake;
@@ -165,6 +166,15 @@ macro_rules! conformance_tests {
                 keys_revoke_hides_a_key_once => keys::revoke_hides_a_key_once,
                 keys_usage_adds_up_and_never_goes_back_in_time =>
                     keys::usage_adds_up_and_never_goes_back_in_time,
+                dataservices_views_have_their_columns => dataservices::views_have_their_columns,
+                dataservices_views_hold_the_read_models =>
+                    dataservices::views_hold_the_read_models,
+                dataservices_refuses_what_is_not_a_read_of_the_views =>
+                    dataservices::refuses_what_is_not_a_read_of_the_views,
+                dataservices_binds_values_and_limits_rows =>
+                    dataservices::binds_values_and_limits_rows,
+                dataservices_cancels_a_query_past_its_time_limit =>
+                    dataservices::cancels_a_query_past_its_time_limit,
             ];
             concurrent: [
                 event_store_concurrent_commits_to_distinct_streams =>

@@ -8,7 +8,7 @@ use jiff::civil::{Date, date};
 
 use crate::readmodel::{
     DayFigures, Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ItemDay, PROJECTIONS,
-    ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
+    ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY, Supplied, SupplierDay,
 };
 use crate::rows::DateRange;
 use crate::rows::{TopItem, TopItemsQuery};
@@ -389,6 +389,16 @@ fn item_rows(rows: &[(&str, &str, Date, i64, i64)], suppliers: &[(&str, &str)]) 
             .iter()
             .map(|(i, p)| (i.to_string(), p.to_string()))
             .collect(),
+        // A delivery on a day without sales: in the row, never in the item reports.
+        supplied: [(
+            ("s1".to_owned(), "i1".to_owned(), date(2026, 3, 12)),
+            Supplied {
+                units: 40,
+                cost_cents: 800,
+            },
+        )]
+        .into_iter()
+        .collect(),
     })
 }
 
@@ -417,6 +427,7 @@ pub async fn item_daily_top_items_and_low_stock(b: &Backend) {
         .into_iter()
         .collect(),
         suppliers: [("i1".to_owned(), "p1".to_owned())].into_iter().collect(),
+        supplied: HashMap::new(),
     });
     b.sink
         .apply(vec![

@@ -12,15 +12,24 @@ pub const INVENTORY: &str = "inventory";
 pub const STORE_DAILY: &str = "store_daily_sales";
 pub const SUPPLIER_DAILY: &str = "supplier_daily";
 pub const ITEM_DAILY: &str = "item_daily_sales";
-pub const PROJECTIONS: [&str; 4] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY, ITEM_DAILY];
+/// Suppliers, stores and items as registered (the data services' reference views).
+pub const REFERENCE: &str = "reference";
+pub const PROJECTIONS: [&str; 5] = [
+    INVENTORY,
+    STORE_DAILY,
+    SUPPLIER_DAILY,
+    REFERENCE,
+    ITEM_DAILY,
+];
 /// The projections applied with every batch; item daily sales are applied less often when live
 /// (`projector::SLOW_INTERVAL`).
-pub const LIVE: [&str; 3] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY];
+pub const LIVE: [&str; 4] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY, REFERENCE];
 
 mod figures;
 pub mod journal;
 mod moves;
 pub use figures::{DayFigures, ItemDay, SupplierDay};
+// (`Supplied` is defined below, beside the delta it belongs to.)
 pub use moves::{Kind, Move, moves};
 
 /// Additive changes to one projection's rows.
@@ -36,6 +45,60 @@ pub enum Delta {
     ItemDaily(ItemDailyDelta),
     /// Sealed journal chunks to store (not additive: each is written once).
     Journal(Vec<journal::StoredChunk>),
+    /// Registered suppliers, stores and items (not additive: each is registered once).
+    Reference(Vec<Registered>),
+}
+
+/// A registration, as the reference views show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    Supplier {
+        supplier_id: String,
+        name: String,
+    },
+    Store {
+        store_id: String,
+        name: String,
+        timezone: String,
+    },
+    Item {
+        item_id: String,
+        name: String,
+        supplier_id: String,
+        unit_price_cents: i64,
+    },
+}
+
+impl Registered {
+    /// Whether the event is a registration.
+    pub fn is(event: &Event) -> bool {
+        matches!(
+            event,
+            Event::SupplierRegistered(_) | Event::StoreRegistered(_) | Event::ItemRegistered(_)
+        )
+    }
+
+    /// The registration an event makes, if it is one.
+    pub fn of(event: &Event) -> Option<Self> {
+        Some(match event {
+            Event::SupplierRegistered(e) => Registered::Supplier {
+                supplier_id: e.supplier_id.to_string(),
+                name: e.name.as_str().to_owned(),
+            },
+            Event::StoreRegistered(e) => Registered::Store {
+                store_id: e.store_id.to_string(),
+                name: e.name.as_str().to_owned(),
+                timezone: e.timezone.as_str().to_owned(),
+            },
+            Event::ItemRegistered(e) => Registered::Item {
+                item_id: e.item_id.to_string(),
+                name: e.name.as_str().to_owned(),
+                supplier_id: e.supplier_id.to_string(),
+                unit_price_cents: e.unit_price_cents.get(),
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// The item daily sales projection's delta: rows keyed by `(store, item, date)`, and the supplier of
@@ -44,6 +107,16 @@ pub enum Delta {
 pub struct ItemDailyDelta {
     pub rows: HashMap<(String, String, Date), ItemDay>,
     pub suppliers: HashMap<String, String>,
+    /// Units and cost delivered (and corrected) per `(store, item, date)`: kept in the same rows
+    /// for the `supplier_item_daily` view; the item reports show the sales figures only.
+    pub supplied: HashMap<(String, String, Date), Supplied>,
+}
+
+/// What was delivered of an item to a store on a business date.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Supplied {
+    pub units: i64,
+    pub cost_cents: i64,
 }
 
 /// One projection's delta between two checkpoints.
@@ -69,6 +142,7 @@ pub enum Accumulator {
     StoreDaily(Nested<Date, DayFigures>),
     SupplierDaily(Nested<Date, SupplierDay>),
     ItemDaily(ItemRows),
+    Reference(Vec<Registered>),
 }
 
 /// Item daily rows by store, then item (with its supplier), then date. An item sells on few dates
@@ -82,23 +156,36 @@ pub struct ItemRows {
 struct ItemEntry {
     supplier: String,
     days: Vec<(Date, ItemDay)>,
+    supplied: Vec<(Date, Supplied)>,
+}
+
+/// The entry of `date` in a short list, added when missing.
+fn on<'v, V: Default>(list: &'v mut Vec<(Date, V)>, date: Date) -> &'v mut V {
+    let at = match list.iter().position(|(d, _)| *d == date) {
+        Some(at) => at,
+        None => {
+            list.push((date, V::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[at].1
 }
 
 impl ItemRows {
-    fn row(&mut self, m: &Move<'_>) -> &mut ItemDay {
+    fn entry(&mut self, m: &Move<'_>) -> &mut ItemEntry {
         let items = self.rows.entry_ref(m.store).or_default();
-        let entry = items.entry_ref(m.item).or_insert_with(|| ItemEntry {
+        items.entry_ref(m.item).or_insert_with(|| ItemEntry {
             supplier: m.supplier.to_owned(),
-            days: Vec::new(),
-        });
-        let at = match entry.days.iter().position(|(d, _)| *d == m.date) {
-            Some(at) => at,
-            None => {
-                entry.days.push((m.date, ItemDay::default()));
-                entry.days.len() - 1
-            }
-        };
-        &mut entry.days[at].1
+            ..ItemEntry::default()
+        })
+    }
+
+    fn row(&mut self, m: &Move<'_>) -> &mut ItemDay {
+        on(&mut self.entry(m).days, m.date)
+    }
+
+    fn supplied(&mut self, m: &Move<'_>) -> &mut Supplied {
+        on(&mut self.entry(m).supplied, m.date)
     }
 }
 
@@ -117,13 +204,22 @@ impl Accumulator {
             STORE_DAILY => Some(Self::StoreDaily(Fast::default())),
             SUPPLIER_DAILY => Some(Self::SupplierDaily(Fast::default())),
             ITEM_DAILY => Some(Self::ItemDaily(ItemRows::default())),
+            REFERENCE => Some(Self::Reference(Vec::new())),
             _ => None,
         }
     }
 
-    /// Folds every move of the event.
+    /// Folds every move of the event (and a registration into the reference rows).
     pub fn fold(&mut self, event: &Event) {
+        self.fold_registration(event);
         moves(event, |m| self.fold_move(&m));
+    }
+
+    /// Folds a registration into the reference rows (other events and projections: nothing).
+    pub fn fold_registration(&mut self, event: &Event) {
+        if let Accumulator::Reference(rows) = self {
+            rows.extend(Registered::of(event));
+        }
     }
 
     /// Folds one move into this projection's rows (a move it does not concern changes nothing).
@@ -180,8 +276,15 @@ impl Accumulator {
                     r.returned_units = r.returned_units.saturating_add(m.qty);
                     r.returned_cents = r.returned_cents.saturating_add(m.cents);
                 }
+                Kind::Delivered | Kind::Corrected => {
+                    let r = rows.supplied(m);
+                    r.units = r.units.saturating_add(m.qty);
+                    r.cost_cents = r.cost_cents.saturating_add(m.cents);
+                }
                 _ => {}
             },
+            // Registrations are folded by event (`fold_registration`): they have no moves.
+            Accumulator::Reference(_) => {}
         }
     }
 
@@ -202,11 +305,17 @@ impl Accumulator {
                         for (date, f) in entry.days {
                             delta.rows.insert((store.clone(), item.clone(), date), f);
                         }
+                        for (date, f) in entry.supplied {
+                            delta
+                                .supplied
+                                .insert((store.clone(), item.clone(), date), f);
+                        }
                         delta.suppliers.insert(item, entry.supplier);
                     }
                 }
                 Delta::ItemDaily(delta)
             }
+            Accumulator::Reference(rows) => Delta::Reference(rows),
         }
     }
 }

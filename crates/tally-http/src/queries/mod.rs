@@ -21,6 +21,8 @@ mod items;
 mod reports;
 mod time;
 
+pub(crate) use time::wait_for_all;
+
 // Globs: the route macros also need each handler's generated `__path_*` item.
 pub use history::*;
 pub use inventory::*;
@@ -77,14 +79,14 @@ fn supplier_id(raw: &str) -> Result<SupplierId, ApiError> {
     SupplierId::parse(raw).map_err(invalid_id("supplier_id"))
 }
 
-fn wants_csv(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/csv"))
 }
 
-fn csv(body: String) -> Response {
+pub(crate) fn csv(body: String) -> Response {
     let mut r = body.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -135,8 +135,17 @@ pub async fn knowledge(
 }
 
 async fn wait_for(s: &AppState, projection: &str, position: u64) -> Result<(), ApiError> {
-    let (read, projections) = (s.backend.read.as_ref(), [projection]);
-    let wait = tally_core::wait::projected(read, &s.signals, &projections, position, MAX_WAIT);
+    wait_for_all(s, &[projection], position).await
+}
+
+/// Waits (up to 10 s) until every one of `projections` has reached `position`; 503 when not.
+pub(crate) async fn wait_for_all(
+    s: &AppState,
+    projections: &[&str],
+    position: u64,
+) -> Result<(), ApiError> {
+    let read = s.backend.read.as_ref();
+    let wait = tally_core::wait::projected(read, &s.signals, projections, position, MAX_WAIT);
     let reached = tokio::select! {
         r = wait => r?,
         _ = crate::shutting_down(s) => false,

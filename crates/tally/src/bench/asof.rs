@@ -35,19 +35,19 @@ pub async fn asof_bench(o: AsofOptions) -> anyhow::Result<()> {
 }
 
 /// Latencies in microseconds.
-struct Timings(Histogram<u64>);
+pub(super) struct Timings(pub(super) Histogram<u64>);
 
 impl Timings {
-    fn new() -> anyhow::Result<Self> {
+    pub(super) fn new() -> anyhow::Result<Self> {
         Ok(Self(
             Histogram::new_with_bounds(1, 60_000_000, 3).context("a latency histogram")?,
         ))
     }
-    fn record(&mut self, since: Instant) {
+    pub(super) fn record(&mut self, since: Instant) {
         let micros = since.elapsed().as_micros().clamp(1, 60_000_000) as u64;
         let _ = self.0.record(micros);
     }
-    fn line(&self, what: &str) -> String {
+    pub(super) fn line(&self, what: &str) -> String {
         let ms = |q: f64| self.0.value_at_quantile(q) as f64 / 1000.0;
         format!(
             "{what}: n={} p50={:.2}ms p99={:.2}ms max={:.2}ms",
@@ -59,21 +59,23 @@ impl Timings {
     }
 }
 
-async fn run(scratch: &Scratch, o: &AsofOptions) -> anyhow::Result<()> {
-    let backend = &scratch.backend;
+/// Fills an empty backend with a W1-shaped log of about `events` events (W1's reference data and
+/// deliveries, then sales, business times over `days` days), processed and projected; the head.
+pub async fn fill(
+    backend: &tally_core::Backend,
+    seed: u64,
+    events: usize,
+    days: usize,
+) -> anyhow::Result<(u64, Signals)> {
     let size = W1Size::FULL;
     // W1's reference data and deliveries come first; sales fill the rest. About 6 % of W1's sales
     // are rejected (its scarce items run out), so a few more are sent.
     let fixed = size.suppliers + size.stores + size.items * (size.stores + 1);
-    let sales = (o.events.saturating_sub(fixed) * 100 / 94).max(1);
-    let workload = w1_over(o.seed, W1Size { sales, ..size }, o.days);
+    let sales = (events.saturating_sub(fixed) * 100 / 94).max(1);
+    let workload = w1_over(seed, W1Size { sales, ..size }, days);
     eprintln!(
-        "time travel on {}: {} commands (seed {}, business times over {} days), {}",
-        scratch.name,
+        "{} commands (seed {seed}, business times over {days} days)",
         workload.commands.len(),
-        o.seed,
-        o.days,
-        scratch.place
     );
     let started = Instant::now();
     enqueue(backend, workload.commands).await?;
@@ -85,12 +87,22 @@ async fn run(scratch: &Scratch, o: &AsofOptions) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    Projector::new(backend.events.clone(), backend.sink.clone(), signals)
-        .catch_up()
-        .await
-        .context("projection catch-up")?;
+    let mut projector = Projector::new(
+        backend.events.clone(),
+        backend.sink.clone(),
+        signals.clone(),
+    );
+    projector.catch_up().await.context("projection catch-up")?;
+    projector.flush().await.context("projection flush")?;
     eprintln!("projected in {:.1}s", started.elapsed().as_secs_f64());
+    Ok((head, signals))
+}
 
+async fn run(scratch: &Scratch, o: &AsofOptions) -> anyhow::Result<()> {
+    let backend = &scratch.backend;
+    let size = W1Size::FULL;
+    eprintln!("time travel on {}, {}", scratch.name, scratch.place);
+    let (head, _) = fill(backend, o.seed, o.events, o.days).await?;
     let first = backend.events.read_positions(&[1]).await?;
     let last = backend.events.read_positions(&[head]).await?;
     let (Some(first), Some(last)) = (first.first(), last.first()) else {

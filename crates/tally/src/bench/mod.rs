@@ -11,9 +11,11 @@ use tally_core::workload::{W1Size, w1};
 use tally_core::{Backend, Signals};
 
 mod asof;
+mod queries;
 mod scratch;
 
 pub use asof::{AsofOptions, asof_bench};
+pub use queries::{QueriesOptions, param_value, queries_bench};
 use scratch::{Scratch, enqueue, process};
 
 pub async fn w1_bench(
