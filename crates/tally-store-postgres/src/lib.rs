@@ -10,9 +10,11 @@
 //!   command queue, with per-partition leases so that each partition is worked by one consumer at a
 //!   time across processes;
 //! - `read`: read models and checkpoints; `keys`: API keys;
-//! - `lease`: session advisory locks, so that one projector runs per database.
+//! - `lease`: session advisory locks, so that one projector runs per database;
+//! - `dataservices`: operators' SQL over the read-model views, as a role that can read them alone.
 //!
-//! Everything lives in one schema (`tally` unless configured), so tests can give each case its own.
+//! Everything lives in one schema (`tally` unless configured), so tests can give each case its own;
+//! the data services' views in `<schema>_views`, read by the role `<schema>_query`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use tally_core::Backend;
 use tally_core::ports::Error;
 use tokio_postgres::NoTls;
 
+mod dataservices;
 mod events;
 mod keys;
 mod lease;
@@ -32,6 +35,7 @@ mod read;
 pub mod schema;
 mod sink;
 
+pub use dataservices::{query_role, views_schema};
 pub use lease::PgLeases;
 pub use tokio_postgres::config::{Config as PgConfig, Host as PgHost};
 
@@ -74,6 +78,8 @@ pub struct Postgres {
     pub(crate) queue: queue::QueueState,
     /// Concurrent submits share one intake transaction (group commit).
     pub(crate) intake: tally_core::intake::Grouped,
+    /// The data services' views, role and permits ([`dataservices`]).
+    pub(crate) data: dataservices::DataState,
 }
 
 impl Postgres {
@@ -119,6 +125,7 @@ impl Postgres {
             pool,
             pg_config,
             queue: queue::QueueState::default(),
+            data: dataservices::DataState::new(options.pool_size),
             intake: {
                 // A weak handle: the grouping task must not keep the backend alive.
                 let weak = weak.clone();
@@ -139,6 +146,11 @@ impl Postgres {
         });
         if store.options.migrate {
             store.migrate().await?;
+        }
+        // The views follow the binary, migrations or not. Data services failing to set up leave the
+        // rest of the backend working: their calls try again and answer why.
+        if let Err(e) = store.data_ready().await {
+            tracing::warn!(error = %e, "data services are unavailable");
         }
         Ok(store)
     }
@@ -162,6 +174,7 @@ impl Postgres {
             keys: self.clone(),
             leases: Arc::new(PgLeases::new(self.pg_config.clone(), &self.options.schema)),
             ledger: self.clone(),
+            data: self.clone(),
         }
     }
 
@@ -178,16 +191,31 @@ impl Postgres {
             .map_err(|e| Error::Unavailable(format!("no database connection: {e}")))
     }
 
-    /// Drops this backend's schema and everything in it (benchmarks' scratch schemas).
+    /// Drops this backend's schema and everything in it (benchmarks' scratch schemas), with its
+    /// views and their role.
     pub async fn drop_schema(&self) -> Result<(), Error> {
+        let schema = &self.options.schema;
         let client = self.client().await?;
         client
             .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                self.options.schema
+                "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {schema} CASCADE",
+                views_schema(schema)
             ))
             .await
-            .map_err(|e| pg_error("dropping the schema", e))
+            .map_err(|e| pg_error("dropping the schema", e))?;
+        // A role is the cluster's: the same schema in another database may still use it.
+        match client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {}", query_role(schema)))
+            .await
+        {
+            Err(e)
+                if e.code()
+                    != Some(&tokio_postgres::error::SqlState::DEPENDENT_OBJECTS_STILL_EXIST) =>
+            {
+                Err(pg_error("dropping the data services' role", e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The bytes each table of the schema takes with its indexes and TOAST (for benchmarks).

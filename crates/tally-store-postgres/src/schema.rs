@@ -188,6 +188,37 @@ CREATE TABLE rm_journal (
 -- Postcard's varints hardly compress: the moves are kept out of line, uncompressed.
 ALTER TABLE rm_journal ALTER COLUMN moves SET STORAGE EXTERNAL;
 "#,
+    r#"
+-- Data services: suppliers, stores and items as registered (the projection `reference`, filled
+-- from the log on the first start of this version), and what was delivered per store, item and
+-- business date beside what was sold (the view supplier_item_daily). Item daily sales are folded
+-- again from the log (their rows lacked the deliveries; the projector does it by itself on start,
+-- from the missing checkpoint): until it has caught up, their queries answer as of their
+-- checkpoint, like any read model's. The views themselves are not here: they change with the
+-- binary, not with the data, and are replaced when a backend opens (`dataservices`). They depend
+-- on these tables: a later migration that changes a column a view reads drops that view first
+-- (the next open makes it again).
+CREATE TABLE rm_suppliers (
+    supplier_id text PRIMARY KEY,
+    name        text NOT NULL
+);
+CREATE TABLE rm_stores (
+    store_id text PRIMARY KEY,
+    name     text NOT NULL,
+    timezone text NOT NULL
+);
+CREATE TABLE rm_items (
+    item_id          text   PRIMARY KEY,
+    name             text   NOT NULL,
+    supplier_id      text   NOT NULL,
+    unit_price_cents bigint NOT NULL
+);
+ALTER TABLE rm_item_daily
+    ADD COLUMN units_supplied    bigint NOT NULL DEFAULT 0,
+    ADD COLUMN supply_cost_cents bigint NOT NULL DEFAULT 0;
+DELETE FROM rm_item_daily;
+DELETE FROM checkpoints WHERE projection = 'item_daily_sales';
+"#,
 ];
 
 /// What a migration run did.

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use tally_core::ports::{Error, ProjectionSink, Result};
 use tally_core::readmodel::journal::JOURNAL;
 use tally_core::readmodel::{
-    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, STORE_DAILY, SUPPLIER_DAILY,
+    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, REFERENCE, Registered,
+    STORE_DAILY, SUPPLIER_DAILY,
 };
 use tokio_postgres::Transaction;
 
@@ -120,7 +121,8 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
             .await
             .map_err(|e| pg_error("updating supplier daily reports", e))?;
         }
-        Delta::ItemDaily(delta) if !delta.rows.is_empty() => apply_item_daily(tx, delta).await?,
+        Delta::ItemDaily(delta) => apply_item_daily(tx, delta).await?,
+        Delta::Reference(rows) if !rows.is_empty() => apply_reference(tx, rows).await?,
         Delta::Journal(chunks) if !chunks.is_empty() => {
             let stores: Vec<&str> = chunks.iter().map(|c| c.store.as_str()).collect();
             let starts = chunks
@@ -152,7 +154,19 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
     Ok(())
 }
 
+/// Item daily rows: the sales figures and the deliveries, each upserted only when the delta has
+/// some (a batch may carry deliveries and no sales, or the reverse).
 async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Result<()> {
+    if !delta.rows.is_empty() {
+        apply_item_sales(tx, delta).await?;
+    }
+    if !delta.supplied.is_empty() {
+        apply_item_supplied(tx, delta).await?;
+    }
+    Ok(())
+}
+
+async fn apply_item_sales(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Result<()> {
     let (mut stores, mut items, mut dates, mut suppliers) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut f: [Vec<i64>; 4] = Default::default();
@@ -189,6 +203,113 @@ async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Resul
     Ok(())
 }
 
+/// Deliveries (and their corrections) in the same rows as the sales, for the view
+/// `supplier_item_daily`: a day with deliveries and no sales has a row whose sales figures are 0,
+/// which the item reports leave out.
+async fn apply_item_supplied(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Result<()> {
+    let (mut stores, mut items, mut dates, mut suppliers) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut units, mut costs) = (Vec::new(), Vec::new());
+    for ((store, item, date), s) in &delta.supplied {
+        stores.push(store.as_str());
+        items.push(item.as_str());
+        dates.push(date.to_string());
+        suppliers.push(delta.suppliers.get(item).map_or("", String::as_str));
+        units.push(s.units);
+        costs.push(s.cost_cents);
+    }
+    tx.execute(
+        "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, \
+         units_supplied, supply_cost_cents) \
+         SELECT s, i, d::date, p, 0, 0, 0, 0, a, b FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::bigint[], $6::bigint[]) AS r(s, i, d, p, a, b) \
+         ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+         units_supplied = rm_item_daily.units_supplied + excluded.units_supplied, \
+         supply_cost_cents = rm_item_daily.supply_cost_cents + excluded.supply_cost_cents",
+        &[&stores, &items, &dates, &suppliers, &units, &costs],
+    )
+    .await
+    .map_err(|e| pg_error("updating item daily deliveries", e))?;
+    Ok(())
+}
+
+/// Registrations, one upsert per table. An id is registered once, but a batch folded again after a
+/// reset may carry one twice: the last wins (one row per key, or the upsert would touch a row
+/// twice), as a replayed registration writes the same row again.
+async fn apply_reference(tx: &Transaction<'_>, rows: &[Registered]) -> Result<()> {
+    let mut suppliers: HashMap<&str, &str> = HashMap::new();
+    let mut stores: HashMap<&str, (&str, &str)> = HashMap::new();
+    let mut items: HashMap<&str, (&str, &str, i64)> = HashMap::new();
+    for r in rows {
+        match r {
+            Registered::Supplier { supplier_id, name } => {
+                suppliers.insert(supplier_id, name);
+            }
+            Registered::Store {
+                store_id,
+                name,
+                timezone,
+            } => {
+                stores.insert(store_id, (name, timezone));
+            }
+            Registered::Item {
+                item_id,
+                name,
+                supplier_id,
+                unit_price_cents,
+            } => {
+                items.insert(item_id, (name, supplier_id, *unit_price_cents));
+            }
+        }
+    }
+    if !suppliers.is_empty() {
+        let (ids, names): (Vec<&str>, Vec<&str>) = suppliers.into_iter().unzip();
+        tx.execute(
+            "INSERT INTO rm_suppliers (supplier_id, name) SELECT * FROM unnest($1::text[], $2::text[]) \
+             ON CONFLICT (supplier_id) DO UPDATE SET name = excluded.name",
+            &[&ids, &names],
+        )
+        .await
+        .map_err(|e| pg_error("registering suppliers", e))?;
+    }
+    if !stores.is_empty() {
+        let (mut ids, mut names, mut zones) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, (name, zone)) in stores {
+            ids.push(id);
+            names.push(name);
+            zones.push(zone);
+        }
+        tx.execute(
+            "INSERT INTO rm_stores (store_id, name, timezone) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
+             ON CONFLICT (store_id) DO UPDATE SET name = excluded.name, timezone = excluded.timezone",
+            &[&ids, &names, &zones],
+        )
+        .await
+        .map_err(|e| pg_error("registering stores", e))?;
+    }
+    if !items.is_empty() {
+        let (mut ids, mut names, mut suppliers, mut prices) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, (name, supplier, price)) in items {
+            ids.push(id);
+            names.push(name);
+            suppliers.push(supplier);
+            prices.push(price);
+        }
+        tx.execute(
+            "INSERT INTO rm_items (item_id, name, supplier_id, unit_price_cents) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+             ON CONFLICT (item_id) DO UPDATE SET name = excluded.name, supplier_id = excluded.supplier_id, \
+             unit_price_cents = excluded.unit_price_cents",
+            &[&ids, &names, &suppliers, &prices],
+        )
+        .await
+        .map_err(|e| pg_error("registering items", e))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ProjectionSink for Postgres {
     async fn checkpoints(&self) -> Result<HashMap<String, u64>> {
@@ -220,12 +341,13 @@ impl ProjectionSink for Postgres {
     }
 
     async fn reset(&self, projection: &str) -> Result<()> {
-        let table = match projection {
-            INVENTORY => "rm_inventory",
-            STORE_DAILY => "rm_store_daily",
-            SUPPLIER_DAILY => "rm_supplier_daily",
-            ITEM_DAILY => "rm_item_daily",
-            JOURNAL => "rm_journal",
+        let tables: &[&str] = match projection {
+            INVENTORY => &["rm_inventory"],
+            STORE_DAILY => &["rm_store_daily"],
+            SUPPLIER_DAILY => &["rm_supplier_daily"],
+            ITEM_DAILY => &["rm_item_daily"],
+            REFERENCE => &["rm_suppliers", "rm_stores", "rm_items"],
+            JOURNAL => &["rm_journal"],
             other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
         };
         let mut client = self.client().await?;
@@ -240,7 +362,8 @@ impl ProjectionSink for Postgres {
         )
         .await
         .map_err(|e| pg_error("resetting a checkpoint", e))?;
-        tx.batch_execute(&format!("DELETE FROM {table}"))
+        let empty: Vec<String> = tables.iter().map(|t| format!("DELETE FROM {t}")).collect();
+        tx.batch_execute(&empty.join("; "))
             .await
             .map_err(|e| pg_error("emptying a read model", e))?;
         tx.commit()

@@ -384,10 +384,11 @@ impl Query {
                     (None, false) => Bind::Null,
                 },
             };
-            if let (Some(own), Some(param)) = (scope, &self.scope_param) {
-                if param == &p.name && value != Bind::Text(own.to_owned()) {
-                    return Err(BindError::OutOfScope(p.name.clone()));
-                }
+            if let (Some(own), Some(param)) = (scope, &self.scope_param)
+                && param == &p.name
+                && value != Bind::Text(own.to_owned())
+            {
+                return Err(BindError::OutOfScope(p.name.clone()));
             }
             values.push(value);
         }

@@ -138,10 +138,10 @@ pub fn identifiers(sql: &str) -> Vec<String> {
 pub fn names(pieces: &[Piece]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for p in pieces {
-        if let Piece::Placeholder(n) = p {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
+        if let Piece::Placeholder(n) = p
+            && !names.contains(n)
+        {
+            names.push(n.clone());
         }
     }
     names

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::readmodel::{Delta, INVENTORY, ITEM_DAILY, STORE_DAILY, SUPPLIER_DAILY};
+use crate::readmodel::{Delta, INVENTORY, ITEM_DAILY, REFERENCE, STORE_DAILY, SUPPLIER_DAILY};
 use tally_domain::event::{SaleRecorded, SoldLine, StockAdjusted};
 use tally_domain::values::{
     AdjustmentId, AdjustmentReason, Cents, ItemId, Quantity, SaleId, StockDelta, StoreId,
@@ -41,6 +41,7 @@ fn checkpoints(inventory: u64, store: u64, supplier: u64) -> HashMap<String, u64
         (INVENTORY, inventory),
         (STORE_DAILY, store),
         (SUPPLIER_DAILY, supplier),
+        (REFERENCE, supplier),
         (ITEM_DAILY, supplier),
     ]
     .into_iter()
@@ -74,7 +75,7 @@ fn each_projection_starts_after_its_own_checkpoint() {
     assert_eq!(
         names,
         [INVENTORY, STORE_DAILY],
-        "supplier and item days have nothing new"
+        "supplier and item days and the reference data have nothing new"
     );
     let Delta::Inventory(stock) = &updates[0].delta else {
         panic!("wrong delta")

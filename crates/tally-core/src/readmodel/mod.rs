@@ -160,7 +160,7 @@ struct ItemEntry {
 }
 
 /// The entry of `date` in a short list, added when missing.
-fn on<'v, V: Default>(list: &'v mut Vec<(Date, V)>, date: Date) -> &'v mut V {
+fn on<V: Default>(list: &mut Vec<(Date, V)>, date: Date) -> &mut V {
     let at = match list.iter().position(|(d, _)| *d == date) {
         Some(at) => at,
         None => {

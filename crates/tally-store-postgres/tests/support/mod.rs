@@ -7,14 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_store_postgres::{PgOptions, Postgres};
+use tally_store_postgres::{PgOptions, Postgres, query_role, views_schema};
 
 pub fn url() -> String {
     std::env::var("TALLY_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// A schema that is dropped (with everything in it) when this is dropped.
+/// A schema that is dropped (with everything in it, its data services' views and role) when this
+/// is dropped.
 pub struct Scratch {
     pub schema: String,
 }
@@ -69,10 +70,20 @@ impl Drop for Scratch {
                     return;
                 };
                 tokio::spawn(conn);
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(20),
-                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")),
-                )
+                // The role last, on its own (a failure must not keep the schemas): the views'
+                // grants depend on it. Roles are the cluster's, so each scratch schema's would
+                // otherwise stay behind.
+                let _ = tokio::time::timeout(Duration::from_secs(20), async {
+                    let _ = client
+                        .batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {schema} CASCADE",
+                            views_schema(&schema)
+                        ))
+                        .await;
+                    let _ = client
+                        .batch_execute(&format!("DROP ROLE IF EXISTS {}", query_role(&schema)))
+                        .await;
+                })
                 .await;
             });
         })

@@ -45,11 +45,11 @@ fn path(q: &ListedQuery, rng: &mut SplitMix64, days: usize) -> String {
         .iter()
         .find(|(n, _)| n == "from")
         .map(|(_, v)| v.clone());
-    if let (Some(from), true) = (from, q.params.iter().any(|p| p.name == "to")) {
-        if let Ok(d) = from.parse::<jiff::civil::Date>() {
-            let to = d.checked_add(jiff::Span::new().days(30)).unwrap_or(d);
-            given.push(("to".to_owned(), to.to_string()));
-        }
+    if let (Some(from), true) = (from, q.params.iter().any(|p| p.name == "to"))
+        && let Ok(d) = from.parse::<jiff::civil::Date>()
+    {
+        let to = d.checked_add(jiff::Span::new().days(30)).unwrap_or(d);
+        given.push(("to".to_owned(), to.to_string()));
     }
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(given)

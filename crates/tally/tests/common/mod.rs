@@ -555,8 +555,14 @@ impl Drop for Schema {
                     tokio_postgres::connect(&url, tokio_postgres::NoTls).await
                 {
                     tokio::spawn(conn);
+                    // The data services' views schema and role go with it (roles are the
+                    // cluster's: left behind, every test run would add one).
+                    let views = tally_store_postgres::views_schema(&name);
+                    let role = tally_store_postgres::query_role(&name);
                     let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {views} CASCADE; DROP SCHEMA IF EXISTS {name} CASCADE; DROP ROLE IF EXISTS {role}"
+                        ))
                         .await;
                 }
             });
