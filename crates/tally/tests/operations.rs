@@ -30,10 +30,11 @@ const METRICS: &[(&str, &str)] = &[
     ("tally_projection_lag_seconds", "gauge"),
 ];
 
-const MODELS: [&str; 4] = [
+const MODELS: [&str; 5] = [
     "inventory",
     "store_daily_sales",
     "supplier_daily",
+    "reference",
     "item_daily_sales",
 ];
 

@@ -144,6 +144,8 @@ macro_rules! conformance_tests {
                     read_store::supplier_daily_filters_dates_and_skips_empty_days,
                 read_store_item_daily_top_items_and_low_stock =>
                     read_store::item_daily_top_items_and_low_stock,
+                read_store_projector_resumes_behind_its_journal =>
+                    read_store::projector_resumes_behind_its_journal,
                 timetravel_as_of_equals_a_fold_of_the_prefix =>
                     timetravel::as_of_equals_a_fold_of_the_prefix,
                 timetravel_business_time_counts_movements_that_happened_by_then =>

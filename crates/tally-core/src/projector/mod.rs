@@ -248,8 +248,11 @@ impl Projector {
         let sealed = self.journal.as_ref().map(|j| j.sealed());
         let slow = self.slow.as_ref().map(|s| s.checkpoint());
         if let Some(c) = &mut self.checkpoints {
+            // A projection already past `to` was not in the update (after a restart the journal
+            // or the slow lane can start the batch before the others' checkpoints): it stays.
             for name in LIVE {
-                c.insert(name.to_owned(), to);
+                let at = c.entry(name.to_owned()).or_insert(0);
+                *at = (*at).max(to);
             }
             if let Some(slow) = slow {
                 c.insert(ITEM_DAILY.to_owned(), slow);
