@@ -328,6 +328,8 @@ pub const REFUSED: &[&str] = &[
     "create table x (a int)",
     "attach database 'x.db' as x",
     "pragma query_only = 0",
+    "copy inventory to '/tmp/tally-inventory.csv'",
+    "select 1 into temp stolen",
     "select 1; select 2",
     "select * from api_keys",
     "select * from checkpoints",
