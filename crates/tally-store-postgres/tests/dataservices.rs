@@ -164,25 +164,16 @@ async fn database(client: &tokio_postgres::Client) -> String {
 impl Drop for Login {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let client = superuser().await;
-                let db = database(&client).await;
-                let _ = client
-                    .batch_execute(&format!(
-                        "DROP OWNED BY {name} CASCADE; REVOKE ALL ON DATABASE {db} FROM {name}"
-                    ))
-                    .await;
-                let _ = client.batch_execute(&format!("DROP ROLE {name}")).await;
-            });
-        })
-        .join();
+        support::clean_up(async move {
+            let client = superuser().await;
+            let db = database(&client).await;
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP OWNED BY {name} CASCADE; REVOKE ALL ON DATABASE {db} FROM {name}"
+                ))
+                .await;
+            let _ = client.batch_execute(&format!("DROP ROLE {name}")).await;
+        });
     }
 }
 

@@ -55,38 +55,41 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let schema = self.schema.clone();
-        // Dropped from a plain thread: the test's runtime may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        clean_up(async move {
+            let Ok((client, conn)) = tokio_postgres::connect(&url(), tokio_postgres::NoTls).await
             else {
                 return;
             };
-            rt.block_on(async move {
-                let Ok((client, conn)) =
-                    tokio_postgres::connect(&url(), tokio_postgres::NoTls).await
-                else {
-                    return;
-                };
-                tokio::spawn(conn);
-                // The role last, on its own (a failure must not keep the schemas): the views'
-                // grants depend on it. Roles are the cluster's, so each scratch schema's would
-                // otherwise stay behind.
-                let _ = tokio::time::timeout(Duration::from_secs(20), async {
-                    let _ = client
-                        .batch_execute(&format!(
-                            "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {schema} CASCADE",
-                            views_schema(&schema)
-                        ))
-                        .await;
-                    let _ = client
-                        .batch_execute(&format!("DROP ROLE IF EXISTS {}", query_role(&schema)))
-                        .await;
-                })
-                .await;
-            });
-        })
-        .join();
+            tokio::spawn(conn);
+            // The role last, on its own (a failure must not keep the schemas): the views'
+            // grants depend on it. Roles are the cluster's, so each scratch schema's would
+            // otherwise stay behind.
+            let _ = tokio::time::timeout(Duration::from_secs(20), async {
+                let _ = client
+                    .batch_execute(&format!(
+                        "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {schema} CASCADE",
+                        views_schema(&schema)
+                    ))
+                    .await;
+                let _ = client
+                    .batch_execute(&format!("DROP ROLE IF EXISTS {}", query_role(&schema)))
+                    .await;
+            })
+            .await;
+        });
     }
+}
+
+/// Runs `cleanup` to its end on a plain thread with a runtime of its own: a `Drop` may run while
+/// the test's runtime is shutting down.
+pub fn clean_up(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
 }
