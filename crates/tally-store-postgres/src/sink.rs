@@ -156,80 +156,50 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
 
 /// Item daily rows: the sales figures and the deliveries, each upserted only when the delta has
 /// some (a batch may carry deliveries and no sales, or the reverse).
+/// Sales and deliveries (with their corrections) in the same rows, one per key: a day with
+/// deliveries and no sales has a row whose sales figures are 0, which the item reports leave out
+/// (the view `supplier_item_daily` shows it).
 async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Result<()> {
-    if !delta.rows.is_empty() {
-        apply_item_sales(tx, delta).await?;
+    let changes = delta.changes();
+    if changes.is_empty() {
+        return Ok(());
     }
-    if !delta.supplied.is_empty() {
-        apply_item_supplied(tx, delta).await?;
-    }
-    Ok(())
-}
-
-async fn apply_item_sales(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Result<()> {
     let (mut stores, mut items, mut dates, mut suppliers) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut f: [Vec<i64>; 4] = Default::default();
-    for ((store, item, date), d) in &delta.rows {
-        stores.push(store.as_str());
-        items.push(item.as_str());
-        dates.push(date.to_string());
-        suppliers.push(delta.suppliers.get(item).map_or("", String::as_str));
-        for (i, v) in [
-            d.units_sold,
-            d.gross_cents,
-            d.returned_units,
-            d.returned_cents,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            f[i].push(v);
+    let mut f: [Vec<i64>; 6] = Default::default();
+    for c in &changes {
+        stores.push(c.store);
+        items.push(c.item);
+        dates.push(c.date.to_string());
+        suppliers.push(c.supplier);
+        let figures = [
+            c.sales.units_sold,
+            c.sales.gross_cents,
+            c.sales.returned_units,
+            c.sales.returned_cents,
+            c.supplied.units,
+            c.supplied.cost_cents,
+        ];
+        for (column, v) in f.iter_mut().zip(figures) {
+            column.push(v);
         }
-    }
-    tx.execute(
-        "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents) \
-         SELECT s, i, d::date, p, a, b, c, e FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-         $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) AS r(s, i, d, p, a, b, c, e) \
-         ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
-         units_sold = rm_item_daily.units_sold + excluded.units_sold, \
-         gross_cents = rm_item_daily.gross_cents + excluded.gross_cents, \
-         returned_units = rm_item_daily.returned_units + excluded.returned_units, \
-         returned_cents = rm_item_daily.returned_cents + excluded.returned_cents",
-        &[&stores, &items, &dates, &suppliers, &f[0], &f[1], &f[2], &f[3]],
-    )
-    .await
-    .map_err(|e| pg_error("updating item daily sales", e))?;
-    Ok(())
-}
-
-/// Deliveries (and their corrections) in the same rows as the sales, for the view
-/// `supplier_item_daily`: a day with deliveries and no sales has a row whose sales figures are 0,
-/// which the item reports leave out.
-async fn apply_item_supplied(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Result<()> {
-    let (mut stores, mut items, mut dates, mut suppliers) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut units, mut costs) = (Vec::new(), Vec::new());
-    for ((store, item, date), s) in &delta.supplied {
-        stores.push(store.as_str());
-        items.push(item.as_str());
-        dates.push(date.to_string());
-        suppliers.push(delta.suppliers.get(item).map_or("", String::as_str));
-        units.push(s.units);
-        costs.push(s.cost_cents);
     }
     tx.execute(
         "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, \
          units_supplied, supply_cost_cents) \
-         SELECT s, i, d::date, p, 0, 0, 0, 0, a, b FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-         $5::bigint[], $6::bigint[]) AS r(s, i, d, p, a, b) \
+         SELECT s, i, d::date, p, a, b, c, e, g, h FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) AS r(s, i, d, p, a, b, c, e, g, h) \
          ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+         units_sold = rm_item_daily.units_sold + excluded.units_sold, \
+         gross_cents = rm_item_daily.gross_cents + excluded.gross_cents, \
+         returned_units = rm_item_daily.returned_units + excluded.returned_units, \
+         returned_cents = rm_item_daily.returned_cents + excluded.returned_cents, \
          units_supplied = rm_item_daily.units_supplied + excluded.units_supplied, \
          supply_cost_cents = rm_item_daily.supply_cost_cents + excluded.supply_cost_cents",
-        &[&stores, &items, &dates, &suppliers, &units, &costs],
+        &[&stores, &items, &dates, &suppliers, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]],
     )
     .await
-    .map_err(|e| pg_error("updating item daily deliveries", e))?;
+    .map_err(|e| pg_error("updating item daily sales", e))?;
     Ok(())
 }
 

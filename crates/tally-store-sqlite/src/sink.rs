@@ -120,50 +120,27 @@ fn in_key_order<K: Ord, V>(rows: &HashMap<K, V>) -> Vec<(&K, &V)> {
 fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
-             units_sold = units_sold + excluded.units_sold, gross_cents = gross_cents + excluded.gross_cents, \
-             returned_units = returned_units + excluded.returned_units, returned_cents = returned_cents + excluded.returned_cents",
-        )
-        .map_err(sql_error)?;
-    // In the table's key order: item, store, date.
-    let mut rows: Vec<_> = delta.rows.iter().collect();
-    rows.sort_unstable_by(|((s1, i1, d1), _), ((s2, i2, d2), _)| (i1, s1, d1).cmp(&(i2, s2, d2)));
-    for ((store, item, date), f) in rows {
-        let supplier = delta.suppliers.get(item).map_or("", String::as_str);
-        stmt.execute(params![
-            store,
-            item,
-            date.to_string(),
-            supplier,
-            f.units_sold,
-            f.gross_cents,
-            f.returned_units,
-            f.returned_cents
-        ])
-        .map_err(sql_error)?;
-    }
-    let mut supplied = conn
-        .prepare_cached(
             "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, units_supplied, supply_cost_cents) \
-             VALUES (?1, ?2, ?3, ?4, 0, 0, 0, 0, ?5, ?6) ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+             units_sold = units_sold + excluded.units_sold, gross_cents = gross_cents + excluded.gross_cents, \
+             returned_units = returned_units + excluded.returned_units, returned_cents = returned_cents + excluded.returned_cents, \
              units_supplied = units_supplied + excluded.units_supplied, supply_cost_cents = supply_cost_cents + excluded.supply_cost_cents",
         )
         .map_err(sql_error)?;
-    let mut rows: Vec<_> = delta.supplied.iter().collect();
-    rows.sort_unstable_by(|((s1, i1, d1), _), ((s2, i2, d2), _)| (i1, s1, d1).cmp(&(i2, s2, d2)));
-    for ((store, item, date), f) in rows {
-        let supplier = delta.suppliers.get(item).map_or("", String::as_str);
-        supplied
-            .execute(params![
-                store,
-                item,
-                date.to_string(),
-                supplier,
-                f.units,
-                f.cost_cents
-            ])
-            .map_err(sql_error)?;
+    for c in delta.changes() {
+        stmt.execute(params![
+            c.store,
+            c.item,
+            c.date.to_string(),
+            c.supplier,
+            c.sales.units_sold,
+            c.sales.gross_cents,
+            c.sales.returned_units,
+            c.sales.returned_cents,
+            c.supplied.units,
+            c.supplied.cost_cents
+        ])
+        .map_err(sql_error)?;
     }
     Ok(())
 }

@@ -315,46 +315,53 @@ pub enum BenchCmd {
     /// Time travel on a long W1-shaped log: a store's 31-day daily sales and one item's stock as of
     /// random instants, and a day's history, each timed; disk per event per table.
     Asof {
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// About this many events in the log.
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        /// Business times spread over this many days.
-        #[arg(long, default_value_t = 90)]
-        days: usize,
+        #[command(flatten)]
+        log: LogArgs,
         /// Random instants asked, for each of the three questions.
         #[arg(long, default_value_t = 1000)]
         queries: usize,
-        #[arg(long, value_enum, default_value = "sqlite")]
-        backend: BenchBackend,
-        /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
-        #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
-        postgres: Option<String>,
     },
     /// Named queries (data services) on a long W1-shaped log: each query of a configuration
     /// called with random parameters, timed.
     Queries {
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// About this many events in the log.
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        /// Business times spread over this many days.
-        #[arg(long, default_value_t = 90)]
-        days: usize,
+        #[command(flatten)]
+        log: LogArgs,
         /// Calls of each query.
         #[arg(long, default_value_t = 1000)]
         calls: usize,
         /// The queries to time (`[[queries]]` tables).
         #[arg(long, default_value = "queries.example.toml")]
         queries: PathBuf,
-        #[arg(long, value_enum, default_value = "sqlite")]
-        backend: BenchBackend,
-        /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
-        #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
-        postgres: Option<String>,
     },
+}
+
+/// The long W1-shaped log `bench asof` and `bench queries` run on.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// About this many events in the log.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Business times spread over this many days.
+    #[arg(long, default_value_t = 90)]
+    days: usize,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: BenchBackend,
+    /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
+    #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
+    postgres: Option<String>,
+}
+
+impl LogArgs {
+    fn options(self) -> crate::bench::LogOptions {
+        crate::bench::LogOptions {
+            seed: self.seed,
+            events: self.events,
+            days: self.days,
+            postgres: bench_database(self.backend, self.postgres),
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -416,47 +423,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::bench::w1_bench(seed, sales, batch, postgres))?
         }
         Cmd::Bench {
-            which:
-                BenchCmd::Asof {
-                    seed,
-                    events,
-                    days,
-                    queries,
-                    backend,
-                    postgres,
-                },
+            which: BenchCmd::Asof { log, queries },
         } => {
             init_logging(LogFormat::Human);
-            let postgres = bench_database(backend, postgres);
             runtime.block_on(crate::bench::asof_bench(crate::bench::AsofOptions {
-                seed,
-                events,
-                days,
+                log: log.options(),
                 queries,
-                postgres,
             }))?
         }
         Cmd::Bench {
             which:
                 BenchCmd::Queries {
-                    seed,
-                    events,
-                    days,
+                    log,
                     calls,
                     queries,
-                    backend,
-                    postgres,
                 },
         } => {
             init_logging(LogFormat::Human);
-            let postgres = bench_database(backend, postgres);
             runtime.block_on(crate::bench::queries_bench(crate::bench::QueriesOptions {
-                seed,
-                events,
-                days,
+                log: log.options(),
                 calls,
                 config: queries,
-                postgres,
             }))?
         }
         Cmd::Rebuild => {

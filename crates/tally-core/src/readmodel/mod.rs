@@ -112,6 +112,60 @@ pub struct ItemDailyDelta {
     pub supplied: HashMap<(String, String, Date), Supplied>,
 }
 
+/// One row of item daily sales as a delta changes it: its key, its item's supplier, and the sales
+/// and deliveries to add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRowChange<'d> {
+    pub store: &'d str,
+    pub item: &'d str,
+    pub date: Date,
+    pub supplier: &'d str,
+    pub sales: ItemDay,
+    pub supplied: Supplied,
+}
+
+impl ItemDailyDelta {
+    /// Every row the delta touches, sales and deliveries together (one upsert per row, not one
+    /// per kind), in the table's key order: item, store, date.
+    pub fn changes(&self) -> Vec<ItemRowChange<'_>> {
+        fn change<'d>(
+            delta: &'d ItemDailyDelta,
+            (store, item, date): &'d (String, String, Date),
+        ) -> ItemRowChange<'d> {
+            ItemRowChange {
+                store,
+                item,
+                date: *date,
+                supplier: delta.suppliers.get(item).map_or("", String::as_str),
+                sales: ItemDay::default(),
+                supplied: Supplied::default(),
+            }
+        }
+        let mut all: Vec<ItemRowChange<'_>> =
+            Vec::with_capacity(self.rows.len() + self.supplied.len());
+        all.extend(self.rows.iter().map(|(k, f)| ItemRowChange {
+            sales: *f,
+            ..change(self, k)
+        }));
+        all.extend(self.supplied.iter().map(|(k, f)| ItemRowChange {
+            supplied: *f,
+            ..change(self, k)
+        }));
+        all.sort_unstable_by(|a, b| (a.item, a.store, a.date).cmp(&(b.item, b.store, b.date)));
+        // A key in both maps is one row: its sales and its deliveries, side by side.
+        all.dedup_by(|later, kept| {
+            let same = (later.item, later.store, later.date) == (kept.item, kept.store, kept.date);
+            if same {
+                kept.sales.add(&later.sales);
+                kept.supplied.units += later.supplied.units;
+                kept.supplied.cost_cents += later.supplied.cost_cents;
+            }
+            same
+        });
+        all
+    }
+}
+
 /// What was delivered of an item to a store on a business date.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Supplied {

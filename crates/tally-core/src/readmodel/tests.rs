@@ -220,3 +220,49 @@ fn a_delivery_correction_moves_stock_and_its_delivery_date_by_the_difference() {
         "a correction is not a sale"
     );
 }
+
+#[test]
+fn item_daily_changes_are_one_row_per_key_in_key_order() {
+    let d = |day| jiff::civil::date(2026, 3, day);
+    let key = |s: &str, i: &str, day| (s.to_owned(), i.to_owned(), d(day));
+    let sold = ItemDay {
+        units_sold: 2,
+        gross_cents: 200,
+        ..ItemDay::default()
+    };
+    let delivered = Supplied {
+        units: 10,
+        cost_cents: 500,
+    };
+    let delta = ItemDailyDelta {
+        rows: [(key("s2", "a", 1), sold), (key("s1", "b", 1), sold)].into(),
+        suppliers: [("a".to_owned(), "p".to_owned())].into(),
+        supplied: [
+            (key("s2", "a", 1), delivered),
+            (key("s1", "a", 2), delivered),
+        ]
+        .into(),
+    };
+    let got: Vec<_> = delta
+        .changes()
+        .into_iter()
+        .map(|c| {
+            (
+                c.item,
+                c.store,
+                c.date.day(),
+                c.supplier,
+                c.sales,
+                c.supplied,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", "s1", 2, "p", ItemDay::default(), delivered),
+            ("a", "s2", 1, "p", sold, delivered),
+            ("b", "s1", 1, "", sold, Supplied::default()),
+        ]
+    );
+}

@@ -20,16 +20,32 @@ use tally_domain::values::{ItemId, StoreId};
 
 use super::scratch::{Scratch, enqueue, process};
 
-pub struct AsofOptions {
+/// The long W1-shaped log the time-travel and query benchmarks run on.
+pub struct LogOptions {
     pub seed: u64,
+    /// About this many events.
     pub events: usize,
+    /// Business times spread over this many days.
     pub days: usize,
-    pub queries: usize,
+    /// A scratch schema of this PostgreSQL database; a temporary SQLite data dir without.
     pub postgres: Option<String>,
 }
 
+pub struct AsofOptions {
+    pub log: LogOptions,
+    pub queries: usize,
+}
+
+/// A random W1 business date, within `spread` days of its first.
+pub(super) fn w1_day(rng: &mut SplitMix64, spread: usize) -> jiff::civil::Date {
+    let offset = rng.below(spread.max(1) as u64) as i64;
+    W1_FIRST_DAY
+        .checked_add(jiff::Span::new().days(offset))
+        .unwrap_or(W1_FIRST_DAY)
+}
+
 pub async fn asof_bench(o: AsofOptions) -> anyhow::Result<()> {
-    let scratch = Scratch::open(o.postgres.clone()).await?;
+    let scratch = Scratch::open(o.log.postgres.clone()).await?;
     let result = run(&scratch, &o).await;
     scratch.close(result).await
 }
@@ -63,10 +79,9 @@ impl Timings {
 /// deliveries, then sales, business times over `days` days), processed and projected; the head.
 pub async fn fill(
     backend: &tally_core::Backend,
-    seed: u64,
-    events: usize,
-    days: usize,
+    log: &LogOptions,
 ) -> anyhow::Result<(u64, Signals)> {
+    let (seed, events, days) = (log.seed, log.events, log.days);
     let size = W1Size::FULL;
     // W1's reference data and deliveries come first; sales fill the rest. About 6 % of W1's sales
     // are rejected (its scarce items run out), so a few more are sent.
@@ -102,7 +117,7 @@ async fn run(scratch: &Scratch, o: &AsofOptions) -> anyhow::Result<()> {
     let backend = &scratch.backend;
     let size = W1Size::FULL;
     eprintln!("time travel on {}, {}", scratch.name, scratch.place);
-    let (head, _) = fill(backend, o.seed, o.events, o.days).await?;
+    let (head, _) = fill(backend, &o.log).await?;
     let first = backend.events.read_positions(&[1]).await?;
     let last = backend.events.read_positions(&[head]).await?;
     let (Some(first), Some(last)) = (first.first(), last.first()) else {
@@ -110,7 +125,7 @@ async fn run(scratch: &Scratch, o: &AsofOptions) -> anyhow::Result<()> {
     };
     let span = last.recorded_at.duration_since(first.recorded_at);
     let travel = TimeTravel::new(backend.events.clone(), backend.journal.clone());
-    let mut rng = SplitMix64::new(o.seed ^ 0xA5_0F);
+    let mut rng = SplitMix64::new(o.log.seed ^ 0xA5_0F);
     let instant = |rng: &mut SplitMix64| -> Timestamp {
         let micros = span.as_micros().max(1) as u64;
         first.recorded_at + SignedDuration::from_micros(rng.below(micros) as i64)
@@ -119,19 +134,14 @@ async fn run(scratch: &Scratch, o: &AsofOptions) -> anyhow::Result<()> {
         StoreId::parse(format!("store-{:02}", rng.below(size.stores as u64)))
             .context("a W1 store id")
     };
-    let day = |rng: &mut SplitMix64, spread: usize| {
-        let offset = rng.below(spread.max(1) as u64) as i64;
-        W1_FIRST_DAY
-            .checked_add(jiff::Span::new().days(offset))
-            .unwrap_or(W1_FIRST_DAY)
-    };
+    let day = w1_day;
 
     let (mut daily, mut item, mut history) = (Timings::new()?, Timings::new()?, Timings::new()?);
     let mut rows = 0usize;
     for _ in 0..o.queries {
         // A store's 31 days of daily sales, as known at a random instant.
         let (s, at) = (store(&mut rng)?, instant(&mut rng));
-        let from = day(&mut rng, o.days.saturating_sub(30));
+        let from = day(&mut rng, o.log.days.saturating_sub(30));
         let range = DateRange::new(
             Some(from),
             from.checked_add(jiff::Span::new().days(30)).ok(),
@@ -151,7 +161,7 @@ async fn run(scratch: &Scratch, o: &AsofOptions) -> anyhow::Result<()> {
         item.record(t);
 
         // The history of one store's day, as the log knows it now.
-        let (s, d) = (store(&mut rng)?, day(&mut rng, o.days));
+        let (s, d) = (store(&mut rng)?, day(&mut rng, o.log.days));
         let t = Instant::now();
         rows += travel.store_day_history(&s, d, head).await?.rows.len();
         history.record(t);

@@ -14,8 +14,8 @@ mod asof;
 mod queries;
 mod scratch;
 
-pub use asof::{AsofOptions, asof_bench};
-pub use queries::{QueriesOptions, param_value, queries_bench};
+pub use asof::{AsofOptions, LogOptions, asof_bench};
+pub use queries::{QueriesOptions, params, queries_bench};
 use scratch::{Scratch, enqueue, process};
 
 pub async fn w1_bench(

@@ -8,57 +8,63 @@ use std::time::Instant;
 
 use anyhow::Context;
 use tally_core::dataservices::catalog;
-use tally_core::workload::{SplitMix64, W1_FIRST_DAY, W1Size};
+use tally_core::workload::{SplitMix64, W1Size};
 
-use super::asof::{Timings, fill};
+use super::asof::{LogOptions, Timings, fill, w1_day};
 use super::scratch::Scratch;
 
 pub struct QueriesOptions {
-    pub seed: u64,
-    pub events: usize,
-    pub days: usize,
+    pub log: LogOptions,
     pub calls: usize,
     pub config: PathBuf,
-    pub postgres: Option<String>,
 }
 
 pub async fn queries_bench(o: QueriesOptions) -> anyhow::Result<()> {
-    let scratch = Scratch::open(o.postgres.clone()).await?;
+    let scratch = Scratch::open(o.log.postgres.clone()).await?;
     let result = run(&scratch, &o).await;
     scratch.close(result).await
 }
 
-/// A random value for a parameter of the examples, by its name (W1's ids and business dates);
-/// `None` leaves it to its default.
-pub fn param_value(name: &str, rng: &mut SplitMix64, days: usize) -> Option<String> {
+/// Random W1 values for the parameters `names` of the examples, by name (W1's ids and business
+/// dates; `from` and `to` a 31-day range); a name it does not know is left to its default.
+pub fn params<'n>(
+    names: impl Iterator<Item = &'n str> + Clone,
+    rng: &mut SplitMix64,
+    days: usize,
+) -> Vec<(String, String)> {
     let size = W1Size::FULL;
-    let day = |rng: &mut SplitMix64, spread: usize| {
-        let offset = rng.below(spread.max(1) as u64) as i64;
-        W1_FIRST_DAY
-            .checked_add(jiff::Span::new().days(offset))
-            .unwrap_or(W1_FIRST_DAY)
-    };
-    Some(match name {
-        "store_id" => format!("store-{:02}", rng.below(size.stores as u64)),
-        "supplier_id" => format!("sup-{:02}", rng.below(size.suppliers as u64)),
-        // A 31-day range: `from` here, `to` derived from it by the caller.
-        "from" => day(rng, days.saturating_sub(30)).to_string(),
-        "since" => day(rng, days).to_string(),
-        "week" => {
-            let d = day(rng, days);
-            let back = i64::from(d.weekday().to_monday_zero_offset());
-            d.checked_sub(jiff::Span::new().days(back))
-                .unwrap_or(d)
-                .to_string()
-        }
-        _ => return None,
-    })
+    let mut given = Vec::new();
+    for name in names.clone() {
+        let value = match name {
+            "store_id" => format!("store-{:02}", rng.below(size.stores as u64)),
+            "supplier_id" => format!("sup-{:02}", rng.below(size.suppliers as u64)),
+            "from" => {
+                let from = w1_day(rng, days.saturating_sub(30));
+                if names.clone().any(|n| n == "to") {
+                    let to = from.checked_add(jiff::Span::new().days(30)).unwrap_or(from);
+                    given.push(("to".to_owned(), to.to_string()));
+                }
+                from.to_string()
+            }
+            "since" => w1_day(rng, days).to_string(),
+            "week" => {
+                let d = w1_day(rng, days);
+                let back = i64::from(d.weekday().to_monday_zero_offset());
+                d.checked_sub(jiff::Span::new().days(back))
+                    .unwrap_or(d)
+                    .to_string()
+            }
+            _ => continue,
+        };
+        given.push((name.to_owned(), value));
+    }
+    given
 }
 
 async fn run(scratch: &Scratch, o: &QueriesOptions) -> anyhow::Result<()> {
     let backend = &scratch.backend;
     eprintln!("named queries on {}, {}", scratch.name, scratch.place);
-    let (head, _) = fill(backend, o.seed, o.events, o.days).await?;
+    let (head, _) = fill(backend, &o.log).await?;
     let files = crate::queries::Files {
         config: Some(o.config.clone()),
         dir: None,
@@ -66,24 +72,15 @@ async fn run(scratch: &Scratch, o: &QueriesOptions) -> anyhow::Result<()> {
     let set = catalog::load(&files, backend.data.as_ref())
         .await
         .map_err(|p| anyhow::anyhow!("the queries are refused:\n  {}", p.join("\n  ")))?;
-    let mut rng = SplitMix64::new(o.seed ^ 0x0DA7A);
+    let mut rng = SplitMix64::new(o.log.seed ^ 0x0DA7A);
     let mut worst: f64 = 0.0;
     for q in set.iter() {
         let mut timings = Timings::new()?;
         let mut rows = 0usize;
         for _ in 0..o.calls {
-            let mut given: HashMap<String, String> = HashMap::new();
-            for p in &q.params {
-                if let Some(v) = param_value(&p.name, &mut rng, o.days) {
-                    given.insert(p.name.clone(), v);
-                }
-            }
-            if let (Some(from), true) = (given.get("from"), q.params.iter().any(|p| p.name == "to"))
-            {
-                let from: jiff::civil::Date = from.parse().context("a generated date")?;
-                let to = from.checked_add(jiff::Span::new().days(30)).unwrap_or(from);
-                given.insert("to".to_owned(), to.to_string());
-            }
+            let names = q.params.iter().map(|p| p.name.as_str());
+            let given: HashMap<String, String> =
+                params(names, &mut rng, o.log.days).into_iter().collect();
             let binds = q
                 .bind(&given, None)
                 .map_err(|e| anyhow::anyhow!("query {}: {e}", q.name))?;

@@ -33,24 +33,9 @@ struct ListedParam {
     name: String,
 }
 
-/// One call's request path with random W1 parameters: a 31-day range for `from`/`to`.
+/// One call's request path with random W1 parameters (those `tally bench queries` draws).
 fn path(q: &ListedQuery, rng: &mut SplitMix64, days: usize) -> String {
-    let mut given: Vec<(String, String)> = Vec::new();
-    for p in &q.params {
-        if let Some(v) = crate::bench::param_value(&p.name, rng, days) {
-            given.push((p.name.clone(), v));
-        }
-    }
-    let from = given
-        .iter()
-        .find(|(n, _)| n == "from")
-        .map(|(_, v)| v.clone());
-    if let (Some(from), true) = (from, q.params.iter().any(|p| p.name == "to"))
-        && let Ok(d) = from.parse::<jiff::civil::Date>()
-    {
-        let to = d.checked_add(jiff::Span::new().days(30)).unwrap_or(d);
-        given.push(("to".to_owned(), to.to_string()));
-    }
+    let given = crate::bench::params(q.params.iter().map(|p| p.name.as_str()), rng, days);
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(given)
         .finish();
