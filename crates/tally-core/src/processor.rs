@@ -577,7 +577,7 @@ impl Processor {
                         }
                         batch.events.push(NewEvent {
                             event_type: event.event_type().to_owned(),
-                            schema_version: tally_domain::Event::SCHEMA_VERSION,
+                            schema_version: event.schema_version(),
                             occurred_at,
                             recorded_at: now,
                             data: event.encode(),

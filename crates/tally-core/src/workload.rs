@@ -271,8 +271,11 @@ pub fn w1_over(seed: u64, size: W1Size, days: usize) -> W1 {
                     item_id: items[*i].0.clone(),
                     quantity: qty(*q),
                     unit_price_cents: cents(items[*i].2),
+                    // W1 (WORKLOAD.md) gives no discounts.
+                    discount_cents: cents(0),
                 })
                 .collect(),
+            till_id: None,
         });
     }
     books.accepted += reference_count as u64;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::values::{
     AdjustmentId, AdjustmentReason, Cents, CorrectedQuantity, CorrectionId, DeliveryId, ItemId,
-    Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text, TimeZoneName,
+    Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text, TillId, TimeZoneName,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,26 @@ pub struct SaleLine {
     pub item_id: ItemId,
     pub quantity: Quantity,
     pub unit_price_cents: Cents,
+    /// Off the line's list value (`quantity × unit_price_cents`), at most all of it. Absent in
+    /// commands queued by a build before discounts: 0.
+    #[serde(default = "no_discount")]
+    pub discount_cents: Cents,
+}
+
+fn no_discount() -> Cents {
+    Cents::ZERO
+}
+
+impl SaleLine {
+    /// Whether the discount is within the line's list value (the gateway refuses it otherwise, and
+    /// so does [`crate::decide`]).
+    pub fn discount_fits(&self) -> bool {
+        self.discount_cents.get()
+            <= self
+                .quantity
+                .get()
+                .saturating_mul(self.unit_price_cents.get())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +87,9 @@ pub enum Command {
         store_id: StoreId,
         occurred_at: Timestamp,
         lines: Vec<SaleLine>,
+        /// The POS terminal, when the store says.
+        #[serde(default)]
+        till_id: Option<TillId>,
     },
     /// A void names only the sale; `only_store` carries the scope of a store key, which may void only
     /// its own store's sales (any other sale is `unknown_sale` to it).

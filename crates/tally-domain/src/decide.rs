@@ -13,6 +13,7 @@ use crate::event::{
     SoldLine, StockAdjusted, StoreRegistered, StreamId, SupplierRegistered,
 };
 use crate::state::State;
+use crate::values::Cents;
 
 /// What the processor does with a sale that would take stock below zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -39,6 +40,7 @@ pub enum RejectionCode {
     SaleVoided,
     SaleHasReturns,
     UnknownDelivery,
+    DiscountExceedsLine,
 }
 
 impl RejectionCode {
@@ -55,12 +57,13 @@ impl RejectionCode {
             RejectionCode::SaleVoided => "sale_voided",
             RejectionCode::SaleHasReturns => "sale_has_returns",
             RejectionCode::UnknownDelivery => "unknown_delivery",
+            RejectionCode::DiscountExceedsLine => "discount_exceeds_line",
         }
     }
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == raw)
     }
-    pub const ALL: [RejectionCode; 11] = [
+    pub const ALL: [RejectionCode; 12] = [
         RejectionCode::UnknownStore,
         RejectionCode::UnknownItem,
         RejectionCode::UnknownSupplier,
@@ -72,6 +75,7 @@ impl RejectionCode {
         RejectionCode::SaleVoided,
         RejectionCode::SaleHasReturns,
         RejectionCode::UnknownDelivery,
+        RejectionCode::DiscountExceedsLine,
     ];
 }
 
@@ -224,6 +228,7 @@ pub fn decide(
             store_id,
             occurred_at,
             lines,
+            till_id,
         } => {
             unused(state, StreamId::sale(sale_id), || format!("sale {sale_id}"))?;
             let Some(store) = state.store(store_id) else {
@@ -234,6 +239,15 @@ pub fn decide(
                 let Some(item) = state.item(&line.item_id) else {
                     return reject(C::UnknownItem, format!("no item {}", line.item_id));
                 };
+                if !line.discount_fits() {
+                    return reject(
+                        C::DiscountExceedsLine,
+                        format!(
+                            "the discount on item {} is more than the line's value",
+                            line.item_id
+                        ),
+                    );
+                }
                 let on_hand = store.on_hand(&line.item_id);
                 if policy == StockPolicy::Reject && on_hand < line.quantity.get() {
                     return reject(
@@ -250,6 +264,7 @@ pub fn decide(
                     supplier_id: item.supplier_id.clone(),
                     quantity: line.quantity,
                     unit_price_cents: line.unit_price_cents,
+                    discount_cents: line.discount_cents,
                 });
             }
             Ok(vec![Event::SaleRecorded(SaleRecorded {
@@ -257,6 +272,7 @@ pub fn decide(
                 store_id: store_id.clone(),
                 business_date: store.timezone.business_date(*occurred_at),
                 lines: sold,
+                till_id: till_id.clone(),
             })])
         }
         Command::VoidSale {
@@ -284,6 +300,7 @@ pub fn decide(
                 reason: reason.clone(),
                 sale_business_date: sale.business_date,
                 lines: sale.lines.clone(),
+                till_id: sale.till_id.clone(),
             })])
         }
         Command::RecordReturn {
@@ -322,7 +339,8 @@ pub fn decide(
                         format!("sale {sale_id} did not sell item {}", line.item_id),
                     );
                 };
-                let left = sold.quantity.get() - sale.returned_of(&line.item_id);
+                let before = sale.returned_of(&line.item_id);
+                let left = sold.quantity.get() - before;
                 if line.quantity.get() > left {
                     return reject(
                         C::ReturnExceedsSale,
@@ -332,11 +350,19 @@ pub fn decide(
                         ),
                     );
                 }
+                let refund = refund_cents(sold, before, line.quantity.get());
+                let list = line
+                    .quantity
+                    .get()
+                    .saturating_mul(sold.unit_price_cents.get());
                 returned.push(SoldLine {
                     item_id: line.item_id.clone(),
                     supplier_id: sold.supplier_id.clone(),
                     quantity: line.quantity,
                     unit_price_cents: sold.unit_price_cents,
+                    // 0 ≤ list − refund ≤ the line's discount (see `refund_cents`).
+                    discount_cents: Cents::new(list - refund)
+                        .unwrap_or_else(|e| unreachable!("a refund within the list value: {e}")),
                 });
             }
             Ok(vec![Event::ReturnRecorded(ReturnRecorded {
@@ -436,6 +462,21 @@ impl Command {
             | Command::AdjustStock { occurred_at, .. } => Some(*occurred_at),
         }
     }
+}
+
+/// What a return of `units` more units of a sold line refunds, when `before` of them were returned
+/// already: what the customer paid for the line, `p × q − d`, shared out so that the refunds of the
+/// first `R` units returned total `floor((p × q − d) × R / q)` (API.md, "Discounts and tills"). Each
+/// return refunds the increase, so a fully returned line refunds exactly what was paid, and no
+/// sequence of partial returns refunds more. Never more than the units' list value `p × units`:
+/// `(p × q − d) / q ≤ p`, and a difference of floors is at most the ceiling of the difference.
+pub fn refund_cents(line: &SoldLine, before: i64, units: i64) -> i64 {
+    let q = i128::from(line.quantity.get());
+    let paid = i128::from(line.paid_cents());
+    let upto = |r: i64| paid * i128::from(r) / q;
+    let refund = upto(before + units) - upto(before);
+    // Bounded by the line's list value, itself at most 10^12 × 10^6.
+    i64::try_from(refund).unwrap_or_else(|_| unreachable!("a refund within a line's value"))
 }
 
 /// Lines must name distinct items; the gateway refuses repeats before a command exists. Exposed so

@@ -8,7 +8,7 @@ use foldhash::{HashMap, HashSet};
 use jiff::civil::Date;
 
 use crate::event::{DeliveredLine, Event, SoldLine, StreamId};
-use crate::values::{DeliveryId, ItemId, SaleId, StoreId, SupplierId, TimeZoneName};
+use crate::values::{DeliveryId, ItemId, SaleId, StoreId, SupplierId, TillId, TimeZoneName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreState {
@@ -34,6 +34,7 @@ pub struct SaleState {
     pub store_id: StoreId,
     pub business_date: Date,
     pub lines: Vec<SoldLine>,
+    pub till_id: Option<TillId>,
     pub returned: HashMap<ItemId, i64>,
     pub voided: bool,
 }
@@ -177,6 +178,7 @@ impl State {
                         store_id: e.store_id.clone(),
                         business_date: e.business_date,
                         lines: e.lines.clone(),
+                        till_id: e.till_id.clone(),
                         returned: HashMap::default(),
                         voided: false,
                     },

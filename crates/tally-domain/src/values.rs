@@ -134,6 +134,10 @@ id_type!(
     /// A delivery correction's business id.
     CorrectionId
 );
+id_type!(
+    /// A POS terminal's id within its store (a sale's till).
+    TillId
+);
 
 /// Money in integer minor units (cents), 0 ≤ value ≤ 10^12.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -142,6 +146,7 @@ pub struct Cents(i64);
 
 impl Cents {
     pub const MAX: i64 = 1_000_000_000_000;
+    pub const ZERO: Cents = Cents(0);
     pub fn new(value: i64) -> Result<Self, InvalidValue> {
         if (0..=Self::MAX).contains(&value) {
             Ok(Self(value))

@@ -267,6 +267,6 @@ fn a_correction_is_stored_as_this_json() {
             ]
         })
     );
-    let back = Event::decode("DeliveryCorrected", Event::SCHEMA_VERSION, &event.encode());
+    let back = Event::decode("DeliveryCorrected", event.schema_version(), &event.encode());
     assert_eq!(back.expect("decodes"), event);
 }

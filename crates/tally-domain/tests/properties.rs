@@ -170,8 +170,16 @@ fn command(op: &Op, minute: i64, state: &State) -> Command {
                     item_id: item_id(i),
                     quantity: q(n),
                     unit_price_cents: cents(199),
+                    // Some lines discounted, by amounts that do not divide evenly; now and then
+                    // by more than the line is worth (rejected).
+                    discount_cents: cents(if id % 23 == 7 {
+                        n * 199 + 1
+                    } else {
+                        (i64::from(i) * 37 + *id as i64) % (n * 199 + 1)
+                    }),
                 })
                 .collect(),
+            till_id: (id % 2 == 0).then(|| v(&format!("till-{}", id % 3))),
         },
         Op::Void(sale, only_store) => Command::VoidSale {
             sale_id: v(&format!("s-{sale}")),

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tally_domain::values::{
     AdjustmentId, AdjustmentReason, Cents, CorrectedQuantity, CorrectionId, DeliveryId,
-    InvalidValue, ItemId, Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text,
+    InvalidValue, ItemId, Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text, TillId,
     TimeZoneName,
 };
 use tally_domain::{Command, CorrectedLine, DeliveryLine, ReturnLine, SaleLine};
@@ -157,16 +157,22 @@ pub struct SaleLineIn {
     pub item_id: String,
     pub quantity: i64,
     pub unit_price_cents: i64,
+    /// Off the line's list value (`quantity × unit_price_cents`), 0 up to all of it [default: 0].
+    #[serde(default)]
+    pub discount_cents: Option<i64>,
 }
 
 /// `POST /v1/sales`
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"sale_id": "s-1", "store_id": "berlin-1", "occurred_at": "2026-11-02T10:15:00+01:00",
-    "lines": [{"item_id": "sku-1", "quantity": 2, "unit_price_cents": 1299}]}))]
+    "till_id": "till-3", "lines": [{"item_id": "sku-1", "quantity": 2, "unit_price_cents": 1299, "discount_cents": 200}]}))]
 pub struct NewSale {
     pub sale_id: String,
     pub store_id: String,
     pub occurred_at: Option<String>,
+    /// The POS terminal the sale was rung up on (an id), if the store tracks tills.
+    #[serde(default)]
+    pub till_id: Option<String>,
     pub lines: Vec<SaleLineIn>,
 }
 
@@ -328,19 +334,35 @@ impl NewSale {
                     &format!("lines[{i}].unit_price_cents"),
                     Cents::new(l.unit_price_cents),
                 );
-                Some(SaleLine {
+                let discount_field = format!("lines[{i}].discount_cents");
+                let discount = c.field(&discount_field, Cents::new(l.discount_cents.unwrap_or(0)));
+                let line = SaleLine {
                     item_id: item_id?,
                     quantity: quantity?,
                     unit_price_cents: price?,
-                })
+                    discount_cents: discount?,
+                };
+                if !line.discount_fits() {
+                    c.fail(
+                        &discount_field,
+                        "must not be more than the line's value (quantity × unit_price_cents)",
+                    );
+                    return None;
+                }
+                Some(line)
             },
         );
+        let till_id = match self.till_id {
+            Some(raw) => c.field("till_id", TillId::parse(raw)).map(Some),
+            None => Some(None),
+        };
         let cmd = (|| {
             Some(Command::RecordSale {
                 sale_id: sale_id?,
                 store_id: store_id?,
                 occurred_at: occurred_at?,
                 lines: lines?,
+                till_id: till_id?,
             })
         })();
         c.finish(cmd)

@@ -38,22 +38,28 @@ CREATE TEMP VIEW items AS SELECT item_id, name, supplier_id, unit_price_cents FR
 CREATE TEMP VIEW inventory AS SELECT store_id, item_id, on_hand FROM main.rm_inventory;
 CREATE TEMP VIEW store_daily_sales AS
     SELECT store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents,
-           gross_cents - returned_cents AS net_cents,
-           date(date, '-' || ((CAST(strftime('%w', date) AS INTEGER) + 6) % 7) || ' days') AS week
+           gross_cents - discount_cents - returned_cents AS net_cents,
+           date(date, '-' || ((CAST(strftime('%w', date) AS INTEGER) + 6) % 7) || ' days') AS week,
+           discount_cents
     FROM main.rm_store_daily;
 CREATE TEMP VIEW supplier_daily AS
     SELECT supplier_id, date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents
     FROM main.rm_supplier_daily;
 CREATE TEMP VIEW item_daily_sales AS
     SELECT store_id, item_id, supplier_id, date, units_sold, gross_cents, returned_units,
-           returned_cents, gross_cents - returned_cents AS net_cents,
-           date(date, '-' || ((CAST(strftime('%w', date) AS INTEGER) + 6) % 7) || ' days') AS week
+           returned_cents, gross_cents - discount_cents - returned_cents AS net_cents,
+           date(date, '-' || ((CAST(strftime('%w', date) AS INTEGER) + 6) % 7) || ' days') AS week,
+           discount_cents
     FROM main.rm_item_daily
-    WHERE units_sold <> 0 OR gross_cents <> 0 OR returned_units <> 0 OR returned_cents <> 0;
+    WHERE units_sold <> 0 OR gross_cents <> 0 OR returned_units <> 0 OR returned_cents <> 0
+       OR discount_cents <> 0;
 CREATE TEMP VIEW supplier_item_daily AS
     SELECT supplier_id, item_id, store_id, date, units_supplied, supply_cost_cents, units_sold,
-           gross_cents AS sales_cents
+           gross_cents - discount_cents AS sales_cents
     FROM main.rm_item_daily;
+CREATE TEMP VIEW till_daily_sales AS
+    SELECT store_id, NULLIF(till_id, '') AS till_id, date, transactions, gross_cents, discount_cents
+    FROM main.rm_till_daily;
 CREATE TEMP VIEW events AS
     SELECT position, stream_id, event_type AS type, schema_version,
            strftime('%Y-%m-%dT%H:%M:%S', occurred_at / 1000000000, 'unixepoch')
@@ -159,6 +165,7 @@ const BACKING: &[&str] = &[
     "rm_store_daily",
     "rm_supplier_daily",
     "rm_item_daily",
+    "rm_till_daily",
     "events",
 ];
 

@@ -77,6 +77,7 @@ fn day_figures(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DayFigures>
         gross_cents: r.get(at + 2)?,
         returned_units: r.get(at + 3)?,
         returned_cents: r.get(at + 4)?,
+        discount_cents: r.get(at + 5)?,
     })
 }
 
@@ -86,6 +87,7 @@ fn item_day(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ItemDay> {
         gross_cents: r.get(at + 1)?,
         returned_units: r.get(at + 2)?,
         returned_cents: r.get(at + 3)?,
+        discount_cents: r.get(at + 4)?,
     })
 }
 
@@ -125,7 +127,7 @@ fn stock_rows(raw: Vec<(String, i64)>) -> Result<Vec<StockRow>> {
 }
 
 const ITEM_FIGURES: &str =
-    "sum(units_sold), sum(gross_cents), sum(returned_units), sum(returned_cents)";
+    "sum(units_sold), sum(gross_cents), sum(returned_units), sum(returned_cents), sum(discount_cents)";
 
 #[async_trait]
 impl ReadModels for Sqlite {
@@ -200,7 +202,7 @@ impl ReadModels for Sqlite {
                 snapshot(conn, STORE_DAILY, |conn| {
                     let raw = rows(
                         conn,
-                        "SELECT date, transactions, units_sold, gross_cents, returned_units, returned_cents \
+                        "SELECT date, transactions, units_sold, gross_cents, returned_units, returned_cents, discount_cents \
                          FROM rm_store_daily WHERE store_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date",
                         params![store, from, to],
                         |r| Ok((r.get(0)?, day_figures(r, 1)?)),
@@ -218,7 +220,7 @@ impl ReadModels for Sqlite {
                 snapshot(conn, STORE_DAILY, |conn| {
                     let raw: Vec<(String, DayFigures)> = rows(
                         conn,
-                        "SELECT store_id, transactions, units_sold, gross_cents, returned_units, returned_cents \
+                        "SELECT store_id, transactions, units_sold, gross_cents, returned_units, returned_cents, discount_cents \
                          FROM rm_store_daily WHERE date = ?1 ORDER BY store_id",
                         params![date],
                         |r| Ok((r.get(0)?, day_figures(r, 1)?)),
@@ -319,7 +321,7 @@ impl ReadModels for Sqlite {
                 snapshot(conn, ITEM_DAILY, |conn| {
                     let raw: Vec<(String, i64, i64)> = rows(
                         conn,
-                        "SELECT item_id, sum(units_sold) AS units, sum(gross_cents) - sum(returned_cents) AS net \
+                        "SELECT item_id, sum(units_sold) AS units, sum(gross_cents) - sum(discount_cents) - sum(returned_cents) AS net \
                          FROM rm_item_daily WHERE date >= ?1 AND date <= ?2 \
                          AND (?3 IS NULL OR store_id = ?3) AND (?4 IS NULL OR supplier_id = ?4) \
                          GROUP BY item_id HAVING units <> 0 OR net <> 0 \

@@ -9,7 +9,7 @@ use tally_core::ports::{Error, ProjectionSink, Result};
 use tally_core::readmodel::journal::JOURNAL;
 use tally_core::readmodel::{
     Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, REFERENCE, Registered,
-    STORE_DAILY, SUPPLIER_DAILY,
+    STORE_DAILY, SUPPLIER_DAILY, TILL_DAILY,
 };
 
 use crate::Sqlite;
@@ -39,11 +39,11 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
         Delta::StoreDaily(rows) => {
             let mut stmt = conn
                 .prepare_cached(
-                    "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (store_id, date) DO UPDATE SET \
+                    "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents, discount_cents) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (store_id, date) DO UPDATE SET \
                      transactions = transactions + excluded.transactions, units_sold = units_sold + excluded.units_sold, \
                      gross_cents = gross_cents + excluded.gross_cents, returned_units = returned_units + excluded.returned_units, \
-                     returned_cents = returned_cents + excluded.returned_cents",
+                     returned_cents = returned_cents + excluded.returned_cents, discount_cents = discount_cents + excluded.discount_cents",
                 )
                 .map_err(sql_error)?;
             for ((store, date), f) in in_key_order(rows) {
@@ -54,7 +54,29 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
                     f.units_sold,
                     f.gross_cents,
                     f.returned_units,
-                    f.returned_cents
+                    f.returned_cents,
+                    f.discount_cents
+                ])
+                .map_err(sql_error)?;
+            }
+        }
+        Delta::TillDaily(rows) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO rm_till_daily (store_id, till_id, date, transactions, gross_cents, discount_cents) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (store_id, till_id, date) DO UPDATE SET \
+                     transactions = transactions + excluded.transactions, gross_cents = gross_cents + excluded.gross_cents, \
+                     discount_cents = discount_cents + excluded.discount_cents",
+                )
+                .map_err(sql_error)?;
+            for ((store, till, date), f) in in_key_order(rows) {
+                stmt.execute(params![
+                    store,
+                    till,
+                    date.to_string(),
+                    f.transactions,
+                    f.gross_cents,
+                    f.discount_cents
                 ])
                 .map_err(sql_error)?;
             }
@@ -120,8 +142,9 @@ fn in_key_order<K: Ord, V>(rows: &HashMap<K, V>) -> Vec<(&K, &V)> {
 fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, units_supplied, supply_cost_cents) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+            "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, units_supplied, supply_cost_cents, discount_cents) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
+             discount_cents = discount_cents + excluded.discount_cents, \
              units_sold = units_sold + excluded.units_sold, gross_cents = gross_cents + excluded.gross_cents, \
              returned_units = returned_units + excluded.returned_units, returned_cents = returned_cents + excluded.returned_cents, \
              units_supplied = units_supplied + excluded.units_supplied, supply_cost_cents = supply_cost_cents + excluded.supply_cost_cents",
@@ -138,7 +161,8 @@ fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
             c.sales.returned_units,
             c.sales.returned_cents,
             c.supplied.units,
-            c.supplied.cost_cents
+            c.supplied.cost_cents,
+            c.sales.discount_cents
         ])
         .map_err(sql_error)?;
     }
@@ -188,6 +212,7 @@ impl ProjectionSink for Sqlite {
             SUPPLIER_DAILY => &["rm_supplier_daily"],
             ITEM_DAILY => &["rm_item_daily"],
             REFERENCE => &["rm_suppliers", "rm_stores", "rm_items"],
+            TILL_DAILY => &["rm_till_daily"],
             JOURNAL => &["rm_journal"],
             other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
         };

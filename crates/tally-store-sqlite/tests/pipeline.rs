@@ -597,7 +597,9 @@ fn sale(id: &str, units: i64) -> tally_domain::Command {
             item_id: ids::item(),
             quantity: ids::quantity(units),
             unit_price_cents: ids::cents(250),
+            discount_cents: ids::cents(0),
         }],
+        till_id: None,
     }
 }
 

@@ -1038,6 +1038,7 @@ mod tests {
             store_id: tally_domain::values::StoreId::parse(store).expect("store id"),
             occurred_at,
             lines,
+            till_id: None,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::projector::Projector;
 use crate::signals::Signals;
 
 /// Each view's columns, in order, as `docs/views.md` documents them.
-pub const COLUMNS: [(&str, &[&str]); 9] = [
+pub const COLUMNS: [(&str, &[&str]); 10] = [
     ("suppliers", &["supplier_id", "name"]),
     ("stores", &["store_id", "name", "timezone"]),
     (
@@ -38,6 +38,7 @@ pub const COLUMNS: [(&str, &[&str]); 9] = [
             "returned_cents",
             "net_cents",
             "week",
+            "discount_cents",
         ],
     ),
     (
@@ -65,6 +66,7 @@ pub const COLUMNS: [(&str, &[&str]); 9] = [
             "returned_cents",
             "net_cents",
             "week",
+            "discount_cents",
         ],
     ),
     (
@@ -78,6 +80,17 @@ pub const COLUMNS: [(&str, &[&str]); 9] = [
             "supply_cost_cents",
             "units_sold",
             "sales_cents",
+        ],
+    ),
+    (
+        "till_daily_sales",
+        &[
+            "store_id",
+            "till_id",
+            "date",
+            "transactions",
+            "gross_cents",
+            "discount_cents",
         ],
     ),
     (
@@ -189,14 +202,14 @@ pub async fn views_hold_the_read_models(b: &Backend) {
     assert_eq!(nonzero(stock), nonzero(want), "inventory");
 
     let t = rows(d, "select * from store_daily_sales", &[]).await;
-    let days: HashMap<(String, Date), [i64; 5]> = t
+    let days: HashMap<(String, Date), [i64; 6]> = t
         .rows
         .iter()
         .map(|r| {
             assert_eq!(
                 int(&r[7]),
-                int(&r[4]) - int(&r[6]),
-                "net = gross - returned"
+                int(&r[4]) - int(&r[9]) - int(&r[6]),
+                "net = gross - discounts - returned"
             );
             let (day, week) = (date(&r[1]), date(&r[8]));
             assert_eq!(week.weekday(), jiff::civil::Weekday::Monday, "{week}");
@@ -204,7 +217,14 @@ pub async fn views_hold_the_read_models(b: &Backend) {
                 week <= day && day < week + jiff::Span::new().days(7),
                 "{day} in {week}"
             );
-            let f = [int(&r[2]), int(&r[3]), int(&r[4]), int(&r[5]), int(&r[6])];
+            let f = [
+                int(&r[2]),
+                int(&r[3]),
+                int(&r[4]),
+                int(&r[5]),
+                int(&r[6]),
+                int(&r[9]),
+            ];
             ((text(&r[0]), date(&r[1])), f)
         })
         .collect();
@@ -230,11 +250,12 @@ pub async fn views_hold_the_read_models(b: &Backend) {
     );
 
     let t = rows(d, "select * from item_daily_sales", &[]).await;
-    let items: HashMap<(String, String, Date), [i64; 4]> = t
+    let items: HashMap<(String, String, Date), [i64; 5]> = t
         .rows
         .iter()
         .map(|r| {
-            let f = [int(&r[4]), int(&r[5]), int(&r[6]), int(&r[7])];
+            assert_eq!(int(&r[8]), int(&r[5]) - int(&r[10]) - int(&r[7]), "net");
+            let f = [int(&r[4]), int(&r[5]), int(&r[6]), int(&r[7]), int(&r[10])];
             ((text(&r[0]), text(&r[1]), date(&r[3])), f)
         })
         .collect();

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use tally_domain::event::{SoldLine, StreamId};
 use tally_domain::values::{
     AdjustmentId, AdjustmentReason, Cents, CorrectedQuantity, CorrectionId, DeliveryId, ItemId,
-    Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text, TimeZoneName,
+    Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text, TillId, TimeZoneName,
 };
 use tally_domain::{
     Command, CorrectedLine, DeliveryLine, Event, ReturnLine, SaleLine, State, StockPolicy, decide,
@@ -134,12 +134,27 @@ impl Gen<'_> {
                 occurred_at: self.when(),
                 lines: lines
                     .into_iter()
-                    .map(|(i, q)| SaleLine {
-                        item_id: v(ItemId::parse(item(i))),
-                        quantity: v(Quantity::new(q)),
-                        unit_price_cents: v(Cents::new(100 + 25 * i as i64)),
+                    .map(|(i, q)| {
+                        let price = 100 + 25 * i as i64;
+                        // About a third of the lines discounted, by amounts that split unevenly
+                        // over the units (so partial returns exercise the refund rule).
+                        let discount = if self.rng.chance(33) {
+                            self.rng.below((q * price) as usize + 1) as i64
+                        } else {
+                            0
+                        };
+                        SaleLine {
+                            item_id: v(ItemId::parse(item(i))),
+                            quantity: v(Quantity::new(q)),
+                            unit_price_cents: v(Cents::new(price)),
+                            discount_cents: v(Cents::new(discount)),
+                        }
                     })
                     .collect(),
+                till_id: self
+                    .rng
+                    .chance(50)
+                    .then(|| v(TillId::parse(format!("till-{}", self.rng.below(3))))),
             };
         }
         let (sale, store, lines) = self.sales[self.rng.below(self.sales.len())].clone();
@@ -269,7 +284,7 @@ pub async fn seed(b: &Backend, rng: &mut Rng, commands: usize) -> Vec<RecordedEv
             }
             batch.push(NewEvent {
                 event_type: event.event_type().to_owned(),
-                schema_version: Event::SCHEMA_VERSION,
+                schema_version: event.schema_version(),
                 occurred_at,
                 recorded_at: clock,
                 data: event.encode(),
@@ -335,12 +350,12 @@ pub fn amount(l: &SoldLine) -> i64 {
 pub struct Books {
     /// `(store, item) → on hand`
     pub stock: HashMap<(String, String), i64>,
-    /// `(store, date) → [transactions, units, gross, returned units, returned cents]`
-    pub store_days: HashMap<(String, Date), [i64; 5]>,
+    /// `(store, date) → [transactions, units, gross, returned units, returned cents, discounts]`
+    pub store_days: HashMap<(String, Date), [i64; 6]>,
     /// `(supplier, date) → [deliveries, units supplied, cost, units sold, sales]`
     pub supplier_days: HashMap<(String, Date), [i64; 5]>,
     /// `(store, item, date) → [units, gross, returned units, returned cents]`
-    pub item_days: HashMap<(String, String, Date), [i64; 4]>,
+    pub item_days: HashMap<(String, String, Date), [i64; 5]>,
 }
 
 fn add<const N: usize>(row: &mut [i64; N], change: [i64; N]) {
@@ -384,14 +399,16 @@ impl Books {
     fn sold(&mut self, store: &StoreId, date: Date, lines: &[SoldLine], sign: i64, returned: bool) {
         for l in lines {
             let (q, a) = (sign * l.quantity.get(), sign * amount(l));
+            let d = sign * l.discount_cents.get();
             let key = (store.to_string(), l.item_id.to_string(), date);
             let row = self.item_days.entry(key).or_default();
             if returned {
-                add(row, [0, 0, q, a]);
+                // A return refunds the paid share: its line's list value less the discount share.
+                add(row, [0, 0, q, a - d, 0]);
             } else {
-                add(row, [q, a, 0, 0]);
+                add(row, [q, a, 0, 0, d]);
                 let sup = (l.supplier_id.to_string(), date);
-                add(self.supplier_days.entry(sup).or_default(), [0, 0, 0, q, a]);
+                add(self.supplier_days.entry(sup).or_default(), [0, 0, 0, q, a - d]);
             }
             self.stock(store, &l.item_id, if returned { q } else { -q });
         }
@@ -425,30 +442,36 @@ impl Books {
             Event::SaleRecorded(e) => {
                 let units = e.lines.iter().map(|l| l.quantity.get()).sum();
                 let gross = e.lines.iter().map(amount).sum();
+                let discount = e.lines.iter().map(|l| l.discount_cents.get()).sum();
                 let key = (e.store_id.to_string(), e.business_date);
                 add(
                     self.store_days.entry(key).or_default(),
-                    [1, units, gross, 0, 0],
+                    [1, units, gross, 0, 0, discount],
                 );
                 self.sold(&e.store_id, e.business_date, &e.lines, 1, false);
             }
             Event::SaleVoided(e) => {
                 let units: i64 = e.lines.iter().map(|l| l.quantity.get()).sum();
                 let gross: i64 = e.lines.iter().map(amount).sum();
+                let discount: i64 = e.lines.iter().map(|l| l.discount_cents.get()).sum();
                 let key = (e.store_id.to_string(), e.sale_business_date);
                 add(
                     self.store_days.entry(key).or_default(),
-                    [-1, -units, -gross, 0, 0],
+                    [-1, -units, -gross, 0, 0, -discount],
                 );
                 self.sold(&e.store_id, e.sale_business_date, &e.lines, -1, false);
             }
             Event::ReturnRecorded(e) => {
                 let units = e.lines.iter().map(|l| l.quantity.get()).sum();
-                let cents = e.lines.iter().map(amount).sum();
+                let cents = e
+                    .lines
+                    .iter()
+                    .map(|l| amount(l) - l.discount_cents.get())
+                    .sum();
                 let key = (e.store_id.to_string(), e.business_date);
                 add(
                     self.store_days.entry(key).or_default(),
-                    [0, 0, 0, units, cents],
+                    [0, 0, 0, units, cents, 0],
                 );
                 self.sold(&e.store_id, e.business_date, &e.lines, 1, true);
             }

@@ -37,7 +37,7 @@ fn store_days(books: &Books, s: &str) -> Vec<(jiff::civil::Date, DayFigures)> {
     let mut days: Vec<_> = books
         .store_days
         .iter()
-        .filter(|((st, _), f)| st == s && **f != [0; 5])
+        .filter(|((st, _), f)| st == s && **f != [0; 6])
         .map(|((_, d), f)| {
             let [
                 transactions,
@@ -45,6 +45,7 @@ fn store_days(books: &Books, s: &str) -> Vec<(jiff::civil::Date, DayFigures)> {
                 gross_cents,
                 returned_units,
                 returned_cents,
+                discount_cents,
             ] = *f;
             let figures = DayFigures {
                 transactions,
@@ -52,6 +53,7 @@ fn store_days(books: &Books, s: &str) -> Vec<(jiff::civil::Date, DayFigures)> {
                 gross_cents,
                 returned_units,
                 returned_cents,
+                discount_cents,
             };
             (*d, figures)
         })
@@ -87,13 +89,20 @@ fn supplier_days(books: &Books, s: &str) -> Vec<(jiff::civil::Date, SupplierDay)
     days
 }
 
-fn item_day(f: [i64; 4]) -> ItemDay {
-    let [units_sold, gross_cents, returned_units, returned_cents] = f;
+fn item_day(f: [i64; 5]) -> ItemDay {
+    let [
+        units_sold,
+        gross_cents,
+        returned_units,
+        returned_cents,
+        discount_cents,
+    ] = f;
     ItemDay {
         units_sold,
         gross_cents,
         returned_units,
         returned_cents,
+        discount_cents,
     }
 }
 
@@ -217,7 +226,7 @@ fn top_query(s: Option<&str>) -> TopItemsQuery {
 async fn check_history(travel: &TimeTravel, log: &[RecordedEvent], head: u64) {
     // The store days after each event of the log, folded once.
     let mut books = Books::default();
-    let after: Vec<HashMap<(String, jiff::civil::Date), [i64; 5]>> = log
+    let after: Vec<HashMap<(String, jiff::civil::Date), [i64; 6]>> = log
         .iter()
         .map(|e| {
             books.fold(&e.decode().unwrap());
@@ -231,10 +240,10 @@ async fn check_history(travel: &TimeTravel, log: &[RecordedEvent], head: u64) {
                 .await
                 .unwrap();
             let key = (s.to_owned(), date);
-            let mut before = [0i64; 5];
+            let mut before = [0i64; 6];
             let mut seen = 0;
             for (e, days) in log.iter().zip(&after) {
-                let now = days.get(&key).copied().unwrap_or([0; 5]);
+                let now = days.get(&key).copied().unwrap_or([0; 6]);
                 if now == before {
                     continue;
                 }
@@ -250,6 +259,7 @@ async fn check_history(travel: &TimeTravel, log: &[RecordedEvent], head: u64) {
                     f.gross_cents,
                     f.returned_units,
                     f.returned_cents,
+                    f.discount_cents,
                 ];
                 assert_eq!(got, now, "figures after {}", e.position);
                 seen += 1;

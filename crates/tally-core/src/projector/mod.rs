@@ -443,6 +443,21 @@ impl Projector {
                     backoff = Duration::from_millis(50);
                     cadence.ran(started, n, self.live_batch());
                 }
+                Err(e @ Error::Corrupt(_)) => {
+                    // An event it cannot read (say, of a schema version from a newer build): the
+                    // read models stop before it rather than skip it, and say so until it is dealt
+                    // with (an upgraded binary, a repaired row).
+                    backoff = Duration::from_secs(5);
+                    tracing::error!(
+                        error = %e,
+                        "the projector cannot go past this event; the read models stay before it \
+                         (nothing is skipped); retrying every 5 s"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "projector step failed; retrying");
                     tokio::select! {

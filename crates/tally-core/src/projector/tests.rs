@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::readmodel::{Delta, INVENTORY, ITEM_DAILY, REFERENCE, STORE_DAILY, SUPPLIER_DAILY};
+use crate::readmodel::{
+    Delta, INVENTORY, ITEM_DAILY, REFERENCE, STORE_DAILY, SUPPLIER_DAILY, TILL_DAILY,
+};
 use tally_domain::event::{SaleRecorded, SoldLine, StockAdjusted};
 use tally_domain::values::{
     AdjustmentId, AdjustmentReason, Cents, ItemId, Quantity, SaleId, StockDelta, StoreId,
@@ -18,7 +20,9 @@ fn sale(n: u64) -> (u64, Event) {
             supplier_id: SupplierId::parse("acme").unwrap(),
             quantity: Quantity::new(1).unwrap(),
             unit_price_cents: Cents::new(100).unwrap(),
+            discount_cents: Cents::new(0).unwrap(),
         }],
+        till_id: None,
     });
     (n, event)
 }
@@ -43,6 +47,7 @@ fn checkpoints(inventory: u64, store: u64, supplier: u64) -> HashMap<String, u64
         (SUPPLIER_DAILY, supplier),
         (REFERENCE, supplier),
         (ITEM_DAILY, supplier),
+        (TILL_DAILY, supplier),
     ]
     .into_iter()
     .map(|(n, p)| (n.to_owned(), p))

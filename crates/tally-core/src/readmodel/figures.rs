@@ -7,14 +7,19 @@ use serde::Serialize;
 pub struct DayFigures {
     pub transactions: i64,
     pub units_sold: i64,
+    /// List value of what was sold: quantity × unit price, before discounts.
     pub gross_cents: i64,
     pub returned_units: i64,
+    /// What returns refunded (the paid share of the units returned).
     pub returned_cents: i64,
+    /// Discounts given on the day's sales.
+    pub discount_cents: i64,
 }
 
 impl DayFigures {
+    /// What the day's sales brought in: gross − discounts − refunds.
     pub fn net_cents(&self) -> i64 {
-        self.gross_cents - self.returned_cents
+        self.gross_cents - self.discount_cents - self.returned_cents
     }
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -25,6 +30,7 @@ impl DayFigures {
         self.gross_cents = self.gross_cents.saturating_add(o.gross_cents);
         self.returned_units = self.returned_units.saturating_add(o.returned_units);
         self.returned_cents = self.returned_cents.saturating_add(o.returned_cents);
+        self.discount_cents = self.discount_cents.saturating_add(o.discount_cents);
     }
 }
 
@@ -35,6 +41,7 @@ pub struct SupplierDay {
     pub units_supplied: i64,
     pub supply_cost_cents: i64,
     pub units_sold: i64,
+    /// What the supplier's items sold for, after discounts (voids taken out; returns not).
     pub sales_cents: i64,
 }
 
@@ -59,11 +66,12 @@ pub struct ItemDay {
     pub gross_cents: i64,
     pub returned_units: i64,
     pub returned_cents: i64,
+    pub discount_cents: i64,
 }
 
 impl ItemDay {
     pub fn net_cents(&self) -> i64 {
-        self.gross_cents - self.returned_cents
+        self.gross_cents - self.discount_cents - self.returned_cents
     }
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -73,5 +81,33 @@ impl ItemDay {
         self.gross_cents = self.gross_cents.saturating_add(o.gross_cents);
         self.returned_units = self.returned_units.saturating_add(o.returned_units);
         self.returned_cents = self.returned_cents.saturating_add(o.returned_cents);
+        self.discount_cents = self.discount_cents.saturating_add(o.discount_cents);
+    }
+}
+
+/// One till's sales in one store on one business date (voids taken out of the sale's date). Sales
+/// without a till count under the till `""` (the views show it as NULL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TillDay {
+    pub transactions: i64,
+    pub gross_cents: i64,
+    pub discount_cents: i64,
+}
+
+impl TillDay {
+    /// Whether the event changes a till's figures (a sale or a void).
+    pub fn concerns(event: &tally_domain::Event) -> bool {
+        matches!(
+            event,
+            tally_domain::Event::SaleRecorded(_) | tally_domain::Event::SaleVoided(_)
+        )
+    }
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+    pub fn add(&mut self, o: &TillDay) {
+        self.transactions = self.transactions.saturating_add(o.transactions);
+        self.gross_cents = self.gross_cents.saturating_add(o.gross_cents);
+        self.discount_cents = self.discount_cents.saturating_add(o.discount_cents);
     }
 }

@@ -49,6 +49,9 @@ struct Encoded {
     days: i32,
     qty: i64,
     cents: i64,
+    /// Added with sales' schema version 2; chunks written before it were emptied by the stores'
+    /// migrations and folded again from the log.
+    discount: i64,
 }
 
 /// A chunk's contents.
@@ -140,6 +143,7 @@ impl Chunk {
                 date,
                 qty: e.qty,
                 cents: e.cents,
+                discount: e.discount,
             };
             f(e.position, &m);
         }
@@ -190,6 +194,7 @@ impl Open {
             days,
             qty: m.qty,
             cents: m.cents,
+            discount: m.discount,
         });
     }
 }

@@ -14,21 +14,24 @@ pub const SUPPLIER_DAILY: &str = "supplier_daily";
 pub const ITEM_DAILY: &str = "item_daily_sales";
 /// Suppliers, stores and items as registered (the data services' reference views).
 pub const REFERENCE: &str = "reference";
-pub const PROJECTIONS: [&str; 5] = [
+/// Sales per store, till and business date (the data services' `till_daily_sales`).
+pub const TILL_DAILY: &str = "till_daily_sales";
+pub const PROJECTIONS: [&str; 6] = [
     INVENTORY,
     STORE_DAILY,
     SUPPLIER_DAILY,
     REFERENCE,
+    TILL_DAILY,
     ITEM_DAILY,
 ];
 /// The projections applied with every batch; item daily sales are applied less often when live
 /// (`projector::SLOW_INTERVAL`).
-pub const LIVE: [&str; 4] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY, REFERENCE];
+pub const LIVE: [&str; 5] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY, REFERENCE, TILL_DAILY];
 
 mod figures;
 pub mod journal;
 mod moves;
-pub use figures::{DayFigures, ItemDay, SupplierDay};
+pub use figures::{DayFigures, ItemDay, SupplierDay, TillDay};
 // (`Supplied` is defined below, beside the delta it belongs to.)
 pub use moves::{Kind, Move, moves};
 
@@ -47,6 +50,8 @@ pub enum Delta {
     Journal(Vec<journal::StoredChunk>),
     /// Registered suppliers, stores and items (not additive: each is registered once).
     Reference(Vec<Registered>),
+    /// `(store, till, date) → figures to add`; the till is `""` for sales rung up without one.
+    TillDaily(HashMap<(String, String, Date), TillDay>),
 }
 
 /// A registration, as the reference views show it.
@@ -197,6 +202,8 @@ pub enum Accumulator {
     SupplierDaily(Nested<Date, SupplierDay>),
     ItemDaily(ItemRows),
     Reference(Vec<Registered>),
+    /// By store, then `(till, date)`.
+    TillDaily(Nested<(String, Date), TillDay>),
 }
 
 /// Item daily rows by store, then item (with its supplier), then date. An item sells on few dates
@@ -259,20 +266,46 @@ impl Accumulator {
             SUPPLIER_DAILY => Some(Self::SupplierDaily(Fast::default())),
             ITEM_DAILY => Some(Self::ItemDaily(ItemRows::default())),
             REFERENCE => Some(Self::Reference(Vec::new())),
+            TILL_DAILY => Some(Self::TillDaily(Fast::default())),
             _ => None,
         }
     }
 
-    /// Folds every move of the event (and a registration into the reference rows).
+    /// Folds every move of the event (and a registration or a till's sale into their rows).
     pub fn fold(&mut self, event: &Event) {
-        self.fold_registration(event);
+        self.fold_event(event);
         moves(event, |m| self.fold_move(&m));
     }
 
-    /// Folds a registration into the reference rows (other events and projections: nothing).
-    pub fn fold_registration(&mut self, event: &Event) {
-        if let Accumulator::Reference(rows) = self {
-            rows.extend(Registered::of(event));
+    /// Folds what a projection takes from the event as a whole rather than from its moves: a
+    /// registration into the reference rows, a sale or void into its till's day (other events and
+    /// projections: nothing).
+    pub fn fold_event(&mut self, event: &Event) {
+        match self {
+            Accumulator::Reference(rows) => rows.extend(Registered::of(event)),
+            Accumulator::TillDaily(rows) => {
+                let (store, till, date, lines, sign) = match event {
+                    Event::SaleRecorded(e) => (&e.store_id, &e.till_id, e.business_date, &e.lines, 1),
+                    Event::SaleVoided(e) => {
+                        (&e.store_id, &e.till_id, e.sale_business_date, &e.lines, -1)
+                    }
+                    _ => return,
+                };
+                let till = till.as_ref().map_or("", |t| t.as_str());
+                let r = rows
+                    .entry_ref(store.as_str())
+                    .or_default()
+                    .entry((till.to_owned(), date))
+                    .or_default();
+                r.transactions = r.transactions.saturating_add(sign);
+                for l in lines {
+                    r.gross_cents = r.gross_cents.saturating_add(sign * l.amount_cents());
+                    r.discount_cents = r
+                        .discount_cents
+                        .saturating_add(sign * l.discount_cents.get());
+                }
+            }
+            _ => {}
         }
     }
 
@@ -295,6 +328,7 @@ impl Accumulator {
                     Kind::Sold => {
                         r.units_sold = r.units_sold.saturating_add(m.qty);
                         r.gross_cents = r.gross_cents.saturating_add(m.cents);
+                        r.discount_cents = r.discount_cents.saturating_add(m.discount);
                     }
                     _ => {
                         r.returned_units = r.returned_units.saturating_add(m.qty);
@@ -315,7 +349,9 @@ impl Accumulator {
                     }
                     _ => {
                         r.units_sold = r.units_sold.saturating_add(m.qty);
-                        r.sales_cents = r.sales_cents.saturating_add(m.cents);
+                        r.sales_cents = r
+                            .sales_cents
+                            .saturating_add(m.cents.saturating_sub(m.discount));
                     }
                 }
             }
@@ -324,6 +360,7 @@ impl Accumulator {
                     let r = rows.row(m);
                     r.units_sold = r.units_sold.saturating_add(m.qty);
                     r.gross_cents = r.gross_cents.saturating_add(m.cents);
+                    r.discount_cents = r.discount_cents.saturating_add(m.discount);
                 }
                 Kind::Returned => {
                     let r = rows.row(m);
@@ -337,8 +374,8 @@ impl Accumulator {
                 }
                 _ => {}
             },
-            // Registrations are folded by event (`fold_registration`): they have no moves.
-            Accumulator::Reference(_) => {}
+            // Folded by event (`fold_event`): registrations have no moves, and moves carry no till.
+            Accumulator::Reference(_) | Accumulator::TillDaily(_) => {}
         }
     }
 
@@ -370,6 +407,15 @@ impl Accumulator {
                 Delta::ItemDaily(delta)
             }
             Accumulator::Reference(rows) => Delta::Reference(rows),
+            Accumulator::TillDaily(m) => Delta::TillDaily(
+                m.into_iter()
+                    .flat_map(|(store, inner)| {
+                        inner
+                            .into_iter()
+                            .map(move |((till, date), f)| ((store.clone(), till, date), f))
+                    })
+                    .collect(),
+            ),
         }
     }
 }

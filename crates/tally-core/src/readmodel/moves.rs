@@ -66,7 +66,11 @@ pub struct Move<'e> {
     pub supplier: &'e str,
     pub date: Date,
     pub qty: i64,
+    /// A sold line: its list value (quantity × unit price); a returned line: what it refunds;
+    /// deliveries and corrections: their cost.
     pub cents: i64,
+    /// A sold line's discount (0 on every other kind).
+    pub discount: i64,
 }
 
 impl Move<'_> {
@@ -83,15 +87,16 @@ impl Move<'_> {
     }
 }
 
-fn line<'e>(kind: Kind, store: &'e str, date: Date, l: &'e SoldLine, sign: i64) -> Move<'e> {
+fn sold<'e>(store: &'e str, date: Date, l: &'e SoldLine, sign: i64) -> Move<'e> {
     Move {
-        kind,
+        kind: Kind::Sold,
         store,
         item: l.item_id.as_str(),
         supplier: l.supplier_id.as_str(),
         date,
         qty: sign * l.quantity.get(),
         cents: sign.saturating_mul(l.amount_cents()),
+        discount: sign.saturating_mul(l.discount_cents.get()),
     }
 }
 
@@ -108,6 +113,7 @@ pub fn moves<'e>(event: &'e Event, mut f: impl FnMut(Move<'e>)) {
                 date: e.business_date,
                 qty: 1,
                 cents: 0,
+                discount: 0,
             });
             for l in &e.lines {
                 let qty = l.quantity.get();
@@ -119,6 +125,7 @@ pub fn moves<'e>(event: &'e Event, mut f: impl FnMut(Move<'e>)) {
                     date: e.business_date,
                     qty,
                     cents: qty.saturating_mul(l.unit_cost_cents.get()),
+                    discount: 0,
                 });
             }
         }
@@ -127,13 +134,16 @@ pub fn moves<'e>(event: &'e Event, mut f: impl FnMut(Move<'e>)) {
         Event::SaleVoided(e) => sale(e.store_id.as_str(), e.sale_business_date, &e.lines, -1, f),
         Event::ReturnRecorded(e) => {
             for l in &e.lines {
-                f(line(
-                    Kind::Returned,
-                    e.store_id.as_str(),
-                    e.business_date,
-                    l,
-                    1,
-                ));
+                f(Move {
+                    kind: Kind::Returned,
+                    store: e.store_id.as_str(),
+                    item: l.item_id.as_str(),
+                    supplier: l.supplier_id.as_str(),
+                    date: e.business_date,
+                    qty: l.quantity.get(),
+                    cents: l.paid_cents(),
+                    discount: 0,
+                });
             }
         }
         Event::StockAdjusted(e) => f(Move {
@@ -144,6 +154,7 @@ pub fn moves<'e>(event: &'e Event, mut f: impl FnMut(Move<'e>)) {
             date: e.business_date,
             qty: e.delta.get(),
             cents: 0,
+            discount: 0,
         }),
         // On the corrected delivery's own date; it is still one delivery.
         Event::DeliveryCorrected(e) => {
@@ -156,6 +167,7 @@ pub fn moves<'e>(event: &'e Event, mut f: impl FnMut(Move<'e>)) {
                     date: e.business_date,
                     qty: c.quantity_change,
                     cents: c.cost_change_cents,
+                    discount: 0,
                 });
             }
         }
@@ -178,8 +190,9 @@ fn sale<'e>(
         date,
         qty: sign,
         cents: 0,
+        discount: 0,
     });
     for l in lines {
-        f(line(Kind::Sold, store, date, l, sign));
+        f(sold(store, date, l, sign));
     }
 }

@@ -15,11 +15,16 @@ fn date(d: &str) -> Date {
 }
 
 fn line(item: &str, qty: i64, price: i64) -> SoldLine {
+    discounted(item, qty, price, 0)
+}
+
+fn discounted(item: &str, qty: i64, price: i64, discount: i64) -> SoldLine {
     SoldLine {
         item_id: ItemId::parse(item).unwrap(),
         supplier_id: SupplierId::parse("acme").unwrap(),
         quantity: Quantity::new(qty).unwrap(),
         unit_price_cents: Cents::new(price).unwrap(),
+        discount_cents: Cents::new(discount).unwrap(),
     }
 }
 
@@ -41,13 +46,16 @@ fn events() -> Vec<Event> {
             sale_id: SaleId::parse("x1").unwrap(),
             store_id: store.clone(),
             business_date: date("2026-11-02"),
-            lines: vec![line("a", 3, 100)],
+            // 30 off: 270 paid, 90 a unit.
+            lines: vec![discounted("a", 3, 100, 30)],
+            till_id: Some(tally_domain::values::TillId::parse("t1").unwrap()),
         }),
         Event::SaleRecorded(SaleRecorded {
             sale_id: SaleId::parse("x2").unwrap(),
             store_id: store.clone(),
             business_date: date("2026-11-02"),
             lines: vec![line("a", 2, 100)],
+            till_id: None,
         }),
         Event::SaleVoided(SaleVoided {
             sale_id: SaleId::parse("x2").unwrap(),
@@ -55,13 +63,15 @@ fn events() -> Vec<Event> {
             reason: Text::parse("twice").unwrap(),
             sale_business_date: date("2026-11-02"),
             lines: vec![line("a", 2, 100)],
+            till_id: None,
         }),
         Event::ReturnRecorded(ReturnRecorded {
             return_id: ReturnId::parse("r1").unwrap(),
             sale_id: SaleId::parse("x1").unwrap(),
             store_id: store.clone(),
             business_date: date("2026-11-03"),
-            lines: vec![line("a", 1, 100)],
+            // One of the three back: refunded 90, its 10 of discount kept.
+            lines: vec![discounted("a", 1, 100, 10)],
         }),
         Event::StockAdjusted(StockAdjusted {
             adjustment_id: AdjustmentId::parse("j1").unwrap(),
@@ -106,19 +116,44 @@ fn store_days_follow_the_report_arithmetic() {
             transactions: 1,
             units_sold: 3,
             gross_cents: 300,
+            discount_cents: 30,
             ..DayFigures::default()
         }
     );
+    assert_eq!(day("2026-11-02").net_cents(), 270, "net of discounts");
     assert_eq!(
         day("2026-11-03"),
         DayFigures {
             returned_units: 1,
-            returned_cents: 100,
+            returned_cents: 90,
             ..DayFigures::default()
+        },
+        "a return counts what it refunded"
+    );
+    assert_eq!(day("2026-11-03").net_cents(), -90);
+    assert!(day("2026-11-01").is_empty(), "a delivery is not a sale");
+}
+
+#[test]
+fn till_days_count_sales_by_till_and_a_void_takes_its_sale_out() {
+    let Delta::TillDaily(rows) = fold(TILL_DAILY) else {
+        panic!("wrong delta")
+    };
+    let till = |t: &str| {
+        rows.get(&("s1".to_owned(), t.to_owned(), date("2026-11-02")))
+            .copied()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        till("t1"),
+        TillDay {
+            transactions: 1,
+            gross_cents: 300,
+            discount_cents: 30,
         }
     );
-    assert_eq!(day("2026-11-03").net_cents(), -100);
-    assert!(day("2026-11-01").is_empty(), "a delivery is not a sale");
+    assert!(till("").is_empty(), "the till-less sale was voided");
+    assert_eq!(rows.len(), 2, "{rows:?}");
 }
 
 #[test]
@@ -144,9 +179,10 @@ fn supplier_days_count_deliveries_and_sales_before_returns() {
         day("2026-11-02"),
         SupplierDay {
             units_sold: 3,
-            sales_cents: 300,
+            sales_cents: 270,
             ..SupplierDay::default()
-        }
+        },
+        "sales after discounts"
     );
     assert!(
         day("2026-11-03").is_empty(),

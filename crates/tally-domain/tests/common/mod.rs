@@ -88,6 +88,7 @@ pub fn sold_lines(lines: &[(&str, i64)]) -> Vec<SoldLine> {
             supplier_id: v(supplier_of(item)),
             quantity: q(n),
             unit_price_cents: cents(PRICE),
+            discount_cents: cents(0),
         })
         .collect()
 }
@@ -97,6 +98,7 @@ pub fn sold(id: &str, store: &str, lines: &[(&str, i64)]) -> Event {
         store_id: v(store),
         business_date: D0,
         lines: sold_lines(lines),
+        till_id: None,
     })
 }
 pub fn voided(id: &str, store: &str, lines: &[(&str, i64)]) -> Event {
@@ -106,6 +108,7 @@ pub fn voided(id: &str, store: &str, lines: &[(&str, i64)]) -> Event {
         reason: v("mistake"),
         sale_business_date: D0,
         lines: sold_lines(lines),
+        till_id: None,
     })
 }
 pub fn returned(id: &str, sale: &str, store: &str, lines: &[(&str, i64)]) -> Event {
@@ -225,8 +228,10 @@ pub fn sell_at(id: &str, store: &str, when: &str, lines: &[(&str, i64)]) -> Comm
                 item_id: v(item),
                 quantity: q(n),
                 unit_price_cents: cents(PRICE),
+                discount_cents: cents(0),
             })
             .collect(),
+        till_id: None,
     }
 }
 pub fn sell(id: &str, store: &str, lines: &[(&str, i64)]) -> Command {

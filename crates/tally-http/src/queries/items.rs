@@ -95,6 +95,7 @@ pub struct ItemDayBody {
     pub date: String,
     pub units_sold: i64,
     pub gross_cents: i64,
+    pub discount_cents: i64,
     pub returned_units: i64,
     pub returned_cents: i64,
     pub net_cents: i64,
@@ -152,17 +153,18 @@ pub async fn item_daily_sales(
     }
     if wants_csv(&headers) {
         let mut out =
-            Csv::new("item_id,date,units_sold,gross_cents,returned_units,returned_cents,net_cents");
+            Csv::new("item_id,date,units_sold,gross_cents,returned_units,returned_cents,net_cents,discount_cents");
         for d in &answer.rows.days {
             let f = &d.figures;
             out.row(format_args!(
-                "{item},{},{},{},{},{},{}",
+                "{item},{},{},{},{},{},{},{}",
                 d.date,
                 f.units_sold,
                 f.gross_cents,
                 f.returned_units,
                 f.returned_cents,
-                f.net_cents()
+                f.net_cents(),
+                f.discount_cents
             ));
         }
         return Ok(out.into_response());
@@ -175,6 +177,7 @@ pub async fn item_daily_sales(
             date: d.date.to_string(),
             units_sold: d.figures.units_sold,
             gross_cents: d.figures.gross_cents,
+            discount_cents: d.figures.discount_cents,
             returned_units: d.figures.returned_units,
             returned_cents: d.figures.returned_cents,
             net_cents: d.figures.net_cents(),

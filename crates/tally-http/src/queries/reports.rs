@@ -42,7 +42,10 @@ pub struct SalesDay {
     pub date: String,
     pub transactions: i64,
     pub units_sold: i64,
+    /// List value sold (quantity × unit price), before discounts.
     pub gross_cents: i64,
+    /// Discounts given on the day's sales.
+    pub discount_cents: i64,
     pub returned_units: i64,
     pub returned_cents: i64,
     pub net_cents: i64,
@@ -55,6 +58,7 @@ impl SalesDay {
             transactions: f.transactions,
             units_sold: f.units_sold,
             gross_cents: f.gross_cents,
+            discount_cents: f.discount_cents,
             returned_units: f.returned_units,
             returned_cents: f.returned_cents,
             net_cents: f.net_cents(),
@@ -73,17 +77,18 @@ pub struct StoreDailySales {
 }
 
 pub(super) const SALES_CSV_HEADER: &str =
-    "transactions,units_sold,gross_cents,returned_units,returned_cents,net_cents";
+    "transactions,units_sold,gross_cents,returned_units,returned_cents,net_cents,discount_cents";
 
 pub(super) fn sales_csv_row(out: &mut Csv, key: std::fmt::Arguments<'_>, f: &DayFigures) {
     out.row(format_args!(
-        "{key},{},{},{},{},{},{}",
+        "{key},{},{},{},{},{},{},{}",
         f.transactions,
         f.units_sold,
         f.gross_cents,
         f.returned_units,
         f.returned_cents,
-        f.net_cents()
+        f.net_cents(),
+        f.discount_cents
     ));
 }
 
@@ -135,6 +140,7 @@ pub struct StoreSales {
     pub transactions: i64,
     pub units_sold: i64,
     pub gross_cents: i64,
+    pub discount_cents: i64,
     pub returned_units: i64,
     pub returned_cents: i64,
     pub net_cents: i64,
@@ -184,6 +190,7 @@ pub async fn daily_sales(
             transactions: r.figures.transactions,
             units_sold: r.figures.units_sold,
             gross_cents: r.figures.gross_cents,
+            discount_cents: r.figures.discount_cents,
             returned_units: r.figures.returned_units,
             returned_cents: r.figures.returned_cents,
             net_cents: r.figures.net_cents(),

@@ -98,6 +98,7 @@ fn day_figures(d: &Value) -> Result<DayFigures> {
         gross_cents: int(d, "gross_cents")?,
         returned_units: int(d, "returned_units")?,
         returned_cents: int(d, "returned_cents")?,
+        discount_cents: int(d, "discount_cents")?,
     })
 }
 
@@ -247,6 +248,7 @@ impl ReadModels for HttpReadModels {
                 gross_cents: int(d, "gross_cents")?,
                 returned_units: int(d, "returned_units")?,
                 returned_cents: int(d, "returned_cents")?,
+                discount_cents: int(d, "discount_cents")?,
             })
         })?;
         let supplier = v["supplier_id"].as_str().map(supplier_id).transpose()?;

@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::values::{
     AdjustmentId, AdjustmentReason, Cents, CorrectionId, DeliveryId, ItemId, Quantity, ReturnId,
-    SaleId, StockDelta, StoreId, SupplierId, Text, TimeZoneName,
+    SaleId, StockDelta, StoreId, SupplierId, Text, TillId, TimeZoneName,
 };
+
+mod decode;
+pub mod v1;
+pub use decode::{DecodeError, VERSIONS};
 
 /// A stream id: `<kind>-<business id>`, for example `store-s1` or `sale-2026-0001`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -67,12 +71,18 @@ pub struct DeliveredLine {
 }
 
 /// A line of a sale or a return, with the item's supplier so supplier reports need no lookup.
+///
+/// `discount_cents` is the part of the line's list value (`quantity × unit_price_cents`) the customer
+/// did not pay: on a sale (and its void), the line's discount; on a return, the share of the returned
+/// units' list value that is not refunded, so that the refund is [`SoldLine::paid_cents`] on every
+/// kind of line (schema version 2; version 1 had no discounts and reads as 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SoldLine {
     pub item_id: ItemId,
     pub supplier_id: SupplierId,
     pub quantity: Quantity,
     pub unit_price_cents: Cents,
+    pub discount_cents: Cents,
 }
 
 impl SoldLine {
@@ -81,6 +91,12 @@ impl SoldLine {
         self.quantity
             .get()
             .saturating_mul(self.unit_price_cents.get())
+    }
+
+    /// What the customer paid for the line (or, on a return, is refunded): the list value less the
+    /// discount.
+    pub fn paid_cents(&self) -> i64 {
+        self.amount_cents() - self.discount_cents.get()
     }
 }
 
@@ -120,6 +136,9 @@ pub struct SaleRecorded {
     pub store_id: StoreId,
     pub business_date: Date,
     pub lines: Vec<SoldLine>,
+    /// The POS terminal the sale was rung up on, when the store says (schema version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub till_id: Option<TillId>,
 }
 
 /// A reversing event: the sale drops out of the figures of its own business date and its stock goes back.
@@ -130,6 +149,9 @@ pub struct SaleVoided {
     pub reason: Text,
     pub sale_business_date: Date,
     pub lines: Vec<SoldLine>,
+    /// The voided sale's till, so per-till figures drop it too (schema version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub till_id: Option<TillId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +160,8 @@ pub struct ReturnRecorded {
     pub sale_id: SaleId,
     pub store_id: StoreId,
     pub business_date: Date,
-    /// Returned quantities, each at the unit price of the sale line it refunds.
+    /// Returned quantities, each at the unit price of the sale line it refunds, with the part of
+    /// their list value not refunded as `discount_cents` (the refund rule: [`crate::decide`]).
     pub lines: Vec<SoldLine>,
 }
 
@@ -190,25 +213,7 @@ pub enum Event {
     DeliveryCorrected(DeliveryCorrected),
 }
 
-/// An event could not be read back from its stored form.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("unknown event type {0:?}")]
-    UnknownType(String),
-    #[error("event type {event_type} has no schema version {version}")]
-    UnknownVersion { event_type: String, version: u32 },
-    #[error("malformed {event_type} payload: {source}")]
-    Payload {
-        event_type: String,
-        source: serde_json::Error,
-    },
-}
-
 impl Event {
-    /// The schema version every event type is written with today. Bump it together with an upcaster in
-    /// [`Event::decode`] when a payload changes shape.
-    pub const SCHEMA_VERSION: u32 = 1;
-
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::SupplierRegistered(_) => "SupplierRegistered",
@@ -287,37 +292,5 @@ impl Event {
         };
         // Serializing these plain structs of strings and integers into a String cannot fail.
         encoded.unwrap_or_else(|e| unreachable!("event payloads always serialize: {e}"))
-    }
-
-    /// Reads an event back from its type, schema version and JSON payload, upcasting old versions.
-    pub fn decode(event_type: &str, schema_version: u32, data: &str) -> Result<Self, DecodeError> {
-        if schema_version != Self::SCHEMA_VERSION {
-            // No event type has changed shape yet; an upcaster from older versions goes here.
-            return Err(DecodeError::UnknownVersion {
-                event_type: event_type.to_owned(),
-                version: schema_version,
-            });
-        }
-        fn parse<T: serde::de::DeserializeOwned>(
-            event_type: &str,
-            data: &str,
-        ) -> Result<T, DecodeError> {
-            serde_json::from_str(data).map_err(|source| DecodeError::Payload {
-                event_type: event_type.to_owned(),
-                source,
-            })
-        }
-        Ok(match event_type {
-            "SupplierRegistered" => Event::SupplierRegistered(parse(event_type, data)?),
-            "StoreRegistered" => Event::StoreRegistered(parse(event_type, data)?),
-            "ItemRegistered" => Event::ItemRegistered(parse(event_type, data)?),
-            "GoodsDelivered" => Event::GoodsDelivered(parse(event_type, data)?),
-            "SaleRecorded" => Event::SaleRecorded(parse(event_type, data)?),
-            "SaleVoided" => Event::SaleVoided(parse(event_type, data)?),
-            "ReturnRecorded" => Event::ReturnRecorded(parse(event_type, data)?),
-            "StockAdjusted" => Event::StockAdjusted(parse(event_type, data)?),
-            "DeliveryCorrected" => Event::DeliveryCorrected(parse(event_type, data)?),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        })
     }
 }
