@@ -46,7 +46,10 @@ fn fixtures() -> Vec<(String, Fixture)> {
             format!("{}.v{}.json", fixture.event_type, fixture.schema_version),
             "a fixture's file is named after its type and version"
         );
-        assert!(!fixture.note.trim().is_empty(), "{name}: say which build wrote it");
+        assert!(
+            !fixture.note.trim().is_empty(),
+            "{name}: say which build wrote it"
+        );
         out.push((name, fixture));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -79,7 +82,11 @@ fn every_fixture_reads_as_its_current_form() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(event.event_type(), f.event_type, "{name}");
         let current = Event::current_version(&f.event_type).expect("a known type");
-        assert_eq!(event.schema_version(), current, "{name}: written in the current version");
+        assert_eq!(
+            event.schema_version(),
+            current,
+            "{name}: written in the current version"
+        );
         let encoded: serde_json::Value =
             serde_json::from_str(&event.encode()).expect("encodes to JSON");
         assert_eq!(encoded, f.current, "{name}: upcast form");
@@ -102,7 +109,11 @@ fn the_current_versions_encode_back_to_their_stored_bytes() {
         assert_eq!(event.encode(), f.stored, "{name}: byte for byte");
         round_tripped += 1;
     }
-    assert_eq!(round_tripped, VERSIONS.len(), "one current fixture per type");
+    assert_eq!(
+        round_tripped,
+        VERSIONS.len(),
+        "one current fixture per type"
+    );
 }
 
 #[test]

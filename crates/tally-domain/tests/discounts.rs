@@ -53,7 +53,10 @@ fn a_sale_carries_its_discounts_and_till_and_a_void_takes_both_back() {
     let Event::SaleRecorded(recorded) = &sale else {
         panic!("{sale:?}")
     };
-    assert_eq!(recorded.till_id.as_ref().map(|t| t.as_str()), Some("till-4"));
+    assert_eq!(
+        recorded.till_id.as_ref().map(|t| t.as_str()),
+        Some("till-4")
+    );
     let paid: Vec<i64> = recorded.lines.iter().map(SoldLine::paid_cents).collect();
     assert_eq!(paid, [3 * PRICE - 100, PRICE]);
     let void = decided(&mut state, &void("s-1", None));
@@ -74,7 +77,10 @@ fn a_discount_beyond_the_line_is_rejected_and_the_whole_line_may_be_free() {
             C::DiscountExceedsLine,
         )],
     );
-    let free = when(&state, &sell_discounted("s-1", &[("apple", 2, 2 * PRICE)], None));
+    let free = when(
+        &state,
+        &sell_discounted("s-1", &[("apple", 2, 2 * PRICE)], None),
+    );
     let events = free.expect("a free line is a sale");
     assert_eq!(lines_of(&events[0])[0].paid_cents(), 0);
 }
@@ -83,7 +89,10 @@ fn a_discount_beyond_the_line_is_rejected_and_the_whole_line_may_be_free() {
 fn partial_returns_refund_the_paid_share_and_a_full_return_exactly_what_was_paid() {
     let mut state = given(&stocked());
     // 3 apples at 250, 100 off: 650 paid, so 216.67 a unit.
-    decided(&mut state, &sell_discounted("s-1", &[("apple", 3, 100)], None));
+    decided(
+        &mut state,
+        &sell_discounted("s-1", &[("apple", 3, 100)], None),
+    );
     let refunds: Vec<i64> = ["r-1", "r-2", "r-3"]
         .iter()
         .map(|id| {
@@ -101,7 +110,10 @@ fn partial_returns_refund_the_paid_share_and_a_full_return_exactly_what_was_paid
 #[test]
 fn undiscounted_returns_refund_the_list_price() {
     let mut state = given(&stocked());
-    decided(&mut state, &sell_discounted("s-1", &[("apple", 4, 0)], None));
+    decided(
+        &mut state,
+        &sell_discounted("s-1", &[("apple", 4, 0)], None),
+    );
     let e = decided(&mut state, &ret("r-1", "s-1", "la", &[("apple", 3)]));
     assert_eq!(lines_of(&e)[0].paid_cents(), 3 * PRICE);
     assert_eq!(lines_of(&e)[0].discount_cents.get(), 0);

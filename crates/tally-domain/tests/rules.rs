@@ -389,7 +389,11 @@ fn decoding_refuses_unknown_types_versions_and_payloads() {
     // A version from a newer build is named as such, never guessed at.
     assert!(matches!(
         Event::decode("SaleRecorded", 3, &data),
-        Err(DecodeError::FutureVersion { version: 3, current: 2, .. })
+        Err(DecodeError::FutureVersion {
+            version: 3,
+            current: 2,
+            ..
+        })
     ));
     let wrong_shape = Event::decode("SaleVoided", 2, &data);
     assert!(matches!(wrong_shape, Err(DecodeError::Payload { .. })));

@@ -5,8 +5,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tally_domain::values::{
     AdjustmentId, AdjustmentReason, Cents, CorrectedQuantity, CorrectionId, DeliveryId,
-    InvalidValue, ItemId, Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text, TillId,
-    TimeZoneName,
+    InvalidValue, ItemId, Quantity, ReturnId, SaleId, StockDelta, StoreId, SupplierId, Text,
+    TillId, TimeZoneName,
 };
 use tally_domain::{Command, CorrectedLine, DeliveryLine, ReturnLine, SaleLine};
 use utoipa::ToSchema;

@@ -32,6 +32,7 @@ fn day_figures(r: &tokio_postgres::Row, at: usize) -> DayFigures {
         gross_cents: r.get(at + 2),
         returned_units: r.get(at + 3),
         returned_cents: r.get(at + 4),
+        discount_cents: r.get(at + 5),
     }
 }
 
@@ -62,6 +63,7 @@ fn item_day(r: &tokio_postgres::Row, at: usize) -> ItemDay {
         gross_cents: r.get(at + 1),
         returned_units: r.get(at + 2),
         returned_cents: r.get(at + 3),
+        discount_cents: r.get(at + 4),
     }
 }
 
@@ -131,7 +133,9 @@ impl Postgres {
     }
 }
 
-const ITEM_FIGURES: &str = "sum(units_sold)::bigint, sum(gross_cents)::bigint, sum(returned_units)::bigint, sum(returned_cents)::bigint";
+/// The columns of [`item_day`], summed.
+const ITEM_FIGURES: &str = "sum(units_sold)::bigint, sum(gross_cents)::bigint, sum(returned_units)::bigint, \
+     sum(returned_cents)::bigint, sum(discount_cents)::bigint";
 
 #[async_trait]
 impl ReadModels for Postgres {
@@ -196,8 +200,8 @@ impl ReadModels for Postgres {
         let a = self
             .snapshot(
                 STORE_DAILY,
-                "SELECT date::text, transactions, units_sold, gross_cents, returned_units, returned_cents \
-                 FROM rm_store_daily WHERE store_id = $1 AND date >= $2::text::date AND date <= $3::text::date \
+                "SELECT date::text, transactions, units_sold, gross_cents, returned_units, returned_cents, \
+                 discount_cents FROM rm_store_daily WHERE store_id = $1 AND date >= $2::text::date AND date <= $3::text::date \
                  ORDER BY date",
                 &[&store.as_str(), &from, &to],
             )
@@ -213,8 +217,8 @@ impl ReadModels for Postgres {
         let a = self
             .snapshot(
                 STORE_DAILY,
-                "SELECT store_id, transactions, units_sold, gross_cents, returned_units, returned_cents \
-                 FROM rm_store_daily WHERE date = $1::text::date ORDER BY store_id COLLATE \"C\"",
+                "SELECT store_id, transactions, units_sold, gross_cents, returned_units, returned_cents, \
+                 discount_cents FROM rm_store_daily WHERE date = $1::text::date ORDER BY store_id COLLATE \"C\"",
                 &[&date],
             )
             .await?;
@@ -272,7 +276,7 @@ impl ReadModels for Postgres {
                 &[&item.as_str(), &from, &to, &store],
             )
             .await?;
-        let supplier = a.rows.first().map(|r| supplier_id(r.get(5))).transpose()?;
+        let supplier = a.rows.first().map(|r| supplier_id(r.get(6))).transpose()?;
         let supplier = match supplier {
             Some(s) => Some(s),
             None => {
@@ -304,10 +308,12 @@ impl ReadModels for Postgres {
         let a = self
             .snapshot(
                 ITEM_DAILY,
-                "SELECT item_id, sum(units_sold)::bigint AS units, (sum(gross_cents) - sum(returned_cents))::bigint AS net \
+                "SELECT item_id, sum(units_sold)::bigint AS units, \
+                 (sum(gross_cents) - sum(discount_cents) - sum(returned_cents))::bigint AS net \
                  FROM rm_item_daily WHERE date >= $1::text::date AND date <= $2::text::date \
                  AND ($3::text IS NULL OR store_id = $3) AND ($4::text IS NULL OR supplier_id = $4) \
-                 GROUP BY item_id HAVING sum(units_sold) <> 0 OR sum(gross_cents) - sum(returned_cents) <> 0 \
+                 GROUP BY item_id \
+                 HAVING sum(units_sold) <> 0 OR sum(gross_cents) - sum(discount_cents) - sum(returned_cents) <> 0 \
                  ORDER BY units DESC, item_id COLLATE \"C\" LIMIT $5",
                 &[&from, &to, &store, &supplier, &limit],
             )

@@ -9,7 +9,7 @@ use tally_core::ports::{Error, ProjectionSink, Result};
 use tally_core::readmodel::journal::JOURNAL;
 use tally_core::readmodel::{
     Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, REFERENCE, Registered,
-    STORE_DAILY, SUPPLIER_DAILY,
+    STORE_DAILY, SUPPLIER_DAILY, TILL_DAILY,
 };
 use tokio_postgres::Transaction;
 
@@ -55,7 +55,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
         }
         Delta::StoreDaily(rows) if !rows.is_empty() => {
             let mut cols: (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
-            let mut f: [Vec<i64>; 5] = Default::default();
+            let mut f: [Vec<i64>; 6] = Default::default();
             for ((store, date), d) in rows {
                 cols.0.push(store.as_str());
                 cols.1.push(date.to_string());
@@ -65,6 +65,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                     d.gross_cents,
                     d.returned_units,
                     d.returned_cents,
+                    d.discount_cents,
                 ]
                 .into_iter()
                 .enumerate()
@@ -73,16 +74,18 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                 }
             }
             tx.execute(
-                "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents) \
-                 SELECT s, d::date, a, b, c, e, g FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
-                 $5::bigint[], $6::bigint[], $7::bigint[]) AS r(s, d, a, b, c, e, g) \
+                "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents, \
+                 discount_cents) \
+                 SELECT s, d::date, a, b, c, e, g, h FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
+                 $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) AS r(s, d, a, b, c, e, g, h) \
                  ON CONFLICT (store_id, date) DO UPDATE SET \
                  transactions = rm_store_daily.transactions + excluded.transactions, \
                  units_sold = rm_store_daily.units_sold + excluded.units_sold, \
                  gross_cents = rm_store_daily.gross_cents + excluded.gross_cents, \
                  returned_units = rm_store_daily.returned_units + excluded.returned_units, \
-                 returned_cents = rm_store_daily.returned_cents + excluded.returned_cents",
-                &[&cols.0, &cols.1, &f[0], &f[1], &f[2], &f[3], &f[4]],
+                 returned_cents = rm_store_daily.returned_cents + excluded.returned_cents, \
+                 discount_cents = rm_store_daily.discount_cents + excluded.discount_cents",
+                &[&cols.0, &cols.1, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]],
             )
             .await
             .map_err(|e| pg_error("updating store daily sales", e))?;
@@ -120,6 +123,33 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
             )
             .await
             .map_err(|e| pg_error("updating supplier daily reports", e))?;
+        }
+        Delta::TillDaily(rows) if !rows.is_empty() => {
+            let (mut stores, mut tills, mut dates) = (Vec::new(), Vec::new(), Vec::new());
+            let mut f: [Vec<i64>; 3] = Default::default();
+            for ((store, till, date), d) in rows {
+                stores.push(store.as_str());
+                tills.push(till.as_str());
+                dates.push(date.to_string());
+                for (column, v) in
+                    f.iter_mut()
+                        .zip([d.transactions, d.gross_cents, d.discount_cents])
+                {
+                    column.push(v);
+                }
+            }
+            tx.execute(
+                "INSERT INTO rm_till_daily (store_id, till_id, date, transactions, gross_cents, discount_cents) \
+                 SELECT s, t, d::date, a, b, c FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], \
+                 $5::bigint[], $6::bigint[]) AS r(s, t, d, a, b, c) \
+                 ON CONFLICT (store_id, till_id, date) DO UPDATE SET \
+                 transactions = rm_till_daily.transactions + excluded.transactions, \
+                 gross_cents = rm_till_daily.gross_cents + excluded.gross_cents, \
+                 discount_cents = rm_till_daily.discount_cents + excluded.discount_cents",
+                &[&stores, &tills, &dates, &f[0], &f[1], &f[2]],
+            )
+            .await
+            .map_err(|e| pg_error("updating till daily sales", e))?;
         }
         Delta::ItemDaily(delta) => apply_item_daily(tx, delta).await?,
         Delta::Reference(rows) if !rows.is_empty() => apply_reference(tx, rows).await?,
@@ -166,7 +196,7 @@ async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Resul
     }
     let (mut stores, mut items, mut dates, mut suppliers) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut f: [Vec<i64>; 6] = Default::default();
+    let mut f: [Vec<i64>; 7] = Default::default();
     for c in &changes {
         stores.push(c.store);
         items.push(c.item);
@@ -179,6 +209,7 @@ async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Resul
             c.sales.returned_cents,
             c.supplied.units,
             c.supplied.cost_cents,
+            c.sales.discount_cents,
         ];
         for (column, v) in f.iter_mut().zip(figures) {
             column.push(v);
@@ -186,17 +217,19 @@ async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Resul
     }
     tx.execute(
         "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, \
-         units_supplied, supply_cost_cents) \
-         SELECT s, i, d::date, p, a, b, c, e, g, h FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-         $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) AS r(s, i, d, p, a, b, c, e, g, h) \
+         units_supplied, supply_cost_cents, discount_cents) \
+         SELECT s, i, d::date, p, a, b, c, e, g, h, k FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[]) \
+         AS r(s, i, d, p, a, b, c, e, g, h, k) \
          ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
          units_sold = rm_item_daily.units_sold + excluded.units_sold, \
          gross_cents = rm_item_daily.gross_cents + excluded.gross_cents, \
          returned_units = rm_item_daily.returned_units + excluded.returned_units, \
          returned_cents = rm_item_daily.returned_cents + excluded.returned_cents, \
          units_supplied = rm_item_daily.units_supplied + excluded.units_supplied, \
-         supply_cost_cents = rm_item_daily.supply_cost_cents + excluded.supply_cost_cents",
-        &[&stores, &items, &dates, &suppliers, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]],
+         supply_cost_cents = rm_item_daily.supply_cost_cents + excluded.supply_cost_cents, \
+         discount_cents = rm_item_daily.discount_cents + excluded.discount_cents",
+        &[&stores, &items, &dates, &suppliers, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6]],
     )
     .await
     .map_err(|e| pg_error("updating item daily sales", e))?;
@@ -317,6 +350,7 @@ impl ProjectionSink for Postgres {
             SUPPLIER_DAILY => &["rm_supplier_daily"],
             ITEM_DAILY => &["rm_item_daily"],
             REFERENCE => &["rm_suppliers", "rm_stores", "rm_items"],
+            TILL_DAILY => &["rm_till_daily"],
             JOURNAL => &["rm_journal"],
             other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
         };

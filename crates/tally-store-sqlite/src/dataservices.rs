@@ -59,7 +59,8 @@ CREATE TEMP VIEW supplier_item_daily AS
     FROM main.rm_item_daily;
 CREATE TEMP VIEW till_daily_sales AS
     SELECT store_id, NULLIF(till_id, '') AS till_id, date, transactions, gross_cents, discount_cents
-    FROM main.rm_till_daily;
+    FROM main.rm_till_daily
+    WHERE transactions <> 0 OR gross_cents <> 0 OR discount_cents <> 0;
 CREATE TEMP VIEW events AS
     SELECT position, stream_id, event_type AS type, schema_version,
            strftime('%Y-%m-%dT%H:%M:%S', occurred_at / 1000000000, 'unixepoch')

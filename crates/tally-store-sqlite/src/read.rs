@@ -126,8 +126,7 @@ fn stock_rows(raw: Vec<(String, i64)>) -> Result<Vec<StockRow>> {
         .collect()
 }
 
-const ITEM_FIGURES: &str =
-    "sum(units_sold), sum(gross_cents), sum(returned_units), sum(returned_cents), sum(discount_cents)";
+const ITEM_FIGURES: &str = "sum(units_sold), sum(gross_cents), sum(returned_units), sum(returned_cents), sum(discount_cents)";
 
 #[async_trait]
 impl ReadModels for Sqlite {

@@ -30,11 +30,12 @@ const METRICS: &[(&str, &str)] = &[
     ("tally_projection_lag_seconds", "gauge"),
 ];
 
-const MODELS: [&str; 5] = [
+const MODELS: [&str; 6] = [
     "inventory",
     "store_daily_sales",
     "supplier_daily",
     "reference",
+    "till_daily_sales",
     "item_daily_sales",
 ];
 

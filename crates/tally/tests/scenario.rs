@@ -33,6 +33,8 @@ impl SalesDay {
             "returned_units": self.returned_units,
             "returned_cents": self.returned_cents,
             "net_cents": self.gross_cents - self.returned_cents,
+            // No sale of this scenario is discounted (see discounts.rs for those).
+            "discount_cents": 0,
         })
     }
 }

@@ -224,8 +224,8 @@ async fn reports_as_known_then_and_as_known_now() {
     let csv = csv_of(&app, &path).await;
     assert_eq!(
         csv,
-        "store_id,date,transactions,units_sold,gross_cents,returned_units,returned_cents,net_cents\n\
-         la,2026-03-11,1,2,200,0,0,200\n"
+        "store_id,date,transactions,units_sold,gross_cents,returned_units,returned_cents,net_cents,discount_cents\n\
+         la,2026-03-11,1,2,200,0,0,200,0\n"
     );
     let csv = csv_of(&app, "/v1/reports/stores/la/daily-sales/2026-03-11/history").await;
     let lines: Vec<&str> = csv.lines().collect();
@@ -234,7 +234,10 @@ async fn reports_as_known_then_and_as_known_now() {
         lines[2].starts_with(&format!("la,2026-03-11,{late},")),
         "{csv}"
     );
-    assert!(lines[2].ends_with(",SaleRecorded,2,6,750,0,0,750"), "{csv}");
+    assert!(
+        lines[2].ends_with(",SaleRecorded,2,6,750,0,0,750,0"),
+        "{csv}"
+    );
     app.stop();
 }
 

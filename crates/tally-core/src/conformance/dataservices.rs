@@ -14,6 +14,7 @@ use crate::dataservices::{
     Bind, Cell, DataServices, Origin, ParamSpec, Query, QuerySpec, RunError, Table, VIEWS,
     view_instant,
 };
+use crate::model::RecordedEvent;
 use crate::projector::Projector;
 use crate::signals::Signals;
 
@@ -190,6 +191,11 @@ pub async fn views_hold_the_read_models(b: &Backend) {
         Projector::new(b.events.clone(), b.sink.clone(), Signals::default()).with_batch_size(97);
     projector.catch_up().await.unwrap();
     let books = Books::of(&log, |_, _| true);
+    views_hold(b, &log, &books).await;
+}
+
+/// Every view holds what `books` (a fold of `log`) says, and the log.
+pub async fn views_hold(b: &Backend, log: &[RecordedEvent], books: &Books) {
     let d = &*b.data;
 
     let stock: HashMap<(String, String), [i64; 1]> = rows(d, "select * from inventory", &[])

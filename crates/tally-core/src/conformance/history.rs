@@ -70,6 +70,8 @@ struct Gen<'a> {
     n: usize,
     sales: Vec<Sold>,
     deliveries: Vec<(String, String, usize)>,
+    /// Whether sales may carry discounts and tills (schema version 2's facts).
+    discounts: bool,
 }
 
 impl Gen<'_> {
@@ -138,7 +140,7 @@ impl Gen<'_> {
                         let price = 100 + 25 * i as i64;
                         // About a third of the lines discounted, by amounts that split unevenly
                         // over the units (so partial returns exercise the refund rule).
-                        let discount = if self.rng.chance(33) {
+                        let discount = if self.discounts && self.rng.chance(33) {
                             self.rng.below((q * price) as usize + 1) as i64
                         } else {
                             0
@@ -151,9 +153,7 @@ impl Gen<'_> {
                         }
                     })
                     .collect(),
-                till_id: self
-                    .rng
-                    .chance(50)
+                till_id: (self.discounts && self.rng.chance(50))
                     .then(|| v(TillId::parse(format!("till-{}", self.rng.below(3))))),
             };
         }
@@ -244,12 +244,39 @@ fn reference_data() -> Vec<Command> {
 /// batches of 1 to 12, each batch stamped by a clock that now and then runs up to a minute behind
 /// the one before (so the store's clamp is exercised). Returns the log as stored.
 pub async fn seed(b: &Backend, rng: &mut Rng, commands: usize) -> Vec<RecordedEvent> {
+    let seeding = Seeding {
+        discounts: true,
+        old_percent: 0,
+    };
+    seed_with(b, rng, commands, seeding).await.0
+}
+
+/// How [`seed_with`] writes its history.
+#[derive(Debug, Clone, Copy)]
+pub struct Seeding {
+    /// Sales with discounts and tills (else none: every fact has a version 1 form).
+    pub discounts: bool,
+    /// Of the events whose type has an older version, the share (in %) stored in their version 1
+    /// form, as a build before that version wrote them.
+    pub old_percent: u32,
+}
+
+/// Decides `commands` random commands (after the reference data) and commits their events; the
+/// log as stored and the events as decided (in the current version's shape).
+pub async fn seed_with(
+    b: &Backend,
+    rng: &mut Rng,
+    commands: usize,
+    seeding: Seeding,
+) -> (Vec<RecordedEvent>, Vec<Event>) {
     let mut state = State::default();
+    let mut decided = Vec::new();
     let mut generator = Gen {
         rng,
         n: 0,
         sales: Vec::new(),
         deliveries: Vec::new(),
+        discounts: seeding.discounts,
     };
     let mut clock = v("2026-03-20T09:00:00Z".parse::<Timestamp>());
     let mut batch: Vec<NewEvent> = Vec::new();
@@ -282,12 +309,18 @@ pub async fn seed(b: &Backend, rng: &mut Rng, commands: usize) -> Vec<RecordedEv
             for (s, version) in &streams {
                 state.apply_to(s, *version, &event);
             }
+            let old = (generator.rng.below(100) < seeding.old_percent as usize)
+                .then(|| super::upcasting::as_version_1(&event))
+                .flatten();
+            let (schema_version, data) =
+                old.unwrap_or_else(|| (event.schema_version(), event.encode()));
+            decided.push(event.clone());
             batch.push(NewEvent {
                 event_type: event.event_type().to_owned(),
-                schema_version: event.schema_version(),
+                schema_version,
                 occurred_at,
                 recorded_at: clock,
-                data: event.encode(),
+                data,
                 metadata: EventMetadata {
                     command_id,
                     correlation_id: None,
@@ -313,7 +346,7 @@ pub async fn seed(b: &Backend, rng: &mut Rng, commands: usize) -> Vec<RecordedEv
         let after = log.last().map_or(0, |e: &RecordedEvent| e.position);
         let more = b.events.read_all(after, 1000).await.expect("read_all");
         if more.is_empty() {
-            return log;
+            return (log, decided);
         }
         log.extend(more);
     }
@@ -408,7 +441,10 @@ impl Books {
             } else {
                 add(row, [q, a, 0, 0, d]);
                 let sup = (l.supplier_id.to_string(), date);
-                add(self.supplier_days.entry(sup).or_default(), [0, 0, 0, q, a - d]);
+                add(
+                    self.supplier_days.entry(sup).or_default(),
+                    [0, 0, 0, q, a - d],
+                );
             }
             self.stock(store, &l.item_id, if returned { q } else { -q });
         }

@@ -44,6 +44,7 @@ pub mod queue;
 pub mod read_store;
 mod support;
 pub mod timetravel;
+pub mod upcasting;
 
 pub use support::{admin_envelope, submission};
 
@@ -150,6 +151,8 @@ macro_rules! conformance_tests {
                     timetravel::as_of_equals_a_fold_of_the_prefix,
                 timetravel_business_time_counts_movements_that_happened_by_then =>
                     timetravel::business_time_counts_movements_that_happened_by_then,
+                upcasting_old_and_new_versions_of_the_same_facts_read_the_same =>
+                    upcasting::old_and_new_versions_of_the_same_facts_read_the_same,
                 ledger_records_without_queueing => ledger::records_without_queueing,
                 ledger_keeps_what_the_broker_refused_and_publishes_it_on_retry =>
                     ledger::keeps_what_the_broker_refused_and_publishes_it_on_retry,

@@ -26,7 +26,13 @@ pub const PROJECTIONS: [&str; 6] = [
 ];
 /// The projections applied with every batch; item daily sales are applied less often when live
 /// (`projector::SLOW_INTERVAL`).
-pub const LIVE: [&str; 5] = [INVENTORY, STORE_DAILY, SUPPLIER_DAILY, REFERENCE, TILL_DAILY];
+pub const LIVE: [&str; 5] = [
+    INVENTORY,
+    STORE_DAILY,
+    SUPPLIER_DAILY,
+    REFERENCE,
+    TILL_DAILY,
+];
 
 mod figures;
 pub mod journal;
@@ -285,7 +291,9 @@ impl Accumulator {
             Accumulator::Reference(rows) => rows.extend(Registered::of(event)),
             Accumulator::TillDaily(rows) => {
                 let (store, till, date, lines, sign) = match event {
-                    Event::SaleRecorded(e) => (&e.store_id, &e.till_id, e.business_date, &e.lines, 1),
+                    Event::SaleRecorded(e) => {
+                        (&e.store_id, &e.till_id, e.business_date, &e.lines, 1)
+                    }
                     Event::SaleVoided(e) => {
                         (&e.store_id, &e.till_id, e.sale_business_date, &e.lines, -1)
                     }

@@ -152,8 +152,9 @@ pub async fn item_daily_sales(
         )));
     }
     if wants_csv(&headers) {
-        let mut out =
-            Csv::new("item_id,date,units_sold,gross_cents,returned_units,returned_cents,net_cents,discount_cents");
+        let mut out = Csv::new(
+            "item_id,date,units_sold,gross_cents,returned_units,returned_cents,net_cents,discount_cents",
+        );
         for d in &answer.rows.days {
             let f = &d.figures;
             out.row(format_args!(

@@ -19,7 +19,8 @@ pub fn query_role(schema: &str) -> String {
 /// The views, in `{v}` (the views' schema) over the tables of `{s}`. The same names, columns and
 /// forms as on SQLite: dates `YYYY-MM-DD` text (`week` the Monday of the date's ISO week, which
 /// is what `date_trunc('week', ...)` gives), instants `YYYY-MM-DDTHH:MM:SS.ffffffZ` text (UTC),
-/// money and counts bigint. `docs/views.md` documents them.
+/// money and counts bigint. `docs/views.md` documents them. `CREATE OR REPLACE VIEW` keeps a
+/// view's columns and may only add some at its end: a column a view gains goes last.
 const VIEW_SQL: &str = r#"
 CREATE OR REPLACE VIEW {v}.suppliers AS SELECT supplier_id, name FROM {s}.rm_suppliers;
 CREATE OR REPLACE VIEW {v}.stores AS SELECT store_id, name, timezone FROM {s}.rm_stores;
@@ -28,8 +29,9 @@ CREATE OR REPLACE VIEW {v}.items AS
 CREATE OR REPLACE VIEW {v}.inventory AS SELECT store_id, item_id, on_hand FROM {s}.rm_inventory;
 CREATE OR REPLACE VIEW {v}.store_daily_sales AS
     SELECT store_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date, transactions, units_sold,
-           gross_cents, returned_units, returned_cents, gross_cents - returned_cents AS net_cents,
-           to_char(date_trunc('week', date::timestamp), 'YYYY-MM-DD') AS week
+           gross_cents, returned_units, returned_cents,
+           gross_cents - discount_cents - returned_cents AS net_cents,
+           to_char(date_trunc('week', date::timestamp), 'YYYY-MM-DD') AS week, discount_cents
     FROM {s}.rm_store_daily;
 CREATE OR REPLACE VIEW {v}.supplier_daily AS
     SELECT supplier_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date, deliveries, units_supplied,
@@ -38,14 +40,20 @@ CREATE OR REPLACE VIEW {v}.supplier_daily AS
 CREATE OR REPLACE VIEW {v}.item_daily_sales AS
     SELECT store_id, item_id, supplier_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date,
            units_sold, gross_cents, returned_units, returned_cents,
-           gross_cents - returned_cents AS net_cents,
-           to_char(date_trunc('week', date::timestamp), 'YYYY-MM-DD') AS week
+           gross_cents - discount_cents - returned_cents AS net_cents,
+           to_char(date_trunc('week', date::timestamp), 'YYYY-MM-DD') AS week, discount_cents
     FROM {s}.rm_item_daily
-    WHERE units_sold <> 0 OR gross_cents <> 0 OR returned_units <> 0 OR returned_cents <> 0;
+    WHERE units_sold <> 0 OR gross_cents <> 0 OR returned_units <> 0 OR returned_cents <> 0
+       OR discount_cents <> 0;
 CREATE OR REPLACE VIEW {v}.supplier_item_daily AS
     SELECT supplier_id, item_id, store_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date,
-           units_supplied, supply_cost_cents, units_sold, gross_cents AS sales_cents
+           units_supplied, supply_cost_cents, units_sold, gross_cents - discount_cents AS sales_cents
     FROM {s}.rm_item_daily;
+CREATE OR REPLACE VIEW {v}.till_daily_sales AS
+    SELECT store_id, NULLIF(till_id, '') AS till_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date,
+           transactions, gross_cents, discount_cents
+    FROM {s}.rm_till_daily
+    WHERE transactions <> 0 OR gross_cents <> 0 OR discount_cents <> 0;
 CREATE OR REPLACE VIEW {v}.events AS
     SELECT position, stream_id, event_type AS type, schema_version,
            to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
