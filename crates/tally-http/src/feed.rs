@@ -25,7 +25,13 @@ pub struct EventBody {
     pub version: u64,
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The version of `data`'s shape: the type's current version, old events being upcast.
     pub schema_version: u32,
+    /// The version the event is stored in (older than `schema_version` when it was upcast).
+    pub stored_schema_version: u32,
+    /// Why the stored payload could not be read (it is then served as stored); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_error: Option<String>,
     pub occurred_at: String,
     pub recorded_at: String,
     #[schema(value_type = Object)]
@@ -35,17 +41,34 @@ pub struct EventBody {
 }
 
 impl EventBody {
+    /// The event in its current shape (upcast from the version it is stored in); an event this
+    /// build cannot read is served as stored, with the reason.
     fn new(e: RecordedEvent) -> Self {
+        let stored = e.schema_version;
+        let (schema_version, data, decode_error) = match e.decode() {
+            Ok(event) => (
+                event.schema_version(),
+                serde_json::from_str(&event.encode()).unwrap_or_default(),
+                None,
+            ),
+            Err(err) => (
+                stored,
+                serde_json::from_str(&e.data).unwrap_or(serde_json::Value::String(e.data)),
+                Some(err.to_string()),
+            ),
+        };
         Self {
             position: e.position,
             stream_id: e.stream_id.to_string(),
             version: e.version,
             occurred_at: e.occurred_at.to_string(),
             recorded_at: e.recorded_at.to_string(),
-            data: serde_json::from_str(&e.data).unwrap_or(serde_json::Value::String(e.data)),
+            data,
             metadata: serde_json::to_value(&e.metadata).unwrap_or_default(),
             event_type: e.event_type,
-            schema_version: e.schema_version,
+            schema_version,
+            stored_schema_version: stored,
+            decode_error,
         }
     }
 }

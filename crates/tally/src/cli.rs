@@ -311,6 +311,11 @@ pub enum BenchCmd {
         /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
         #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
         postgres: Option<String>,
+        /// Before the catch-up and the rebuild, store this share (%) of the sales, voids and
+        /// returns in their schema version 1 form, as a build before discounts wrote them (the
+        /// cost of upcasting).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+        old_percent: u32,
     },
     /// Time travel on a long W1-shaped log: a store's 31-day daily sales and one item's stock as of
     /// random instants, and a day's history, each timed; disk per event per table.
@@ -416,11 +421,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     batch,
                     backend,
                     postgres,
+                    old_percent,
                 },
         } => {
             init_logging(LogFormat::Human);
             let postgres = bench_database(backend, postgres);
-            runtime.block_on(crate::bench::w1_bench(seed, sales, batch, postgres))?
+            runtime.block_on(crate::bench::w1_bench(crate::bench::W1Options {
+                seed,
+                sales,
+                batch,
+                postgres,
+                old_percent,
+            }))?
         }
         Cmd::Bench {
             which: BenchCmd::Asof { log, queries },

@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use tally_core::Signals;
 use tally_core::projector::Projector;
 use tally_core::workload::{W1Size, w1};
-use tally_core::{Backend, Signals};
 
 mod asof;
 mod queries;
@@ -18,33 +18,26 @@ pub use asof::{AsofOptions, LogOptions, asof_bench};
 pub use queries::{QueriesOptions, params, queries_bench};
 use scratch::{Scratch, enqueue, process};
 
-pub async fn w1_bench(
-    seed: u64,
-    sales: usize,
-    batch: usize,
-    postgres: Option<String>,
-) -> anyhow::Result<()> {
-    let scratch = Scratch::open(postgres).await?;
-    let result = run(
-        &scratch.backend,
-        scratch.name,
-        &scratch.place,
-        seed,
-        sales,
-        batch,
-    )
-    .await;
+/// `tally bench w1`'s settings.
+pub struct W1Options {
+    pub seed: u64,
+    pub sales: usize,
+    pub batch: usize,
+    pub postgres: Option<String>,
+    /// The share (%) of sales, voids and returns stored in their schema version 1 form before
+    /// the catch-up and the rebuild, as a build before discounts wrote them.
+    pub old_percent: u32,
+}
+
+pub async fn w1_bench(options: W1Options) -> anyhow::Result<()> {
+    let scratch = Scratch::open(options.postgres.clone()).await?;
+    let result = run(&scratch, &options).await;
     scratch.close(result).await
 }
 
-async fn run(
-    backend: &Backend,
-    name: &str,
-    place: &str,
-    seed: u64,
-    sales: usize,
-    batch: usize,
-) -> anyhow::Result<()> {
+async fn run(scratch: &Scratch, options: &W1Options) -> anyhow::Result<()> {
+    let (backend, name, place) = (&scratch.backend, scratch.name, &scratch.place);
+    let (seed, sales, batch) = (options.seed, options.sales, options.batch);
     let size = W1Size {
         sales,
         ..W1Size::FULL
@@ -65,6 +58,13 @@ async fn run(
     let (accepted, rejected) = process(backend, &signals, batch).await?;
     let process_secs = started.elapsed().as_secs_f64();
     let events = backend.events.head().await?;
+    if options.old_percent > 0 {
+        let rewritten = scratch.store_as_version_1(options.old_percent).await?;
+        eprintln!(
+            "{rewritten} sales, voids and returns stored in their version 1 form ({}% of them)",
+            options.old_percent
+        );
+    }
 
     let mut projector = Projector::new(backend.events.clone(), backend.sink.clone(), signals);
     let started = Instant::now();

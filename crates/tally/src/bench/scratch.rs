@@ -16,7 +16,7 @@ use uuid::Uuid;
 enum Keep {
     /// The directory is removed when this is dropped.
     Dir {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         store: Arc<tally_store_sqlite::Sqlite>,
     },
     Schema(Arc<tally_store_postgres::Postgres>),
@@ -47,7 +47,7 @@ impl Scratch {
                     backend: store.backend(),
                     name: "sqlite",
                     place: format!("data in {}", dir.path().display()),
-                    keep: Keep::Dir { _dir: dir, store },
+                    keep: Keep::Dir { dir, store },
                 })
             }
             Some(url) => {
@@ -78,6 +78,58 @@ impl Scratch {
         .collect();
         tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
         Ok(tables)
+    }
+
+    /// Stores `percent` % of the sales, voids and returns (by position) in their schema version 1
+    /// form, as a build before discounts wrote them: the same bytes less each line's
+    /// `discount_cents` (and a `till_id`, which W1 never sets). Only for logs without discounts,
+    /// whose facts the old form holds exactly. Returns how many events it rewrote.
+    pub async fn store_as_version_1(&self, percent: u32) -> anyhow::Result<u64> {
+        const TYPES: &str = "('SaleRecorded', 'SaleVoided', 'ReturnRecorded')";
+        // W1's sales have at most a few lines; removing a path that is absent is a no-op.
+        const LINES: usize = 64;
+        match &self.keep {
+            Keep::Dir { dir, .. } => {
+                let paths: String = (0..LINES)
+                    .map(|i| format!(", '$.lines[{i}].discount_cents'"))
+                    .collect();
+                let sql = format!(
+                    "UPDATE events SET schema_version = 1, data = json_remove(data, '$.till_id'{paths}) \
+                     WHERE event_type IN {TYPES} AND position % 100 < ?1"
+                );
+                let db = dir.path().join("tally.db");
+                let n = tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(&db)?;
+                    conn.busy_timeout(Duration::from_secs(30))?;
+                    conn.execute(&sql, [i64::from(percent)])
+                })
+                .await
+                .context("rewriting events")?
+                .context("storing events in their version 1 form")?;
+                Ok(n as u64)
+            }
+            Keep::Schema(pg) => {
+                let options = pg.options();
+                let (client, connection) =
+                    tokio_postgres::connect(&options.url, tokio_postgres::NoTls)
+                        .await
+                        .context("connecting to rewrite events")?;
+                tokio::spawn(connection);
+                let paths: String = (0..LINES)
+                    .map(|i| format!(" #- '{{lines,{i},discount_cents}}'"))
+                    .collect();
+                let sql = format!(
+                    "UPDATE {}.events SET schema_version = 1, data = ((data::jsonb - 'till_id'){paths})::text \
+                     WHERE event_type IN {TYPES} AND position % 100 < $1",
+                    options.schema
+                );
+                let n = client
+                    .execute(&sql, &[&i64::from(percent)])
+                    .await
+                    .context("storing events in their version 1 form")?;
+                Ok(n)
+            }
+        }
     }
 
     /// Drops the scratch schema (a data dir goes with its guard), then returns `result`.
