@@ -1,4 +1,5 @@
-//! The command line: `serve`, `config`, `keys`, `dlq`, `bench`, `rebuild`, `migrate`, `openapi`.
+//! The command line: `serve`, `config`, `keys`, `dlq`, `events`, `bench`, `rebuild`, `migrate`,
+//! `openapi`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,6 +127,11 @@ pub enum Cmd {
     Dlq {
         #[command(subcommand)]
         action: DlqCmd,
+    },
+    /// The event log itself: `check` decodes every stored event with this build.
+    Events {
+        #[command(subcommand)]
+        action: crate::events::EventsCmd,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -338,9 +344,14 @@ pub enum BenchCmd {
         #[arg(long, default_value = "queries.example.toml")]
         queries: PathBuf,
     },
+    /// `tally events check` on a long W1-shaped log: events decoded per second, and memory.
+    EventsCheck {
+        #[command(flatten)]
+        log: LogArgs,
+    },
 }
 
-/// The long W1-shaped log `bench asof` and `bench queries` run on.
+/// The long W1-shaped log `bench asof`, `bench queries` and `bench events-check` run on.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     #[arg(long, default_value_t = 42)]
@@ -458,6 +469,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config: queries,
             }))?
         }
+        Cmd::Bench {
+            which: BenchCmd::EventsCheck { log },
+        } => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::bench::events_check_bench(log.options()))?
+        }
         Cmd::Rebuild => {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::serve::rebuild(&store))?
@@ -483,6 +500,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?
         }
         Cmd::Dlq { action } => runtime.block_on(crate::dlq::run(&store, action))?,
+        Cmd::Events { action } => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::events::run(&store, action))?
+        }
         Cmd::Queries {
             action: QueriesCmd::Check,
         } => {

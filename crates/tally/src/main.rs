@@ -5,6 +5,7 @@ mod brokers;
 mod cli;
 mod config;
 mod dlq;
+mod events;
 mod http_server;
 mod keys;
 mod limits;

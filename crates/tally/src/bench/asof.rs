@@ -81,6 +81,24 @@ pub async fn fill(
     backend: &tally_core::Backend,
     log: &LogOptions,
 ) -> anyhow::Result<(u64, Signals)> {
+    let (head, signals) = fill_log(backend, log).await?;
+    let started = Instant::now();
+    let mut projector = Projector::new(
+        backend.events.clone(),
+        backend.sink.clone(),
+        signals.clone(),
+    );
+    projector.catch_up().await.context("projection catch-up")?;
+    projector.flush().await.context("projection flush")?;
+    eprintln!("projected in {:.1}s", started.elapsed().as_secs_f64());
+    Ok((head, signals))
+}
+
+/// [`fill`] without the projection: the log alone, processed; the head.
+pub async fn fill_log(
+    backend: &tally_core::Backend,
+    log: &LogOptions,
+) -> anyhow::Result<(u64, Signals)> {
     let (seed, events, days) = (log.seed, log.events, log.days);
     let size = W1Size::FULL;
     // W1's reference data and deliveries come first; sales fill the rest. About 6 % of W1's sales
@@ -98,18 +116,9 @@ pub async fn fill(
     process(backend, &signals, 2048).await?;
     let head = backend.events.head().await?;
     eprintln!(
-        "{head} events in the log after {:.1}s; projecting",
+        "{head} events in the log after {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let started = Instant::now();
-    let mut projector = Projector::new(
-        backend.events.clone(),
-        backend.sink.clone(),
-        signals.clone(),
-    );
-    projector.catch_up().await.context("projection catch-up")?;
-    projector.flush().await.context("projection flush")?;
-    eprintln!("projected in {:.1}s", started.elapsed().as_secs_f64());
     Ok((head, signals))
 }
 

@@ -11,10 +11,12 @@ use tally_core::projector::Projector;
 use tally_core::workload::{W1Size, w1};
 
 mod asof;
+mod events;
 mod queries;
 mod scratch;
 
 pub use asof::{AsofOptions, LogOptions, asof_bench};
+pub use events::events_check_bench;
 pub use queries::{QueriesOptions, params, queries_bench};
 use scratch::{Scratch, enqueue, process};
 

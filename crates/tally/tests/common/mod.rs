@@ -1,7 +1,9 @@
 //! The one end-to-end helper: `spawn_app` starts the real `tally` binary on port 0 in a data dir and
-//! hands back an [`App`] that speaks HTTP to it. Every test file includes this module; each uses a part
-//! of it, hence the `dead_code` allowance.
+//! hands back an [`App`] that speaks HTTP to it ([`cli`] runs its other commands). Every test file
+//! includes this module; each uses a part of it, hence the `dead_code` allowance.
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod cli;
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
