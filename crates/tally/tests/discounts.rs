@@ -18,23 +18,12 @@ sql = "select store_id, till_id, date, transactions, gross_cents, discount_cents
 
 /// acme supplies a1 (250) and a2 (100) to store la; 20 of each delivered on 2026-03-10.
 async fn setup(app: &App) -> u64 {
-    app.run_ok(
-        "/v1/suppliers",
-        &json!({"supplier_id": "acme", "name": "Acme"}),
+    app.register(
+        "acme",
+        &[("la", "America/Los_Angeles")],
+        &[("a1", 250), ("a2", 100)],
     )
     .await;
-    app.run_ok(
-        "/v1/stores",
-        &json!({"store_id": "la", "name": "LA", "timezone": "America/Los_Angeles"}),
-    )
-    .await;
-    for (id, price) in [("a1", 250), ("a2", 100)] {
-        app.run_ok(
-            "/v1/items",
-            &json!({"item_id": id, "name": id, "supplier_id": "acme", "unit_price_cents": price}),
-        )
-        .await;
-    }
     app.run_ok(
         "/v1/deliveries",
         &json!({"delivery_id": "d1", "supplier_id": "acme", "store_id": "la",
@@ -155,21 +144,10 @@ async fn discounts_net_out_of_every_report_and_returns_refund_what_was_paid() {
 
     // CSV says what JSON says, discount last.
     let csv = app
-        .get_raw(
-            &format!("/v1/reports/stores/la/daily-sales?to=2026-03-11&min_position={last}"),
-            Some(&admin),
-        )
+        .csv_of(&format!(
+            "/v1/reports/stores/la/daily-sales?to=2026-03-11&min_position={last}"
+        ))
         .await;
-    let csv = reqwest::Client::new()
-        .get(csv.url().clone())
-        .bearer_auth(&admin)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     assert_eq!(
         csv,
         "store_id,date,transactions,units_sold,gross_cents,returned_units,returned_cents,net_cents,discount_cents\n\

@@ -15,23 +15,12 @@ use serde_json::{Value, json};
 
 /// A store's small day: every event type once or more. Returns the head.
 async fn scenario(app: &App) -> u64 {
-    app.run_ok(
-        "/v1/suppliers",
-        &json!({"supplier_id": "acme", "name": "Acme"}),
+    app.register(
+        "acme",
+        &[("ams", "Europe/Amsterdam")],
+        &[("a1", 250), ("a2", 120)],
     )
     .await;
-    app.run_ok(
-        "/v1/stores",
-        &json!({"store_id": "ams", "name": "Amsterdam", "timezone": "Europe/Amsterdam"}),
-    )
-    .await;
-    for (id, price) in [("a1", 250), ("a2", 120)] {
-        app.run_ok(
-            "/v1/items",
-            &json!({"item_id": id, "name": id, "supplier_id": "acme", "unit_price_cents": price}),
-        )
-        .await;
-    }
     app.run_ok(
         "/v1/deliveries",
         &json!({"delivery_id": "d1", "supplier_id": "acme", "store_id": "ams",

@@ -842,19 +842,7 @@ async fn check_csv(d: &Driver) {
         "/v1/reports/stores/la/daily-sales?min_position={}",
         d.last_position
     );
-    let r = d
-        .app
-        .client
-        .get(d.app.at(&path))
-        .bearer_auth(&d.app.admin)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("text/csv"), "content-type {ct}");
-    let text = r.text().await.unwrap();
+    let text = d.app.csv_of(&path).await;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().expect("a header row").split(',').collect();
     let mut rows: Vec<Value> = lines

@@ -11,25 +11,9 @@ use serde_json::{Value, json};
 
 /// acme supplies a1 and a2 to store la (Los Angeles); 10 of a1 and 4 of a2 delivered on 2026-03-10.
 async fn setup(app: &App) {
-    app.run_ok(
-        "/v1/suppliers",
-        &json!({"supplier_id": "acme", "name": "Acme"}),
-    )
-    .await;
-    for (store, tz) in [("la", "America/Los_Angeles"), ("ny", "America/New_York")] {
-        app.run_ok(
-            "/v1/stores",
-            &json!({"store_id": store, "name": store, "timezone": tz}),
-        )
+    let stores = [("la", "America/Los_Angeles"), ("ny", "America/New_York")];
+    app.register("acme", &stores, &[("a1", 100), ("a2", 250)])
         .await;
-    }
-    for (id, price) in [("a1", 100), ("a2", 250)] {
-        app.run_ok(
-            "/v1/items",
-            &json!({"item_id": id, "name": id, "supplier_id": "acme", "unit_price_cents": price}),
-        )
-        .await;
-    }
     app.run_ok(
         "/v1/deliveries",
         &json!({"delivery_id": "d1", "supplier_id": "acme", "store_id": "la",
@@ -221,13 +205,15 @@ async fn reports_as_known_then_and_as_known_now() {
 
     // CSV says what JSON says.
     let path = format!("/v1/reports/stores/la/daily-sales?from=2026-03-11&{by_instant}");
-    let csv = csv_of(&app, &path).await;
+    let csv = app.csv_of(&path).await;
     assert_eq!(
         csv,
         "store_id,date,transactions,units_sold,gross_cents,returned_units,returned_cents,net_cents,discount_cents\n\
          la,2026-03-11,1,2,200,0,0,200,0\n"
     );
-    let csv = csv_of(&app, "/v1/reports/stores/la/daily-sales/2026-03-11/history").await;
+    let csv = app
+        .csv_of("/v1/reports/stores/la/daily-sales/2026-03-11/history")
+        .await;
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(
@@ -239,20 +225,6 @@ async fn reports_as_known_then_and_as_known_now() {
         "{csv}"
     );
     app.stop();
-}
-
-async fn csv_of(app: &App, path: &str) -> String {
-    let r = app
-        .client
-        .get(app.at(path))
-        .bearer_auth(&app.admin)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap();
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("text/csv"), "{ct}");
-    r.text().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

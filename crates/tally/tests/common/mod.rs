@@ -379,6 +379,59 @@ impl App {
         self.wait(&id).await
     }
 
+    /// A query's answer as CSV (`Accept: text/csv`) to the admin key; asserts 200 and the type.
+    pub async fn csv_of(&self, path: &str) -> String {
+        let r = self
+            .client
+            .get(self.at(path))
+            .bearer_auth(&self.admin)
+            .header("accept", "text/csv")
+            .send()
+            .await
+            .expect("the request is answered");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let ct = r.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(ct.starts_with("text/csv"), "content-type {ct}");
+        r.text().await.expect("read the body")
+    }
+
+    /// Registers one supplier, its stores (id, time zone) and its items (id, unit price), each
+    /// named after its id; returns the position of the last registration.
+    pub async fn register(
+        &self,
+        supplier: &str,
+        stores: &[(&str, &str)],
+        items: &[(&str, i64)],
+    ) -> u64 {
+        let mut position = self
+            .run_ok(
+                "/v1/suppliers",
+                &json!({"supplier_id": supplier, "name": supplier}),
+            )
+            .await;
+        for (store, tz) in stores {
+            position = self
+                .run_ok(
+                    "/v1/stores",
+                    &json!({"store_id": store, "name": store, "timezone": tz}),
+                )
+                .await;
+        }
+        for (item, price) in items {
+            position = self
+                .run_ok(
+                    "/v1/items",
+                    &json!({"item_id": item, "name": item, "supplier_id": supplier,
+                            "unit_price_cents": price}),
+                )
+                .await;
+        }
+        position
+    }
+
     /// Submits, waits and asserts the command was processed; returns its position.
     pub async fn run_ok(&self, path: &str, body: &Value) -> u64 {
         let outcome = self.run(path, body).await;
