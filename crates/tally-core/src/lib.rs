@@ -29,6 +29,7 @@ pub mod readmodel;
 pub mod rows;
 pub mod signals;
 pub mod timetravel;
+pub mod verify;
 pub mod wait;
 pub mod workload;
 
@@ -63,6 +64,8 @@ pub struct Backend {
     pub ledger: Arc<dyn IntakeLedger>,
     /// Operators' SQL over the read-model views, on connections that cannot write.
     pub data: Arc<dyn dataservices::DataServices>,
+    /// Every row of the read models, for `tally verify`.
+    pub rows: Arc<dyn ports::ReadModelRows>,
 }
 
 impl Backend {

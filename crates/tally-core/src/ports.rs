@@ -235,6 +235,17 @@ pub trait ReadModels: Send + Sync + 'static {
     async fn top_items(&self, query: &TopItemsQuery) -> Result<Positioned<Vec<TopItem>>>;
 }
 
+/// Every row of the read models' tables, for `tally verify` ([`crate::verify`]).
+#[async_trait]
+pub trait ReadModelRows: Send + Sync + 'static {
+    /// Every row of one table (its columns in the table's order: keys, texts, figures), with its
+    /// projection's checkpoint read in the same snapshot.
+    async fn table_rows(
+        &self,
+        table: &crate::verify::Table,
+    ) -> Result<Positioned<Vec<crate::verify::Row>>>;
+}
+
 /// The journal's sealed chunks ([`crate::readmodel::journal`]), which time travel folds.
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {

@@ -34,6 +34,7 @@ mod queue;
 mod read;
 pub mod schema;
 mod sink;
+mod verify;
 
 pub use dataservices::{query_role, views_schema};
 pub use lease::PgLeases;
@@ -175,6 +176,7 @@ impl Postgres {
             leases: Arc::new(PgLeases::new(self.pg_config.clone(), &self.options.schema)),
             ledger: self.clone(),
             data: self.clone(),
+            rows: self.clone(),
         }
     }
 

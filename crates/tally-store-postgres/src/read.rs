@@ -99,7 +99,7 @@ fn stock_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<StockRow>> {
 
 impl Postgres {
     /// In one snapshot: the checkpoint of `projection` and the rows of `sql`.
-    async fn snapshot(
+    pub(crate) async fn snapshot(
         &self,
         projection: &str,
         sql: &str,

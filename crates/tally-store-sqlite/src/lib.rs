@@ -30,6 +30,7 @@ mod queue;
 mod read;
 mod schema;
 mod sink;
+mod verify;
 mod writer;
 
 use writer::{Writer, sql_error};
@@ -210,6 +211,7 @@ impl Sqlite {
             leases: Arc::new(self.leases.clone()),
             ledger: self.clone(),
             data: self.clone(),
+            rows: self.clone(),
         }
     }
 }

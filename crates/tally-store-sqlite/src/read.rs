@@ -47,7 +47,7 @@ fn parse_date(raw: &str) -> Result<Date> {
 }
 
 /// Runs `f` in one read transaction, with the projection's checkpoint read in it.
-fn snapshot<T>(
+pub(crate) fn snapshot<T>(
     conn: &Connection,
     projection: &str,
     f: impl FnOnce(&Connection) -> Result<T>,

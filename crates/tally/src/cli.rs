@@ -1,5 +1,5 @@
-//! The command line: `serve`, `config`, `keys`, `dlq`, `events`, `bench`, `rebuild`, `migrate`,
-//! `openapi`.
+//! The command line: `serve`, `config`, `keys`, `dlq`, `events`, `verify`, `bench`, `rebuild`,
+//! `migrate`, `openapi`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -128,6 +128,9 @@ pub enum Cmd {
         #[command(subcommand)]
         action: DlqCmd,
     },
+    /// Compare every read model with a fresh fold of the log (server running or not); name each
+    /// row that differs; exit non-zero on any.
+    Verify(crate::verify::VerifyArgs),
     /// The event log itself: `check` decodes every stored event with this build.
     Events {
         #[command(subcommand)]
@@ -500,6 +503,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?
         }
         Cmd::Dlq { action } => runtime.block_on(crate::dlq::run(&store, action))?,
+        Cmd::Verify(args) => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::verify::run(&store, args))?
+        }
         Cmd::Events { action } => {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::events::run(&store, action))?

@@ -13,6 +13,7 @@ mod load;
 mod queries;
 mod serve;
 mod settings;
+mod verify;
 
 /// mimalloc: the processor allocates events on one thread and the SQLite writer frees them on
 /// another, a pattern glibc's allocator handles poorly (measured in BENCHMARKS.md).

@@ -45,6 +45,7 @@ pub mod read_store;
 mod support;
 pub mod timetravel;
 pub mod upcasting;
+pub mod verify;
 
 pub use support::{admin_envelope, submission};
 
@@ -153,6 +154,8 @@ macro_rules! conformance_tests {
                     timetravel::business_time_counts_movements_that_happened_by_then,
                 upcasting_old_and_new_versions_of_the_same_facts_read_the_same =>
                     upcasting::old_and_new_versions_of_the_same_facts_read_the_same,
+                verify_passes_on_a_history_and_names_an_altered_row =>
+                    verify::passes_on_a_history_and_names_an_altered_row,
                 ledger_records_without_queueing => ledger::records_without_queueing,
                 ledger_keeps_what_the_broker_refused_and_publishes_it_on_retry =>
                     ledger::keeps_what_the_broker_refused_and_publishes_it_on_retry,

@@ -1,5 +1,5 @@
-//! Running the `tally` binary's other commands as a user would: `tally events check` and its
-//! summary.
+//! Running the `tally` binary's other commands as a user would (`tally events check`, `tally
+//! verify`) and reading what they print.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +20,7 @@ pub fn tally(dir: &Path, args: &[&str]) -> Output {
     command.output().expect("run tally")
 }
 
-/// What `tally events check` answered.
+/// What a command answered.
 pub struct Checked {
     /// Exit status 0.
     pub ok: bool,
@@ -33,10 +33,20 @@ impl Checked {
     pub fn summary(&self) -> Value {
         serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
             panic!(
-                "events check --json printed no JSON ({e}): {}\nstderr: {}",
+                "--json printed no JSON ({e}): {}\nstderr: {}",
                 self.stdout, self.stderr
             )
         })
+    }
+}
+
+/// `tally ARGS` run in `dir`, with its exit status and output.
+pub fn run(dir: &Path, args: &[&str]) -> Checked {
+    let out = tally(dir, args);
+    Checked {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -44,12 +54,7 @@ impl Checked {
 pub fn events_check(dir: &Path, store_args: &[&str]) -> Checked {
     let mut args = vec!["events", "check"];
     args.extend_from_slice(store_args);
-    let out = tally(dir, &args);
-    Checked {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run(dir, &args)
 }
 
 /// A summary's counts: (type, schema version) → events.

@@ -1,0 +1,350 @@
+//! `tally verify`: the read models against a fresh fold of the log. Every read-model table is read
+//! with its projection's checkpoint in one snapshot; the log is folded from the start to each
+//! checkpoint by the projections' own accumulators into memory (the scratch copy); then each table
+//! is compared row by row, with a hash of each side first. With an `as_of_position`, time travel
+//! (the journal's chunks and the log after them) is compared with the fold of that prefix too.
+//!
+//! The server may run meanwhile: the fold stops at the position each table was read at. Memory is
+//! the size of the read models, not of the log: the log is read a page at a time.
+
+mod tables;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+pub use tables::{Row, Rows, TABLES, Table, expected};
+
+use crate::Backend;
+use crate::ports::{Error, Result};
+use crate::readmodel::{Accumulator, INVENTORY, STORE_DAILY, SUPPLIER_DAILY, moves};
+use crate::rows::DateRange;
+use crate::timetravel::TimeTravel;
+
+/// How many differing rows a table's report names (all are counted).
+pub const NAMED: usize = 20;
+
+/// What `verify` does.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Also compare time travel as of this position with a fold of the log up to it.
+    pub as_of_position: Option<u64>,
+    /// Events read from the log at a time.
+    pub page: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            as_of_position: None,
+            page: 10_000,
+        }
+    }
+}
+
+/// A row that differs: present on one side only, or on both with other values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub key: Vec<String>,
+    pub stored: Option<Row>,
+    pub expected: Option<Row>,
+}
+
+/// One table compared.
+#[derive(Debug, Clone)]
+pub struct TableReport {
+    /// The table, or for time travel `as_of <table>`.
+    pub table: String,
+    pub projection: &'static str,
+    /// The position both sides stand at.
+    pub position: u64,
+    pub stored_rows: usize,
+    pub expected_rows: usize,
+    pub stored_hash: u64,
+    pub expected_hash: u64,
+    /// How many rows differ; the first [`NAMED`] of them in `differences`.
+    pub differing: usize,
+    pub differences: Vec<Difference>,
+}
+
+impl TableReport {
+    pub fn ok(&self) -> bool {
+        self.differing == 0
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub tables: Vec<TableReport>,
+    /// Events folded.
+    pub events: u64,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.tables.iter().all(TableReport::ok)
+    }
+}
+
+/// FNV-1a over a table's rows in key order: equal tables hash equal on every backend.
+fn hash(rows: &Rows) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    };
+    for row in rows.values() {
+        row.key
+            .iter()
+            .chain(&row.texts)
+            .for_each(|s| feed(s.as_bytes()));
+        row.figures.iter().for_each(|f| feed(&f.to_le_bytes()));
+    }
+    h
+}
+
+fn without_zero_rows(table: &Table, mut rows: Rows) -> Rows {
+    if table.drops_zero_rows() {
+        rows.retain(|_, r| r.figures.iter().any(|f| *f != 0));
+    }
+    rows
+}
+
+/// Compares one table's stored rows with the expected ones.
+pub fn compare(
+    table: &Table,
+    label: String,
+    position: u64,
+    stored: Rows,
+    expected: Rows,
+) -> TableReport {
+    let (stored, expected) = (
+        without_zero_rows(table, stored),
+        without_zero_rows(table, expected),
+    );
+    let (stored_hash, expected_hash) = (hash(&stored), hash(&expected));
+    let mut differing = 0;
+    let mut differences = Vec::new();
+    if stored_hash != expected_hash || stored.len() != expected.len() {
+        let keys: BTreeSet<&Vec<String>> = stored.keys().chain(expected.keys()).collect();
+        for key in keys {
+            let (s, e) = (stored.get(key), expected.get(key));
+            if s != e {
+                differing += 1;
+                if differences.len() < NAMED {
+                    differences.push(Difference {
+                        key: key.clone(),
+                        stored: s.cloned(),
+                        expected: e.cloned(),
+                    });
+                }
+            }
+        }
+    }
+    TableReport {
+        table: label,
+        projection: table.projection,
+        position,
+        stored_rows: stored.len(),
+        expected_rows: expected.len(),
+        stored_hash,
+        expected_hash,
+        differing,
+        differences,
+    }
+}
+
+/// A projection folded up to a position.
+struct Fold {
+    projection: &'static str,
+    upto: u64,
+    acc: Accumulator,
+}
+
+/// Compares every read-model table with a fold of the log (and, with `as_of_position`, time
+/// travel with a fold of that prefix). `progress(position, upto)` is called after each page.
+pub async fn verify(b: &Backend, options: Options, progress: impl Fn(u64, u64)) -> Result<Report> {
+    let started = Instant::now();
+    let mut stored: Vec<(Table, u64, Rows)> = Vec::new();
+    for table in TABLES {
+        let answer = b.rows.table_rows(&table).await?;
+        let rows = answer
+            .rows
+            .into_iter()
+            .map(|r| (r.key.clone(), r))
+            .collect();
+        stored.push((table, answer.position, rows));
+    }
+    // One fold per projection and position a table was read at (a running projector may have moved
+    // between two tables of one projection), and the as-of prefix's.
+    let mut folds: Vec<Fold> = Vec::new();
+    let mut wanted: Vec<(&'static str, u64)> =
+        stored.iter().map(|(t, p, _)| (t.projection, *p)).collect();
+    if let Some(n) = options.as_of_position {
+        wanted.extend([(INVENTORY, n), (STORE_DAILY, n), (SUPPLIER_DAILY, n)]);
+    }
+    for (projection, upto) in wanted {
+        if folds
+            .iter()
+            .any(|f| f.projection == projection && f.upto == upto)
+        {
+            continue;
+        }
+        let acc = Accumulator::for_projection(projection)
+            .ok_or_else(|| Error::Corrupt(format!("no projection {projection}")))?;
+        folds.push(Fold {
+            projection,
+            upto,
+            acc,
+        });
+    }
+    let upto = folds.iter().map(|f| f.upto).max().unwrap_or(0);
+    let mut after = 0u64;
+    let mut events = 0u64;
+    while after < upto {
+        let page = b.events.read_payloads(after, options.page).await?;
+        if page.is_empty() {
+            break;
+        }
+        for p in &page {
+            if p.position > upto {
+                break;
+            }
+            let event = p
+                .decode()
+                .map_err(|e| Error::Corrupt(format!("event {}: {e}", p.position)))?;
+            for f in folds.iter_mut().filter(|f| p.position <= f.upto) {
+                f.acc.fold_event(&event);
+            }
+            moves(&event, |m| {
+                for f in folds.iter_mut().filter(|f| p.position <= f.upto) {
+                    f.acc.fold_move(&m);
+                }
+            });
+            events += 1;
+            after = p.position;
+        }
+        progress(after, upto);
+    }
+    let mut expected_by: HashMap<(&'static str, u64), Vec<(&'static str, Rows)>> = HashMap::new();
+    for f in folds {
+        expected_by.insert((f.projection, f.upto), expected(f.acc.finish()));
+    }
+    let mut reports = Vec::new();
+    for (table, position, rows) in stored {
+        let want = expected_by
+            .get(&(table.projection, position))
+            .and_then(|tables| tables.iter().find(|(name, _)| *name == table.name))
+            .map(|(_, rows)| rows.clone())
+            .unwrap_or_default();
+        reports.push(compare(&table, table.name.to_owned(), position, rows, want));
+    }
+    if let Some(n) = options.as_of_position {
+        reports.extend(as_of(b, n, &expected_by).await?);
+    }
+    Ok(Report {
+        tables: reports,
+        events,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Time travel as of `n` (inventory, store days, supplier days of every store and supplier the
+/// prefix moved) against the fold of the prefix.
+async fn as_of(
+    b: &Backend,
+    n: u64,
+    expected_by: &HashMap<(&'static str, u64), Vec<(&'static str, Rows)>>,
+) -> Result<Vec<TableReport>> {
+    let travel = TimeTravel::new(b.events.clone(), b.journal.clone());
+    let want = |projection: &'static str| -> Rows {
+        expected_by
+            .get(&(projection, n))
+            .and_then(|t| t.first())
+            .map(|(_, rows)| rows.clone())
+            .unwrap_or_default()
+    };
+    let table = |name: &str| {
+        TABLES
+            .iter()
+            .find(|t| t.name == name)
+            .copied()
+            .ok_or_else(|| Error::Corrupt(format!("no table {name}")))
+    };
+    let (inventory, days, suppliers) = (want(INVENTORY), want(STORE_DAILY), want(SUPPLIER_DAILY));
+    let first_keys = |rows: &Rows| -> BTreeSet<String> {
+        rows.keys().filter_map(|k| k.first().cloned()).collect()
+    };
+    let stores: BTreeSet<String> = first_keys(&inventory)
+        .into_iter()
+        .chain(first_keys(&days))
+        .collect();
+    let (mut got_stock, mut got_days, mut got_suppliers) = (Rows::new(), Rows::new(), Rows::new());
+    for s in &stores {
+        let store = crate::timetravel::store_id(s)?;
+        for r in travel.inventory(&store, n, None).await?.rows {
+            let key = vec![s.clone(), r.item_id.to_string()];
+            got_stock.insert(key.clone(), row(key, vec![r.on_hand]));
+        }
+        for d in travel
+            .store_daily(&store, DateRange::default(), n)
+            .await?
+            .rows
+        {
+            let f = d.figures;
+            let key = vec![s.clone(), d.date.to_string()];
+            let figures = vec![
+                f.transactions,
+                f.units_sold,
+                f.gross_cents,
+                f.returned_units,
+                f.returned_cents,
+                f.discount_cents,
+            ];
+            got_days.insert(key.clone(), row(key, figures));
+        }
+    }
+    for s in first_keys(&suppliers) {
+        let supplier = crate::timetravel::supplier_id(&s)?;
+        let answer = travel
+            .supplier_daily(&supplier, DateRange::default(), n)
+            .await?;
+        for d in answer.rows {
+            let f = d.figures;
+            let key = vec![s.clone(), d.date.to_string()];
+            let figures = vec![
+                f.deliveries,
+                f.units_supplied,
+                f.supply_cost_cents,
+                f.units_sold,
+                f.sales_cents,
+            ];
+            got_suppliers.insert(key.clone(), row(key, figures));
+        }
+    }
+    let label = |t: &Table| format!("as_of {}", t.name);
+    let (ti, ts, tp) = (
+        table("rm_inventory")?,
+        table("rm_store_daily")?,
+        table("rm_supplier_daily")?,
+    );
+    Ok(vec![
+        compare(&ti, label(&ti), n, got_stock, inventory),
+        compare(&ts, label(&ts), n, got_days, days),
+        compare(&tp, label(&tp), n, got_suppliers, suppliers),
+    ])
+}
+
+fn row(key: Vec<String>, figures: Vec<i64>) -> Row {
+    Row {
+        key,
+        texts: Vec::new(),
+        figures,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! The read models' tables as `verify` compares them: each row a key, some text and some figures,
+//! in the same column order on every backend, and what a fold of the log says each row holds.
+
+use std::collections::BTreeMap;
+
+use crate::readmodel::{
+    Delta, INVENTORY, ITEM_DAILY, REFERENCE, Registered, STORE_DAILY, SUPPLIER_DAILY, TILL_DAILY,
+};
+
+/// One read-model table: its projection, its key columns, its text columns and its figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    pub name: &'static str,
+    pub projection: &'static str,
+    pub keys: &'static [&'static str],
+    pub texts: &'static [&'static str],
+    pub figures: &'static [&'static str],
+}
+
+impl Table {
+    /// Whether a row of all-zero figures means nothing (a day whose only sale was voided): such
+    /// rows may or may not be stored, and are left out of the comparison. Registrations keep every
+    /// row.
+    pub fn drops_zero_rows(&self) -> bool {
+        self.projection != REFERENCE
+    }
+}
+
+/// A row: its key, then its text columns, then its figures, each in its table's column order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Row {
+    pub key: Vec<String>,
+    pub texts: Vec<String>,
+    pub figures: Vec<i64>,
+}
+
+/// Every table `verify` compares (the journal is checked through time travel instead).
+pub const TABLES: [Table; 8] = [
+    Table {
+        name: "rm_inventory",
+        projection: INVENTORY,
+        keys: &["store_id", "item_id"],
+        texts: &[],
+        figures: &["on_hand"],
+    },
+    Table {
+        name: "rm_store_daily",
+        projection: STORE_DAILY,
+        keys: &["store_id", "date"],
+        texts: &[],
+        figures: &[
+            "transactions",
+            "units_sold",
+            "gross_cents",
+            "returned_units",
+            "returned_cents",
+            "discount_cents",
+        ],
+    },
+    Table {
+        name: "rm_supplier_daily",
+        projection: SUPPLIER_DAILY,
+        keys: &["supplier_id", "date"],
+        texts: &[],
+        figures: &[
+            "deliveries",
+            "units_supplied",
+            "supply_cost_cents",
+            "units_sold",
+            "sales_cents",
+        ],
+    },
+    Table {
+        name: "rm_item_daily",
+        projection: ITEM_DAILY,
+        keys: &["store_id", "item_id", "date"],
+        texts: &["supplier_id"],
+        figures: &[
+            "units_sold",
+            "gross_cents",
+            "returned_units",
+            "returned_cents",
+            "discount_cents",
+            "units_supplied",
+            "supply_cost_cents",
+        ],
+    },
+    Table {
+        name: "rm_till_daily",
+        projection: TILL_DAILY,
+        keys: &["store_id", "till_id", "date"],
+        texts: &[],
+        figures: &["transactions", "gross_cents", "discount_cents"],
+    },
+    Table {
+        name: "rm_suppliers",
+        projection: REFERENCE,
+        keys: &["supplier_id"],
+        texts: &["name"],
+        figures: &[],
+    },
+    Table {
+        name: "rm_stores",
+        projection: REFERENCE,
+        keys: &["store_id"],
+        texts: &["name", "timezone"],
+        figures: &[],
+    },
+    Table {
+        name: "rm_items",
+        projection: REFERENCE,
+        keys: &["item_id"],
+        texts: &["name", "supplier_id"],
+        figures: &["unit_price_cents"],
+    },
+];
+
+/// A table's rows by key.
+pub type Rows = BTreeMap<Vec<String>, Row>;
+
+/// The rows a projection's delta (a fold of the log from empty) says its tables hold, by table.
+pub fn expected(delta: Delta) -> Vec<(&'static str, Rows)> {
+    fn rows(items: impl IntoIterator<Item = Row>) -> Rows {
+        items.into_iter().map(|r| (r.key.clone(), r)).collect()
+    }
+    let row = |key: Vec<String>, texts: Vec<String>, figures: Vec<i64>| Row {
+        key,
+        texts,
+        figures,
+    };
+    match delta {
+        Delta::Inventory(m) => vec![(
+            "rm_inventory",
+            rows(
+                m.into_iter()
+                    .map(|((s, i), n)| row(vec![s, i], vec![], vec![n])),
+            ),
+        )],
+        Delta::StoreDaily(m) => vec![(
+            "rm_store_daily",
+            rows(m.into_iter().map(|((s, d), f)| {
+                let figures = vec![
+                    f.transactions,
+                    f.units_sold,
+                    f.gross_cents,
+                    f.returned_units,
+                    f.returned_cents,
+                    f.discount_cents,
+                ];
+                row(vec![s, d.to_string()], vec![], figures)
+            })),
+        )],
+        Delta::SupplierDaily(m) => vec![(
+            "rm_supplier_daily",
+            rows(m.into_iter().map(|((s, d), f)| {
+                let figures = vec![
+                    f.deliveries,
+                    f.units_supplied,
+                    f.supply_cost_cents,
+                    f.units_sold,
+                    f.sales_cents,
+                ];
+                row(vec![s, d.to_string()], vec![], figures)
+            })),
+        )],
+        Delta::ItemDaily(delta) => vec![(
+            "rm_item_daily",
+            rows(delta.changes().into_iter().map(|c| {
+                let figures = vec![
+                    c.sales.units_sold,
+                    c.sales.gross_cents,
+                    c.sales.returned_units,
+                    c.sales.returned_cents,
+                    c.sales.discount_cents,
+                    c.supplied.units,
+                    c.supplied.cost_cents,
+                ];
+                let key = vec![c.store.to_owned(), c.item.to_owned(), c.date.to_string()];
+                row(key, vec![c.supplier.to_owned()], figures)
+            })),
+        )],
+        Delta::TillDaily(m) => vec![(
+            "rm_till_daily",
+            rows(m.into_iter().map(|((s, t, d), f)| {
+                let figures = vec![f.transactions, f.gross_cents, f.discount_cents];
+                row(vec![s, t, d.to_string()], vec![], figures)
+            })),
+        )],
+        Delta::Reference(registered) => {
+            let (mut suppliers, mut stores, mut items) = (Vec::new(), Vec::new(), Vec::new());
+            for r in registered {
+                match r {
+                    Registered::Supplier { supplier_id, name } => {
+                        suppliers.push(row(vec![supplier_id], vec![name], vec![]));
+                    }
+                    Registered::Store {
+                        store_id,
+                        name,
+                        timezone,
+                    } => stores.push(row(vec![store_id], vec![name, timezone], vec![])),
+                    Registered::Item {
+                        item_id,
+                        name,
+                        supplier_id,
+                        unit_price_cents,
+                    } => items.push(row(
+                        vec![item_id],
+                        vec![name, supplier_id],
+                        vec![unit_price_cents],
+                    )),
+                }
+            }
+            vec![
+                ("rm_suppliers", rows(suppliers)),
+                ("rm_stores", rows(stores)),
+                ("rm_items", rows(items)),
+            ]
+        }
+        Delta::Journal(_) => Vec::new(),
+    }
+}
