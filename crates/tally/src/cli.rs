@@ -352,6 +352,12 @@ pub enum BenchCmd {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// `tally verify` on a long W1-shaped log, projected first: events folded per second, and
+    /// memory.
+    Verify {
+        #[command(flatten)]
+        log: LogArgs,
+    },
 }
 
 /// The long W1-shaped log `bench asof`, `bench queries` and `bench events-check` run on.
@@ -477,6 +483,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::bench::events_check_bench(log.options()))?
+        }
+        Cmd::Bench {
+            which: BenchCmd::Verify { log },
+        } => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::bench::verify_bench(log.options()))?
         }
         Cmd::Rebuild => {
             init_logging(LogFormat::Human);

@@ -67,7 +67,7 @@ async fn run(scratch: &Scratch, log: &LogOptions) -> anyhow::Result<()> {
 }
 
 /// A line `NAME:   1234 kB` of /proc/self/status, in KiB.
-fn kib(name: &str) -> anyhow::Result<u64> {
+pub(super) fn kib(name: &str) -> anyhow::Result<u64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status
@@ -78,14 +78,14 @@ fn kib(name: &str) -> anyhow::Result<u64> {
 }
 
 /// The largest resident set seen by a thread that looks every 10 ms.
-struct Sampler {
+pub(super) struct Sampler {
     stop: Arc<AtomicBool>,
     most: Arc<AtomicU64>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Sampler {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let most = Arc::new(AtomicU64::new(0));
         let thread = std::thread::spawn({
@@ -102,7 +102,7 @@ impl Sampler {
         Self { stop, most, thread }
     }
 
-    fn stop(self) -> u64 {
+    pub(super) fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
         if let Ok(rss) = kib("VmRSS") {

@@ -14,11 +14,13 @@ mod asof;
 mod events;
 mod queries;
 mod scratch;
+mod verify;
 
 pub use asof::{AsofOptions, LogOptions, asof_bench};
 pub use events::events_check_bench;
 pub use queries::{QueriesOptions, params, queries_bench};
 use scratch::{Scratch, enqueue, process};
+pub use verify::verify_bench;
 
 /// `tally bench w1`'s settings.
 pub struct W1Options {
