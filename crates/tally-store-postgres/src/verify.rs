@@ -26,17 +26,17 @@ impl ReadModelRows for Postgres {
             .rows
             .iter()
             .map(|r| {
-                Ok(Row {
-                    key: (0..k)
+                Ok(Row::new(
+                    (0..k)
                         .map(|i| r.try_get(i).map_err(get))
-                        .collect::<Result<_>>()?,
-                    texts: (k..k + t)
+                        .collect::<Result<Vec<String>>>()?,
+                    (k..k + t)
                         .map(|i| r.try_get(i).map_err(get))
-                        .collect::<Result<_>>()?,
-                    figures: (k + t..k + t + table.figures.len())
+                        .collect::<Result<Vec<String>>>()?,
+                    (k + t..k + t + table.figures.len())
                         .map(|i| r.try_get(i).map_err(get))
-                        .collect::<Result<_>>()?,
-                })
+                        .collect::<Result<Vec<i64>>>()?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Positioned::new(answer.position, rows))

@@ -28,15 +28,15 @@ impl ReadModelRows for Sqlite {
                     let (k, t) = (table.keys.len(), table.texts.len());
                     let rows = stmt
                         .query_map([], |r| {
-                            Ok(Row {
-                                key: (0..k).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?,
-                                texts: (k..k + t)
-                                    .map(|i| r.get(i))
-                                    .collect::<rusqlite::Result<_>>()?,
-                                figures: (k + t..k + t + table.figures.len())
-                                    .map(|i| r.get(i))
-                                    .collect::<rusqlite::Result<_>>()?,
-                            })
+                            let key: Vec<String> =
+                                (0..k).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
+                            let texts: Vec<String> = (k..k + t)
+                                .map(|i| r.get(i))
+                                .collect::<rusqlite::Result<_>>()?;
+                            let figures: Vec<i64> = (k + t..k + t + table.figures.len())
+                                .map(|i| r.get(i))
+                                .collect::<rusqlite::Result<_>>()?;
+                            Ok(Row::new(key, texts, figures))
                         })
                         .map_err(sql_error)?;
                     rows.map(|r| r.map_err(sql_error)).collect()

@@ -87,9 +87,9 @@ fn progress_bar() -> ProgressBar {
 }
 
 fn cells(row: &Row) -> String {
-    row.texts
-        .iter()
-        .cloned()
+    row.texts()
+        .into_iter()
+        .map(str::to_owned)
         .chain(row.figures.iter().map(i64::to_string))
         .collect::<Vec<_>>()
         .join(", ")
@@ -150,7 +150,7 @@ fn print_differences(t: &TableReport) {
 fn to_json(report: &Report) -> serde_json::Value {
     let row = |r: &Option<Row>| {
         r.as_ref()
-            .map(|r| json!({"texts": r.texts, "figures": r.figures}))
+            .map(|r| json!({"texts": r.texts(), "figures": r.figures}))
     };
     json!({
         "ok": report.ok(),

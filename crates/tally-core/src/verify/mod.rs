@@ -88,7 +88,7 @@ impl Report {
 }
 
 /// FNV-1a over a table's rows in key order: equal tables hash equal on every backend.
-fn hash(rows: &Rows) -> u64 {
+fn hash(rows: &[Row]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -96,20 +96,20 @@ fn hash(rows: &Rows) -> u64 {
         }
         h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
     };
-    for row in rows.values() {
-        row.key
-            .iter()
-            .chain(&row.texts)
-            .for_each(|s| feed(s.as_bytes()));
+    for row in rows {
+        feed(row.joined_key().as_bytes());
+        feed(row.joined_texts().as_bytes());
         row.figures.iter().for_each(|f| feed(&f.to_le_bytes()));
     }
     h
 }
 
-fn without_zero_rows(table: &Table, mut rows: Rows) -> Rows {
+/// The rows that mean something, in key order.
+fn canonical(table: &Table, mut rows: Rows) -> Rows {
     if table.drops_zero_rows() {
-        rows.retain(|_, r| r.figures.iter().any(|f| *f != 0));
+        rows.retain(|r| r.figures.iter().any(|f| *f != 0));
     }
+    rows.sort_unstable_by(|a, b| a.joined_key().cmp(b.joined_key()));
     rows
 }
 
@@ -121,26 +121,42 @@ pub fn compare(
     stored: Rows,
     expected: Rows,
 ) -> TableReport {
-    let (stored, expected) = (
-        without_zero_rows(table, stored),
-        without_zero_rows(table, expected),
-    );
+    let (stored, expected) = (canonical(table, stored), canonical(table, expected));
     let (stored_hash, expected_hash) = (hash(&stored), hash(&expected));
     let mut differing = 0;
     let mut differences = Vec::new();
+    let mut differ = |row: &Row, s: Option<&Row>, e: Option<&Row>| {
+        differing += 1;
+        if differences.len() < NAMED {
+            differences.push(Difference {
+                key: row.key().into_iter().map(str::to_owned).collect(),
+                stored: s.cloned(),
+                expected: e.cloned(),
+            });
+        }
+    };
     if stored_hash != expected_hash || stored.len() != expected.len() {
-        let keys: BTreeSet<&Vec<String>> = stored.keys().chain(expected.keys()).collect();
-        for key in keys {
-            let (s, e) = (stored.get(key), expected.get(key));
-            if s != e {
-                differing += 1;
-                if differences.len() < NAMED {
-                    differences.push(Difference {
-                        key: key.clone(),
-                        stored: s.cloned(),
-                        expected: e.cloned(),
-                    });
+        // Both in key order: one walk.
+        let (mut s, mut e) = (stored.iter().peekable(), expected.iter().peekable());
+        loop {
+            match (s.peek(), e.peek()) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a.joined_key() == b.joined_key() => {
+                    if a != b {
+                        differ(a, Some(a), Some(b));
+                    }
+                    s.next();
+                    e.next();
                 }
+                (Some(a), b) if b.is_none_or(|b| a.joined_key() < b.joined_key()) => {
+                    differ(a, Some(a), None);
+                    s.next();
+                }
+                (_, Some(b)) => {
+                    differ(b, None, Some(b));
+                    e.next();
+                }
+                (Some(_), None) => unreachable!("handled above"),
             }
         }
     }
@@ -171,12 +187,7 @@ pub async fn verify(b: &Backend, options: Options, progress: impl Fn(u64, u64)) 
     let mut stored: Vec<(Table, u64, Rows)> = Vec::new();
     for table in TABLES {
         let answer = b.rows.table_rows(&table).await?;
-        let rows = answer
-            .rows
-            .into_iter()
-            .map(|r| (r.key.clone(), r))
-            .collect();
-        stored.push((table, answer.position, rows));
+        stored.push((table, answer.position, answer.rows));
     }
     // One fold per projection and position a table was read at (a running projector may have moved
     // between two tables of one projection), and the as-of prefix's.
@@ -202,17 +213,24 @@ pub async fn verify(b: &Backend, options: Options, progress: impl Fn(u64, u64)) 
         });
     }
     let upto = folds.iter().map(|f| f.upto).max().unwrap_or(0);
-    let mut after = 0u64;
+    // The next page is read while this one is folded.
+    let read = |after: u64| {
+        let (log, page) = (b.events.clone(), options.page);
+        tokio::spawn(async move { log.read_payloads(after, page).await })
+    };
+    let mut next = (upto > 0).then(|| read(0));
     let mut events = 0u64;
-    while after < upto {
-        let page = b.events.read_payloads(after, options.page).await?;
-        if page.is_empty() {
+    while let Some(reading) = next.take() {
+        let page = reading
+            .await
+            .map_err(|e| Error::Unavailable(format!("reading the log: {e}")))??;
+        let Some(last) = page.last().map(|p| p.position) else {
             break;
+        };
+        if last < upto {
+            next = Some(read(last));
         }
-        for p in &page {
-            if p.position > upto {
-                break;
-            }
+        for p in page.iter().take_while(|p| p.position <= upto) {
             let event = p
                 .decode()
                 .map_err(|e| Error::Corrupt(format!("event {}: {e}", p.position)))?;
@@ -225,26 +243,29 @@ pub async fn verify(b: &Backend, options: Options, progress: impl Fn(u64, u64)) 
                 }
             });
             events += 1;
-            after = p.position;
         }
-        progress(after, upto);
+        progress(last.min(upto), upto);
     }
     let mut expected_by: HashMap<(&'static str, u64), Vec<(&'static str, Rows)>> = HashMap::new();
     for f in folds {
         expected_by.insert((f.projection, f.upto), expected(f.acc.finish()));
     }
+    // Time travel first: it copies the prefix's rows, which a table read at the same position
+    // then takes.
+    let travelled = match options.as_of_position {
+        Some(n) => as_of(b, n, &expected_by).await?,
+        None => Vec::new(),
+    };
     let mut reports = Vec::new();
     for (table, position, rows) in stored {
         let want = expected_by
-            .get(&(table.projection, position))
-            .and_then(|tables| tables.iter().find(|(name, _)| *name == table.name))
-            .map(|(_, rows)| rows.clone())
+            .get_mut(&(table.projection, position))
+            .and_then(|tables| tables.iter_mut().find(|(name, _)| *name == table.name))
+            .map(|(_, rows)| std::mem::take(rows))
             .unwrap_or_default();
         reports.push(compare(&table, table.name.to_owned(), position, rows, want));
     }
-    if let Some(n) = options.as_of_position {
-        reports.extend(as_of(b, n, &expected_by).await?);
-    }
+    reports.extend(travelled);
     Ok(Report {
         tables: reports,
         events,
@@ -276,7 +297,9 @@ async fn as_of(
     };
     let (inventory, days, suppliers) = (want(INVENTORY), want(STORE_DAILY), want(SUPPLIER_DAILY));
     let first_keys = |rows: &Rows| -> BTreeSet<String> {
-        rows.keys().filter_map(|k| k.first().cloned()).collect()
+        rows.iter()
+            .filter_map(|r| r.key().first().map(|k| (*k).to_owned()))
+            .collect()
     };
     let stores: BTreeSet<String> = first_keys(&inventory)
         .into_iter()
@@ -287,7 +310,7 @@ async fn as_of(
         let store = crate::timetravel::store_id(s)?;
         for r in travel.inventory(&store, n, None).await?.rows {
             let key = vec![s.clone(), r.item_id.to_string()];
-            got_stock.insert(key.clone(), row(key, vec![r.on_hand]));
+            got_stock.push(row(key, vec![r.on_hand]));
         }
         for d in travel
             .store_daily(&store, DateRange::default(), n)
@@ -304,7 +327,7 @@ async fn as_of(
                 f.returned_cents,
                 f.discount_cents,
             ];
-            got_days.insert(key.clone(), row(key, figures));
+            got_days.push(row(key, figures));
         }
     }
     for s in first_keys(&suppliers) {
@@ -322,7 +345,7 @@ async fn as_of(
                 f.units_sold,
                 f.sales_cents,
             ];
-            got_suppliers.insert(key.clone(), row(key, figures));
+            got_suppliers.push(row(key, figures));
         }
     }
     let label = |t: &Table| format!("as_of {}", t.name);
@@ -339,11 +362,7 @@ async fn as_of(
 }
 
 fn row(key: Vec<String>, figures: Vec<i64>) -> Row {
-    Row {
-        key,
-        texts: Vec::new(),
-        figures,
-    }
+    Row::new(key, std::iter::empty::<&str>(), figures)
 }
 
 #[cfg(test)]

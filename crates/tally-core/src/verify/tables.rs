@@ -1,8 +1,6 @@
 //! The read models' tables as `verify` compares them: each row a key, some text and some figures,
 //! in the same column order on every backend, and what a fold of the log says each row holds.
 
-use std::collections::BTreeMap;
-
 use crate::readmodel::{
     Delta, INVENTORY, ITEM_DAILY, REFERENCE, Registered, STORE_DAILY, SUPPLIER_DAILY, TILL_DAILY,
 };
@@ -27,11 +25,76 @@ impl Table {
 }
 
 /// A row: its key, then its text columns, then its figures, each in its table's column order.
+/// Compact, since a verify of a long log holds millions of them twice: the key's parts (and the
+/// texts) in one string each, joined by a unit separator that no id contains, so that the joined
+/// keys sort as the tuples of their parts do.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Row {
-    pub key: Vec<String>,
-    pub texts: Vec<String>,
-    pub figures: Vec<i64>,
+    key: Box<str>,
+    texts: Box<str>,
+    pub figures: Box<[i64]>,
+}
+
+const SEP: char = '\u{1f}';
+
+fn join<S: AsRef<str>>(parts: impl IntoIterator<Item = S>) -> Box<str> {
+    let mut out = String::new();
+    for (i, p) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        out.push_str(p.as_ref());
+    }
+    out.into_boxed_str()
+}
+
+fn split(joined: &str, parts: usize) -> Vec<&str> {
+    if parts == 0 {
+        return Vec::new();
+    }
+    joined.split(SEP).collect()
+}
+
+impl Row {
+    pub fn new<K: AsRef<str>, T: AsRef<str>>(
+        key: impl IntoIterator<Item = K>,
+        texts: impl IntoIterator<Item = T>,
+        figures: impl Into<Box<[i64]>>,
+    ) -> Self {
+        let texts: Vec<T> = texts.into_iter().collect();
+        Self {
+            key: join(key),
+            // No texts and one empty text must differ: count them in.
+            texts: if texts.is_empty() {
+                Box::from("")
+            } else {
+                join(std::iter::once("+").chain(texts.iter().map(AsRef::as_ref)))
+            },
+            figures: figures.into(),
+        }
+    }
+
+    /// The key's parts.
+    pub fn key(&self) -> Vec<&str> {
+        split(&self.key, 1)
+    }
+
+    /// The text columns.
+    pub fn texts(&self) -> Vec<&str> {
+        let mut parts = split(&self.texts, usize::from(!self.texts.is_empty()));
+        if !parts.is_empty() {
+            parts.remove(0);
+        }
+        parts
+    }
+
+    pub(super) fn joined_key(&self) -> &str {
+        &self.key
+    }
+
+    pub(super) fn joined_texts(&self) -> &str {
+        &self.texts
+    }
 }
 
 /// Every table `verify` compares (the journal is checked through time travel instead).
@@ -115,19 +178,16 @@ pub const TABLES: [Table; 8] = [
     },
 ];
 
-/// A table's rows by key.
-pub type Rows = BTreeMap<Vec<String>, Row>;
+/// A table's rows (in no particular order until compared).
+pub type Rows = Vec<Row>;
 
 /// The rows a projection's delta (a fold of the log from empty) says its tables hold, by table.
 pub fn expected(delta: Delta) -> Vec<(&'static str, Rows)> {
     fn rows(items: impl IntoIterator<Item = Row>) -> Rows {
-        items.into_iter().map(|r| (r.key.clone(), r)).collect()
+        items.into_iter().collect()
     }
-    let row = |key: Vec<String>, texts: Vec<String>, figures: Vec<i64>| Row {
-        key,
-        texts,
-        figures,
-    };
+    let row =
+        |key: Vec<String>, texts: Vec<String>, figures: Vec<i64>| Row::new(key, texts, figures);
     match delta {
         Delta::Inventory(m) => vec![(
             "rm_inventory",

@@ -3,15 +3,15 @@
 use super::*;
 
 fn row(key: &[&str], figures: &[i64]) -> Row {
-    Row {
-        key: key.iter().map(|s| (*s).to_owned()).collect(),
-        texts: Vec::new(),
-        figures: figures.to_vec(),
-    }
+    Row::new(
+        key.iter().copied(),
+        std::iter::empty::<&str>(),
+        figures.to_vec(),
+    )
 }
 
 fn rows(items: &[Row]) -> Rows {
-    items.iter().map(|r| (r.key.clone(), r.clone())).collect()
+    items.to_vec()
 }
 
 #[test]
@@ -39,8 +39,8 @@ fn a_changed_missing_or_extra_row_is_named() {
     assert_eq!(r.differing, 3);
     let keys: Vec<&str> = r.differences.iter().map(|d| d.key[1].as_str()).collect();
     assert_eq!(keys, ["a", "b", "c"]);
-    assert_eq!(r.differences[0].stored.as_ref().unwrap().figures, [5]);
-    assert_eq!(r.differences[0].expected.as_ref().unwrap().figures, [4]);
+    assert_eq!(*r.differences[0].stored.as_ref().unwrap().figures, [5]);
+    assert_eq!(*r.differences[0].expected.as_ref().unwrap().figures, [4]);
     assert!(r.differences[1].stored.is_none(), "b is missing");
     assert!(r.differences[2].expected.is_none(), "c is extra");
 }
@@ -48,12 +48,13 @@ fn a_changed_missing_or_extra_row_is_named() {
 #[test]
 fn registrations_keep_rows_without_figures() {
     let t = TABLES.iter().find(|t| t.name == "rm_suppliers").unwrap();
-    let acme = Row {
-        key: vec!["acme".to_owned()],
-        texts: vec!["Acme".to_owned()],
-        figures: Vec::new(),
-    };
-    let r = compare(t, t.name.to_owned(), 1, Rows::new(), rows(&[acme]));
+    let acme = Row::new(["acme"], ["Acme"], Vec::new());
+    assert_eq!((acme.key(), acme.texts()), (vec!["acme"], vec!["Acme"]));
+    let none = Row::new(["acme"], std::iter::empty::<&str>(), vec![1]);
+    let empty = Row::new(["acme"], [""], vec![1]);
+    assert_ne!(none, empty, "no text and one empty text differ");
+    assert_eq!((none.texts(), empty.texts()), (vec![], vec![""]));
+    let r = compare(t, t.name.to_owned(), 1, Vec::new(), rows(&[acme]));
     assert_eq!(
         r.differing, 1,
         "a supplier missing from the table is a difference"
