@@ -156,6 +156,7 @@ fn to_json(report: &Report) -> serde_json::Value {
         "ok": report.ok(),
         "events": report.events,
         "seconds": report.seconds,
+        "phases": {"read": report.phases.read, "fold": report.phases.fold, "compare": report.phases.compare},
         "tables": report.tables.iter().map(|t| json!({
             "table": t.table,
             "projection": t.projection,

@@ -79,6 +79,16 @@ pub struct Report {
     /// Events folded.
     pub events: u64,
     pub seconds: f64,
+    /// Of those, reading the tables, folding the log, and comparing.
+    pub phases: Phases,
+}
+
+/// Where a verify's time went, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    pub read: f64,
+    pub fold: f64,
+    pub compare: f64,
 }
 
 impl Report {
@@ -189,6 +199,7 @@ pub async fn verify(b: &Backend, options: Options, progress: impl Fn(u64, u64)) 
         let answer = b.rows.table_rows(&table).await?;
         stored.push((table, answer.position, answer.rows));
     }
+    let read_done = Instant::now();
     // One fold per projection and position a table was read at (a running projector may have moved
     // between two tables of one projection), and the as-of prefix's.
     let mut folds: Vec<Fold> = Vec::new();
@@ -246,6 +257,7 @@ pub async fn verify(b: &Backend, options: Options, progress: impl Fn(u64, u64)) 
         }
         progress(last.min(upto), upto);
     }
+    let fold_done = Instant::now();
     let mut expected_by: HashMap<(&'static str, u64), Vec<(&'static str, Rows)>> = HashMap::new();
     for f in folds {
         expected_by.insert((f.projection, f.upto), expected(f.acc.finish()));
@@ -266,10 +278,16 @@ pub async fn verify(b: &Backend, options: Options, progress: impl Fn(u64, u64)) 
         reports.push(compare(&table, table.name.to_owned(), position, rows, want));
     }
     reports.extend(travelled);
+    let phases = Phases {
+        read: (read_done - started).as_secs_f64(),
+        fold: (fold_done - read_done).as_secs_f64(),
+        compare: fold_done.elapsed().as_secs_f64(),
+    };
     Ok(Report {
         tables: reports,
         events,
         seconds: started.elapsed().as_secs_f64(),
+        phases,
     })
 }
 

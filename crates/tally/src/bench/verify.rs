@@ -35,9 +35,11 @@ async fn run(scratch: &Scratch, log: &LogOptions) -> anyhow::Result<()> {
     }
     let rows: usize = report.tables.iter().map(|t| t.stored_rows).sum();
     let per_s = report.events as f64 / report.seconds.max(1e-9);
+    let phases = report.phases;
     println!(
-        "verify: {} events and {rows} read-model rows in {:.2}s = {per_s:.0} events/s",
-        report.events, report.seconds
+        "verify: {} events and {rows} read-model rows in {:.2}s = {per_s:.0} events/s \
+         (reading the tables {:.2}s, folding the log {:.2}s, comparing {:.2}s)",
+        report.events, report.seconds, phases.read, phases.fold, phases.compare
     );
     println!(
         "memory: resident {before} KiB before, at most {most} KiB during (+{} KiB); VmHWM {hwm} KiB{}",
