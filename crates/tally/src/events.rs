@@ -171,7 +171,7 @@ pub async fn run(store: &StoreConfig, action: EventsCmd) -> anyhow::Result<()> {
     // No migrations: a check reads, and an older schema still has the log's columns.
     let opened = Opened::store_only(store, false, Duration::from_secs(10)).await?;
     let events = opened.backend().events;
-    let bar = progress_bar();
+    let bar = progress_bar("{elapsed_precise} [{bar:40}] {pos}/{len} events ({per_sec})");
     let summary = check(events, &bar).await;
     bar.finish_and_clear();
     let summary = summary?;
@@ -193,15 +193,15 @@ pub async fn run(store: &StoreConfig, action: EventsCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A bar on stderr when it is a terminal; hidden otherwise (a log, CI).
-fn progress_bar() -> ProgressBar {
+/// A bar on stderr when it is a terminal, in indicatif's `template`; hidden otherwise (a log, CI).
+pub fn progress_bar(template: &str) -> ProgressBar {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} events ({per_sec})")
+        ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );

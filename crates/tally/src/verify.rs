@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tally_core::verify::{Options, Report, Row, TableReport, verify};
 
@@ -42,7 +41,10 @@ pub async fn run(store: &StoreConfig, args: VerifyArgs) -> anyhow::Result<()> {
             anyhow::bail!("--as-of-position {n} is past the log's head ({head})");
         }
     }
-    let bar = progress_bar();
+    // The position reached and the time left, on a terminal.
+    let bar = crate::events::progress_bar(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)",
+    );
     let options = Options {
         as_of_position: args.as_of_position,
         ..Options::default()
@@ -67,23 +69,6 @@ pub async fn run(store: &StoreConfig, args: VerifyArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A bar with the position reached and the time left, on stderr when it is a terminal.
-fn progress_bar() -> ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
 }
 
 fn cells(row: &Row) -> String {

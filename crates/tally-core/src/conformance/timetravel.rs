@@ -253,14 +253,7 @@ async fn check_history(travel: &TimeTravel, log: &[RecordedEvent], head: u64) {
                 assert_eq!(v.recorded_at, e.recorded_at);
                 assert_eq!(v.event_type, e.event_type);
                 let f = v.figures;
-                let got = [
-                    f.transactions,
-                    f.units_sold,
-                    f.gross_cents,
-                    f.returned_units,
-                    f.returned_cents,
-                    f.discount_cents,
-                ];
+                let got = f.values();
                 assert_eq!(got, now, "figures after {}", e.position);
                 seen += 1;
                 before = now;

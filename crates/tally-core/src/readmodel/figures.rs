@@ -24,6 +24,18 @@ impl DayFigures {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+    /// The figures in the columns' order: transactions, units sold, gross, returned units,
+    /// returned cents, discounts.
+    pub fn values(&self) -> [i64; 6] {
+        [
+            self.transactions,
+            self.units_sold,
+            self.gross_cents,
+            self.returned_units,
+            self.returned_cents,
+            self.discount_cents,
+        ]
+    }
     pub fn add(&mut self, o: &DayFigures) {
         self.transactions = self.transactions.saturating_add(o.transactions);
         self.units_sold = self.units_sold.saturating_add(o.units_sold);
@@ -48,6 +60,16 @@ pub struct SupplierDay {
 impl SupplierDay {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+    /// The figures in the columns' order: deliveries, units supplied, cost, units sold, sales.
+    pub fn values(&self) -> [i64; 5] {
+        [
+            self.deliveries,
+            self.units_supplied,
+            self.supply_cost_cents,
+            self.units_sold,
+            self.sales_cents,
+        ]
     }
     pub fn add(&mut self, o: &SupplierDay) {
         self.deliveries = self.deliveries.saturating_add(o.deliveries);

@@ -337,14 +337,7 @@ async fn as_of(
         {
             let f = d.figures;
             let key = vec![s.clone(), d.date.to_string()];
-            let figures = vec![
-                f.transactions,
-                f.units_sold,
-                f.gross_cents,
-                f.returned_units,
-                f.returned_cents,
-                f.discount_cents,
-            ];
+            let figures = f.values().to_vec();
             got_days.push(row(key, figures));
         }
     }
@@ -356,13 +349,7 @@ async fn as_of(
         for d in answer.rows {
             let f = d.figures;
             let key = vec![s.clone(), d.date.to_string()];
-            let figures = vec![
-                f.deliveries,
-                f.units_supplied,
-                f.supply_cost_cents,
-                f.units_sold,
-                f.sales_cents,
-            ];
+            let figures = f.values().to_vec();
             got_suppliers.push(row(key, figures));
         }
     }

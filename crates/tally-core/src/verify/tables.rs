@@ -199,27 +199,14 @@ pub fn expected(delta: Delta) -> Vec<(&'static str, Rows)> {
         Delta::StoreDaily(m) => vec![(
             "rm_store_daily",
             rows(m.into_iter().map(|((s, d), f)| {
-                let figures = vec![
-                    f.transactions,
-                    f.units_sold,
-                    f.gross_cents,
-                    f.returned_units,
-                    f.returned_cents,
-                    f.discount_cents,
-                ];
+                let figures = f.values().to_vec();
                 row(vec![s, d.to_string()], vec![], figures)
             })),
         )],
         Delta::SupplierDaily(m) => vec![(
             "rm_supplier_daily",
             rows(m.into_iter().map(|((s, d), f)| {
-                let figures = vec![
-                    f.deliveries,
-                    f.units_supplied,
-                    f.supply_cost_cents,
-                    f.units_sold,
-                    f.sales_cents,
-                ];
+                let figures = f.values().to_vec();
                 row(vec![s, d.to_string()], vec![], figures)
             })),
         )],
