@@ -22,6 +22,23 @@ const MAX_JOBS_PER_COMMIT: usize = 1024;
 
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Joined on drop: the thread finishes every queued job and empties the WAL first.
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    /// Closes the queue and waits for the thread, so that a clean stop leaves every commit in the
+    /// database file (a backup of the `.db` files alone is then whole) rather than in a WAL that a
+    /// process exiting under the thread left behind.
+    fn drop(&mut self) {
+        let (jobs, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.jobs, jobs));
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the sqlite writer thread panicked");
+        }
+    }
 }
 
 pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
@@ -37,11 +54,14 @@ impl Writer {
         niceness: i32,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>();
-        thread::Builder::new().name(name.into()).spawn(move || {
+        let thread = thread::Builder::new().name(name.into()).spawn(move || {
             lower_priority(niceness);
             run(conn, rx, checkpoints)
         })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            thread: Some(thread),
+        })
     }
 
     /// Runs `f` inside the next group-committed transaction and returns its result once committed.
@@ -154,5 +174,15 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Job>, checkpoints: Pass) {
         }
         checkpoints.finish(&conn);
     }
-    tracing::debug!("sqlite writer stopped");
+    // Every job is done: copy the whole WAL into the database file and empty it (readers are idle
+    // by now; the busy timeout waits out a checkpoint thread's last pass).
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(0) => tracing::debug!("sqlite writer stopped; the WAL is empty"),
+        Ok(_) => {
+            tracing::warn!("sqlite writer stopped; the WAL was busy and keeps its last commits")
+        }
+        Err(e) => tracing::warn!(error = %e, "sqlite writer stopped; the last checkpoint failed"),
+    }
 }

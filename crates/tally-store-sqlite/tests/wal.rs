@@ -88,3 +88,62 @@ async fn the_wal_starts_over_under_a_steady_stream_of_commits() {
         "the WAL started over {restarts} times under a steady stream of commits (largest {largest} bytes)"
     );
 }
+
+/// A clean close leaves every commit in the database files: a backup of `intake.db` and `tally.db`
+/// alone (no `-wal`) holds all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_close_leaves_every_commit_in_the_database_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(dir.path()).unwrap();
+    let backend = store.backend();
+    let commands = w1(
+        3,
+        W1Size {
+            suppliers: 1,
+            stores: 2,
+            items: 10,
+            sales: 200,
+        },
+    )
+    .commands;
+    let submitted = commands.len() as u64;
+    for command in commands {
+        let envelope = admin_envelope(command);
+        let partition_key = envelope.command.partition_key();
+        backend
+            .intake
+            .submit(Submission {
+                envelope,
+                partition_key,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+    }
+    // And a commit to tally.db.
+    let key = tally_core::model::ApiKey {
+        key_id: "key-wal".to_owned(),
+        role: tally_core::model::Role::Admin,
+        scope: None,
+        rate_per_second: None,
+        created_at: jiff::Timestamp::now(),
+        revoked_at: None,
+    };
+    backend.keys.create(key, [9u8; 32]).await.unwrap();
+    drop(backend);
+    drop(store);
+    for wal in ["tally.db-wal", "intake.db-wal"] {
+        assert_eq!(
+            size(&dir.path().join(wal)),
+            0,
+            "{wal} holds commits after a clean close"
+        );
+    }
+    let copy = tempfile::tempdir().unwrap();
+    for file in ["tally.db", "intake.db"] {
+        std::fs::copy(dir.path().join(file), copy.path().join(file)).unwrap();
+    }
+    let reopened = Sqlite::open(copy.path()).unwrap().backend();
+    assert_eq!(reopened.queue.depth().await.unwrap(), submitted);
+    assert_eq!(reopened.keys.list().await.unwrap().len(), 1);
+}
