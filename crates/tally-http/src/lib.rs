@@ -29,6 +29,7 @@ pub mod feed;
 pub mod keys;
 pub mod metrics;
 pub mod ops;
+pub mod projections;
 pub mod queries;
 mod request_id;
 pub mod traffic;
@@ -140,6 +141,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(feed::live))
         .routes(routes!(feed::stream))
         .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(projections::list_projections))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -292,6 +294,7 @@ mod tests {
         ("post", "/v1/admin/api-keys"),
         ("get", "/v1/admin/api-keys"),
         ("delete", "/v1/admin/api-keys/{key_id}"),
+        ("get", "/v1/admin/projections"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

@@ -224,6 +224,17 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     }
 }
 
+/// The log's head and where each read model stands (for `GET /v1/admin/projections`).
+pub(crate) async fn projections_now(backend: &Backend) -> Result<(u64, Vec<ModelLag>), String> {
+    let (head, checkpoints) = tokio::join!(
+        bounded("event store", backend.events.head()),
+        bounded("read store", backend.read.checkpoints()),
+    );
+    let (head, checkpoints) = (head?, checkpoints?);
+    let models = bounded("event store", lags(backend, head, &checkpoints)).await?;
+    Ok((head, models))
+}
+
 /// What the backend said, each answer or why there is none.
 struct Sample {
     head: Result<u64, String>,

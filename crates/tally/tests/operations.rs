@@ -307,6 +307,54 @@ async fn after_a_scenario_the_counters_and_lags_hold_the_expected_values() {
 }
 
 #[tokio::test]
+async fn admin_projections_say_where_each_read_model_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_app(dir.path());
+    let position = app
+        .run_ok(
+            "/v1/suppliers",
+            &json!({"supplier_id": "acme", "name": "Acme"}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let body = app.get_ok("/v1/admin/projections", &app.admin).await;
+        let statuses: Vec<&Value> = body["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["status"])
+            .collect();
+        if statuses.iter().all(|s| **s == json!("caught_up")) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["head"], json!(position), "{body}");
+    let projections = body["projections"].as_array().unwrap();
+    let names: Vec<&str> = projections
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, MODELS, "{body}");
+    for p in projections {
+        assert_eq!(
+            (&p["position"], &p["lag_events"], &p["lag_seconds"]),
+            (&json!(position), &json!(0), &json!(0.0)),
+            "{body}"
+        );
+    }
+    // Operators only.
+    let store = app.create_key("store", Some("s1")).await;
+    let (status, _) = app.get("/v1/admin/projections", &store).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let r = app.get_raw("/v1/admin/projections", None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    app.stop();
+}
+
+#[tokio::test]
 async fn readyz_says_what_it_checked() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = spawn_app(dir.path());
