@@ -34,8 +34,9 @@ pub struct EventBody {
     pub decode_error: Option<String>,
     pub occurred_at: String,
     pub recorded_at: String,
+    /// The payload's JSON, as the current version writes it (no parse: its text goes out as is).
     #[schema(value_type = Object)]
-    pub data: serde_json::Value,
+    pub data: Box<serde_json::value::RawValue>,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
 }
@@ -45,18 +46,24 @@ impl EventBody {
     /// build cannot read is served as stored, with the reason.
     fn new(e: RecordedEvent) -> Self {
         let stored = e.schema_version;
+        use serde_json::value::{RawValue, to_raw_value};
+        // A payload this build cannot read goes out as stored: as JSON when it is JSON, else as a
+        // JSON string of its text.
+        let as_stored = |text: &str| {
+            RawValue::from_string(text.to_owned())
+                .or_else(|_| to_raw_value(text))
+                .ok()
+        };
         let (schema_version, data, decode_error) = match e.decode() {
             Ok(event) => (
                 event.schema_version(),
-                serde_json::from_str(&event.encode()).unwrap_or_default(),
+                RawValue::from_string(event.encode()).ok(),
                 None,
             ),
-            Err(err) => (
-                stored,
-                serde_json::from_str(&e.data).unwrap_or(serde_json::Value::String(e.data)),
-                Some(err.to_string()),
-            ),
+            Err(err) => (stored, as_stored(&e.data), Some(err.to_string())),
         };
+        // Neither can fail (an encoded event is JSON, and so is any string); `null` if one did.
+        let data = data.unwrap_or_else(|| RawValue::NULL.to_owned());
         Self {
             position: e.position,
             stream_id: e.stream_id.to_string(),

@@ -59,17 +59,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
             for ((store, date), d) in rows {
                 cols.0.push(store.as_str());
                 cols.1.push(date.to_string());
-                for (i, v) in [
-                    d.transactions,
-                    d.units_sold,
-                    d.gross_cents,
-                    d.returned_units,
-                    d.returned_cents,
-                    d.discount_cents,
-                ]
-                .into_iter()
-                .enumerate()
-                {
+                for (i, v) in d.values().into_iter().enumerate() {
                     f[i].push(v);
                 }
             }
@@ -96,16 +86,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
             for ((supplier, date), d) in rows {
                 cols.0.push(supplier.as_str());
                 cols.1.push(date.to_string());
-                for (i, v) in [
-                    d.deliveries,
-                    d.units_supplied,
-                    d.supply_cost_cents,
-                    d.units_sold,
-                    d.sales_cents,
-                ]
-                .into_iter()
-                .enumerate()
-                {
+                for (i, v) in d.values().into_iter().enumerate() {
                     f[i].push(v);
                 }
             }
@@ -131,10 +112,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                 stores.push(store.as_str());
                 tills.push(till.as_str());
                 dates.push(date.to_string());
-                for (column, v) in
-                    f.iter_mut()
-                        .zip([d.transactions, d.gross_cents, d.discount_cents])
-                {
+                for (column, v) in f.iter_mut().zip(d.values()) {
                     column.push(v);
                 }
             }
@@ -202,16 +180,7 @@ async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Resul
         items.push(c.item);
         dates.push(c.date.to_string());
         suppliers.push(c.supplier);
-        let figures = [
-            c.sales.units_sold,
-            c.sales.gross_cents,
-            c.sales.returned_units,
-            c.sales.returned_cents,
-            c.supplied.units,
-            c.supplied.cost_cents,
-            c.sales.discount_cents,
-        ];
-        for (column, v) in f.iter_mut().zip(figures) {
+        for (column, v) in f.iter_mut().zip(c.figures()) {
             column.push(v);
         }
     }

@@ -151,18 +151,19 @@ fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
         )
         .map_err(sql_error)?;
     for c in delta.changes() {
+        let [a, b, d, e, g, h, k] = c.figures();
         stmt.execute(params![
             c.store,
             c.item,
             c.date.to_string(),
             c.supplier,
-            c.sales.units_sold,
-            c.sales.gross_cents,
-            c.sales.returned_units,
-            c.sales.returned_cents,
-            c.supplied.units,
-            c.supplied.cost_cents,
-            c.sales.discount_cents
+            a,
+            b,
+            d,
+            e,
+            g,
+            h,
+            k
         ])
         .map_err(sql_error)?;
     }

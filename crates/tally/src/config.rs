@@ -366,6 +366,18 @@ impl Opened {
         })
     }
 
+    /// The store as it is, for commands that only read what is there (`events check`, `verify`):
+    /// no migrations, and a data dir that does not exist is an error (opening would create an empty
+    /// one, which would check nothing).
+    pub async fn existing(config: &StoreConfig) -> anyhow::Result<Self> {
+        if let StoreConfig::Embedded { data_dir, .. } = config
+            && !data_dir.is_dir()
+        {
+            anyhow::bail!("no data dir at {}", data_dir.display());
+        }
+        Self::store_only(config, false, Duration::from_secs(10)).await
+    }
+
     /// The ports; with a broker, the queue is the broker and the intake records in the database first.
     pub fn backend(&self) -> Backend {
         let backend = match &self.store {

@@ -344,12 +344,7 @@ async fn events_check_on_postgresql_names_each_event_that_does_not_decode() {
     let mut app = common::spawn_role(dir.path(), "all", "all", &db.url, &db.name);
     let head = scenario(&app).await;
     app.stop();
-    let store_args = [
-        "--database-url",
-        db.url.as_str(),
-        "--database-schema",
-        db.name.as_str(),
-    ];
+    let store_args = db.store_args();
     assert_clean(dir.path(), &store_args, head);
 
     // The same two events, as the appender writes them: under the head's row, which moves.

@@ -322,12 +322,7 @@ mod postgres {
         caught_up(&app, head_of("postgres")).await;
         compare_reports(&app, "postgres").await;
         app.stop();
-        let store_args = [
-            "--database-url",
-            db.url.as_str(),
-            "--database-schema",
-            db.name.as_str(),
-        ];
+        let store_args = db.store_args();
         assert_checks(dir.path(), &store_args, "postgres");
     }
 }

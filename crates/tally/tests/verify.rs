@@ -165,12 +165,7 @@ async fn verify_on_postgresql_passes_and_names_a_changed_row() {
     let app = common::spawn_role(dir.path(), "all", "all", &db.url, &db.name);
     let head = scenario(&app).await;
     caught_up(&app, head).await;
-    let store = [
-        "--database-url",
-        db.url.as_str(),
-        "--database-schema",
-        db.name.as_str(),
-    ];
+    let store = db.store_args();
     let half = (head / 2).to_string();
     let out = run(
         dir.path(),

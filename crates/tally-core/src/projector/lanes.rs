@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use tally_domain::Event;
 
-use crate::readmodel::{
-    Accumulator, ITEM_DAILY, LIVE, ProjectionUpdate, Registered, TillDay, moves,
-};
+use crate::readmodel::{Accumulator, ITEM_DAILY, LIVE, ProjectionUpdate};
 
 /// The slow projection is applied at most this often (and at the end of a catch-up). Its rows (W1:
 /// 20 stores × 1,000 items × the business dates) are touched all over the table by every batch of
@@ -43,20 +41,12 @@ impl Pending {
     /// are worked out once and go to every projection whose checkpoint is before it.
     pub(super) fn fold(&mut self, events: &[(u64, Event)]) {
         for (position, event) in events {
-            if Registered::is(event) || TillDay::concerns(event) {
-                for (_, from, acc) in &mut self.projections {
-                    if *position > *from {
-                        acc.fold_event(event);
-                    }
-                }
-            }
-            moves(event, |m| {
-                for (_, from, acc) in &mut self.projections {
-                    if *position > *from {
-                        acc.fold_move(&m);
-                    }
-                }
-            });
+            Accumulator::fold_into(
+                event,
+                &mut self.projections,
+                |(_, from, _)| *position > *from,
+                |(_, _, acc)| acc,
+            );
         }
         if let Some((last, _)) = events.last() {
             self.to = self.to.max(*last);

@@ -127,6 +127,10 @@ impl TillDay {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+    /// The figures in the columns' order: transactions, gross, discounts.
+    pub fn values(&self) -> [i64; 3] {
+        [self.transactions, self.gross_cents, self.discount_cents]
+    }
     pub fn add(&mut self, o: &TillDay) {
         self.transactions = self.transactions.saturating_add(o.transactions);
         self.gross_cents = self.gross_cents.saturating_add(o.gross_cents);

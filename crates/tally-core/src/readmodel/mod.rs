@@ -135,6 +135,22 @@ pub struct ItemRowChange<'d> {
     pub supplied: Supplied,
 }
 
+impl ItemRowChange<'_> {
+    /// The row's figures in the table's column order: units sold, gross, returned units,
+    /// returned cents, units supplied, supply cost, discounts.
+    pub fn figures(&self) -> [i64; 7] {
+        [
+            self.sales.units_sold,
+            self.sales.gross_cents,
+            self.sales.returned_units,
+            self.sales.returned_cents,
+            self.supplied.units,
+            self.supplied.cost_cents,
+            self.sales.discount_cents,
+        ]
+    }
+}
+
 impl ItemDailyDelta {
     /// Every row the delta touches, sales and deliveries together (one upsert per row, not one
     /// per kind), in the table's key order: item, store, date.
@@ -208,8 +224,9 @@ pub enum Accumulator {
     SupplierDaily(Nested<Date, SupplierDay>),
     ItemDaily(ItemRows),
     Reference(Vec<Registered>),
-    /// By store, then `(till, date)`.
-    TillDaily(Nested<(String, Date), TillDay>),
+    /// By store, then till, then date (a till sells on few dates within one update: a short
+    /// list, looked up without allocating, as item daily's days are).
+    TillDaily(Nested<String, Vec<(Date, TillDay)>>),
 }
 
 /// Item daily rows by store, then item (with its supplier), then date. An item sells on few dates
@@ -277,6 +294,26 @@ impl Accumulator {
         }
     }
 
+    /// Folds one event into each of `items` that `keep` picks, working its moves out once for
+    /// all of them: the projector's live lane and `verify` fold many projections at once this way.
+    pub fn fold_into<T>(
+        event: &Event,
+        items: &mut [T],
+        keep: impl Fn(&T) -> bool,
+        acc: fn(&mut T) -> &mut Accumulator,
+    ) {
+        if Registered::is(event) || TillDay::concerns(event) {
+            for item in items.iter_mut().filter(|i| keep(i)) {
+                acc(item).fold_event(event);
+            }
+        }
+        moves(event, |m| {
+            for item in items.iter_mut().filter(|i| keep(i)) {
+                acc(item).fold_move(&m);
+            }
+        });
+    }
+
     /// Folds every move of the event (and a registration or a till's sale into their rows).
     pub fn fold(&mut self, event: &Event) {
         self.fold_event(event);
@@ -300,17 +337,20 @@ impl Accumulator {
                     _ => return,
                 };
                 let till = till.as_ref().map_or("", |t| t.as_str());
-                let r = rows
+                let days = rows
                     .entry_ref(store.as_str())
                     .or_default()
-                    .entry((till.to_owned(), date))
+                    .entry_ref(till)
                     .or_default();
+                let r = on(days, date);
                 r.transactions = r.transactions.saturating_add(sign);
                 for l in lines {
-                    r.gross_cents = r.gross_cents.saturating_add(sign * l.amount_cents());
+                    r.gross_cents = r
+                        .gross_cents
+                        .saturating_add(sign.saturating_mul(l.amount_cents()));
                     r.discount_cents = r
                         .discount_cents
-                        .saturating_add(sign * l.discount_cents.get());
+                        .saturating_add(sign.saturating_mul(l.discount_cents.get()));
                 }
             }
             _ => {}
@@ -415,15 +455,17 @@ impl Accumulator {
                 Delta::ItemDaily(delta)
             }
             Accumulator::Reference(rows) => Delta::Reference(rows),
-            Accumulator::TillDaily(m) => Delta::TillDaily(
-                m.into_iter()
-                    .flat_map(|(store, inner)| {
-                        inner
-                            .into_iter()
-                            .map(move |((till, date), f)| ((store.clone(), till, date), f))
-                    })
-                    .collect(),
-            ),
+            Accumulator::TillDaily(m) => {
+                let mut rows = HashMap::new();
+                for (store, tills) in m {
+                    for (till, days) in tills {
+                        for (date, f) in days {
+                            rows.insert((store.clone(), till.clone(), date), f);
+                        }
+                    }
+                }
+                Delta::TillDaily(rows)
+            }
         }
     }
 }

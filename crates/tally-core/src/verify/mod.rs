@@ -16,7 +16,7 @@ pub use tables::{Row, Rows, TABLES, Table, expected};
 
 use crate::Backend;
 use crate::ports::{Error, Result};
-use crate::readmodel::{Accumulator, INVENTORY, STORE_DAILY, SUPPLIER_DAILY, moves};
+use crate::readmodel::{Accumulator, INVENTORY, STORE_DAILY, SUPPLIER_DAILY};
 use crate::rows::DateRange;
 use crate::timetravel::TimeTravel;
 
@@ -245,14 +245,7 @@ pub async fn verify(b: &Backend, options: Options, progress: impl Fn(u64, u64)) 
             let event = p
                 .decode()
                 .map_err(|e| Error::Corrupt(format!("event {}: {e}", p.position)))?;
-            for f in folds.iter_mut().filter(|f| p.position <= f.upto) {
-                f.acc.fold_event(&event);
-            }
-            moves(&event, |m| {
-                for f in folds.iter_mut().filter(|f| p.position <= f.upto) {
-                    f.acc.fold_move(&m);
-                }
-            });
+            Accumulator::fold_into(&event, &mut folds, |f| p.position <= f.upto, |f| &mut f.acc);
             events += 1;
         }
         progress(last.min(upto), upto);

@@ -143,9 +143,9 @@ pub const TABLES: [Table; 8] = [
             "gross_cents",
             "returned_units",
             "returned_cents",
-            "discount_cents",
             "units_supplied",
             "supply_cost_cents",
+            "discount_cents",
         ],
     },
     Table {
@@ -213,15 +213,7 @@ pub fn expected(delta: Delta) -> Vec<(&'static str, Rows)> {
         Delta::ItemDaily(delta) => vec![(
             "rm_item_daily",
             rows(delta.changes().into_iter().map(|c| {
-                let figures = vec![
-                    c.sales.units_sold,
-                    c.sales.gross_cents,
-                    c.sales.returned_units,
-                    c.sales.returned_cents,
-                    c.sales.discount_cents,
-                    c.supplied.units,
-                    c.supplied.cost_cents,
-                ];
+                let figures = c.figures().to_vec();
                 let key = vec![c.store.to_owned(), c.item.to_owned(), c.date.to_string()];
                 row(key, vec![c.supplier.to_owned()], figures)
             })),
@@ -229,7 +221,7 @@ pub fn expected(delta: Delta) -> Vec<(&'static str, Rows)> {
         Delta::TillDaily(m) => vec![(
             "rm_till_daily",
             rows(m.into_iter().map(|((s, t, d), f)| {
-                let figures = vec![f.transactions, f.gross_cents, f.discount_cents];
+                let figures = f.values().to_vec();
                 row(vec![s, t, d.to_string()], vec![], figures)
             })),
         )],

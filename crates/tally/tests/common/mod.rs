@@ -585,6 +585,16 @@ impl Schema {
         }
     }
 
+    /// The flags that point a `tally` command at this schema.
+    pub fn store_args(&self) -> [&str; 4] {
+        [
+            "--database-url",
+            self.url.as_str(),
+            "--database-schema",
+            self.name.as_str(),
+        ]
+    }
+
     /// Runs SQL on the test database (outside the schema's search path).
     pub async fn sql(&self, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
