@@ -189,8 +189,23 @@ pub trait ProjectionSink: Send + Sync + 'static {
     /// Applies the updates and moves their checkpoints in one transaction. Fails with
     /// [`Error::CheckpointMoved`] (writing nothing) when a checkpoint is not at the update's `from`.
     async fn apply(&self, updates: Vec<ProjectionUpdate>) -> Result<()>;
-    /// Empties a projection's rows and sets its checkpoint to 0, for a rebuild.
+    /// Empties a projection's rows and removes its checkpoint (it reads as 0), for a rebuild in place.
     async fn reset(&self, projection: &str) -> Result<()>;
+    /// Starts a shadow version of `projection` ([`crate::readmodel::shadow`]): empty shadow tables
+    /// shaped as the serving ones and a shadow checkpoint at 0, replacing any shadow version there
+    /// was. The serving version is untouched. From then on, an update whose projection is the shadow
+    /// checkpoint's name writes the shadow tables (checked against the shadow checkpoint as any
+    /// update is against its own).
+    async fn start_rebuild(&self, projection: &str) -> Result<()>;
+    /// Swaps the shadow version in, in one transaction: when the serving checkpoint is at or before
+    /// the shadow's, the serving rows become the shadow's, the serving checkpoint moves to the
+    /// shadow's, and the shadow tables and checkpoint go. Returns that position; `None` (writing
+    /// nothing) when the serving version has gone past the shadow, which must catch up first (a
+    /// query never sees a model go back). Fails with [`Error::Corrupt`] when there is no shadow
+    /// version.
+    async fn swap_rebuild(&self, projection: &str) -> Result<Option<u64>>;
+    /// Drops a shadow version, tables and checkpoint (a cancelled rebuild); false if there was none.
+    async fn cancel_rebuild(&self, projection: &str) -> Result<bool>;
 }
 
 /// What queries read: the read models as they are now. Every answer comes with the position its

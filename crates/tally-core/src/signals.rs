@@ -17,6 +17,7 @@ pub struct Signals {
     head: watch::Sender<u64>,
     projected: watch::Sender<u64>,
     tail: Arc<Tail>,
+    rebuilds: Arc<crate::projector::rebuild::Status>,
 }
 
 impl Default for Signals {
@@ -26,6 +27,7 @@ impl Default for Signals {
             head: watch::channel(0).0,
             projected: watch::channel(0).0,
             tail: Arc::default(),
+            rebuilds: Arc::default(),
         }
     }
 }
@@ -34,6 +36,10 @@ impl Default for Signals {
 pub const POLL: Duration = Duration::from_millis(100);
 
 impl Signals {
+    /// The rebuilds of this process: holds, progress, wake-ups ([`crate::projector::rebuild`]).
+    pub fn rebuilds(&self) -> &Arc<crate::projector::rebuild::Status> {
+        &self.rebuilds
+    }
     pub fn outcomes_committed(&self) {
         self.outcomes.send_modify(|n| *n += 1);
     }

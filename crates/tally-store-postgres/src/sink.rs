@@ -2,29 +2,45 @@
 //! it, applies the delta as one upsert per table and moves the checkpoint, all in one transaction; two
 //! projectors racing (which the projector lease prevents) could not both apply a batch.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use tally_core::ports::{Error, ProjectionSink, Result};
 use tally_core::readmodel::journal::JOURNAL;
-use tally_core::readmodel::{
-    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, REFERENCE, Registered,
-    STORE_DAILY, SUPPLIER_DAILY, TILL_DAILY,
-};
+use tally_core::readmodel::shadow;
+use tally_core::readmodel::{Delta, ItemDailyDelta, ProjectionUpdate, Registered};
 use tokio_postgres::Transaction;
 
 use crate::{Postgres, pg_error, to_i64, to_u64};
 
+/// A statement on the serving tables, or (`shadow`) rewritten onto their shadows.
+fn on(shadow: bool, sql: &'static str) -> Cow<'static, str> {
+    if shadow {
+        Cow::Owned(shadow::rewrite(sql))
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
 async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> {
+    // An update of a shadow checkpoint writes the shadow tables ([`shadow`]).
+    let shadow = shadow::shadowed(&u.projection).is_some();
     tx.execute(
-        "INSERT INTO checkpoints (projection, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        &*on(
+            shadow,
+            "INSERT INTO checkpoints (projection, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        ),
         &[&u.projection],
     )
     .await
     .map_err(|e| pg_error("creating a checkpoint", e))?;
     let at: i64 = tx
         .query_one(
-            "SELECT position FROM checkpoints WHERE projection = $1 FOR UPDATE",
+            &*on(
+                shadow,
+                "SELECT position FROM checkpoints WHERE projection = $1 FOR UPDATE",
+            ),
             &[&u.projection],
         )
         .await
@@ -44,10 +60,9 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                 items.push(item.as_str());
                 deltas.push(*d);
             }
-            tx.execute(
-                "INSERT INTO rm_inventory (store_id, item_id, on_hand) \
+            tx.execute(&*on(shadow, "INSERT INTO rm_inventory (store_id, item_id, on_hand) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
-                 ON CONFLICT (store_id, item_id) DO UPDATE SET on_hand = rm_inventory.on_hand + excluded.on_hand",
+                 ON CONFLICT (store_id, item_id) DO UPDATE SET on_hand = rm_inventory.on_hand + excluded.on_hand"),
                 &[&stores, &items, &deltas],
             )
             .await
@@ -63,8 +78,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                     f[i].push(v);
                 }
             }
-            tx.execute(
-                "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents, \
+            tx.execute(&*on(shadow, "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents, \
                  discount_cents) \
                  SELECT s, d::date, a, b, c, e, g, h FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
                  $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) AS r(s, d, a, b, c, e, g, h) \
@@ -74,7 +88,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                  gross_cents = rm_store_daily.gross_cents + excluded.gross_cents, \
                  returned_units = rm_store_daily.returned_units + excluded.returned_units, \
                  returned_cents = rm_store_daily.returned_cents + excluded.returned_cents, \
-                 discount_cents = rm_store_daily.discount_cents + excluded.discount_cents",
+                 discount_cents = rm_store_daily.discount_cents + excluded.discount_cents"),
                 &[&cols.0, &cols.1, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]],
             )
             .await
@@ -90,8 +104,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                     f[i].push(v);
                 }
             }
-            tx.execute(
-                "INSERT INTO rm_supplier_daily (supplier_id, date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents) \
+            tx.execute(&*on(shadow, "INSERT INTO rm_supplier_daily (supplier_id, date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents) \
                  SELECT s, d::date, a, b, c, e, g FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
                  $5::bigint[], $6::bigint[], $7::bigint[]) AS r(s, d, a, b, c, e, g) \
                  ON CONFLICT (supplier_id, date) DO UPDATE SET \
@@ -99,7 +112,7 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                  units_supplied = rm_supplier_daily.units_supplied + excluded.units_supplied, \
                  supply_cost_cents = rm_supplier_daily.supply_cost_cents + excluded.supply_cost_cents, \
                  units_sold = rm_supplier_daily.units_sold + excluded.units_sold, \
-                 sales_cents = rm_supplier_daily.sales_cents + excluded.sales_cents",
+                 sales_cents = rm_supplier_daily.sales_cents + excluded.sales_cents"),
                 &[&cols.0, &cols.1, &f[0], &f[1], &f[2], &f[3], &f[4]],
             )
             .await
@@ -116,21 +129,20 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                     column.push(v);
                 }
             }
-            tx.execute(
-                "INSERT INTO rm_till_daily (store_id, till_id, date, transactions, gross_cents, discount_cents) \
+            tx.execute(&*on(shadow, "INSERT INTO rm_till_daily (store_id, till_id, date, transactions, gross_cents, discount_cents) \
                  SELECT s, t, d::date, a, b, c FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], \
                  $5::bigint[], $6::bigint[]) AS r(s, t, d, a, b, c) \
                  ON CONFLICT (store_id, till_id, date) DO UPDATE SET \
                  transactions = rm_till_daily.transactions + excluded.transactions, \
                  gross_cents = rm_till_daily.gross_cents + excluded.gross_cents, \
-                 discount_cents = rm_till_daily.discount_cents + excluded.discount_cents",
+                 discount_cents = rm_till_daily.discount_cents + excluded.discount_cents"),
                 &[&stores, &tills, &dates, &f[0], &f[1], &f[2]],
             )
             .await
             .map_err(|e| pg_error("updating till daily sales", e))?;
         }
-        Delta::ItemDaily(delta) => apply_item_daily(tx, delta).await?,
-        Delta::Reference(rows) if !rows.is_empty() => apply_reference(tx, rows).await?,
+        Delta::ItemDaily(delta) => apply_item_daily(tx, shadow, delta).await?,
+        Delta::Reference(rows) if !rows.is_empty() => apply_reference(tx, shadow, rows).await?,
         Delta::Journal(chunks) if !chunks.is_empty() => {
             let stores: Vec<&str> = chunks.iter().map(|c| c.store.as_str()).collect();
             let starts = chunks
@@ -143,9 +155,8 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
                 .collect::<Result<Vec<_>>>()?;
             let heads: Vec<&[u8]> = chunks.iter().map(|c| c.head.as_slice()).collect();
             let moves: Vec<&[u8]> = chunks.iter().map(|c| c.moves.as_slice()).collect();
-            tx.execute(
-                "INSERT INTO rm_journal (store_id, interval_start, interval_end, head, moves) \
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[])",
+            tx.execute(&*on(shadow, "INSERT INTO rm_journal (store_id, interval_start, interval_end, head, moves) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[])"),
                 &[&stores, &starts, &ends, &heads, &moves],
             )
             .await
@@ -154,7 +165,10 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
         _ => {}
     }
     tx.execute(
-        "UPDATE checkpoints SET position = $2 WHERE projection = $1",
+        &*on(
+            shadow,
+            "UPDATE checkpoints SET position = $2 WHERE projection = $1",
+        ),
         &[&u.projection, &to_i64(u.to, "checkpoint")?],
     )
     .await
@@ -167,7 +181,11 @@ async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> 
 /// Sales and deliveries (with their corrections) in the same rows, one per key: a day with
 /// deliveries and no sales has a row whose sales figures are 0, which the item reports leave out
 /// (the view `supplier_item_daily` shows it).
-async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Result<()> {
+async fn apply_item_daily(
+    tx: &Transaction<'_>,
+    shadow: bool,
+    delta: &ItemDailyDelta,
+) -> Result<()> {
     let changes = delta.changes();
     if changes.is_empty() {
         return Ok(());
@@ -184,8 +202,7 @@ async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Resul
             column.push(v);
         }
     }
-    tx.execute(
-        "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, \
+    tx.execute(&*on(shadow, "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, \
          units_supplied, supply_cost_cents, discount_cents) \
          SELECT s, i, d::date, p, a, b, c, e, g, h, k FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
          $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[]) \
@@ -197,7 +214,7 @@ async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Resul
          returned_cents = rm_item_daily.returned_cents + excluded.returned_cents, \
          units_supplied = rm_item_daily.units_supplied + excluded.units_supplied, \
          supply_cost_cents = rm_item_daily.supply_cost_cents + excluded.supply_cost_cents, \
-         discount_cents = rm_item_daily.discount_cents + excluded.discount_cents",
+         discount_cents = rm_item_daily.discount_cents + excluded.discount_cents"),
         &[&stores, &items, &dates, &suppliers, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6]],
     )
     .await
@@ -208,7 +225,7 @@ async fn apply_item_daily(tx: &Transaction<'_>, delta: &ItemDailyDelta) -> Resul
 /// Registrations, one upsert per table. An id is registered once, but a batch folded again after a
 /// reset may carry one twice: the last wins (one row per key, or the upsert would touch a row
 /// twice), as a replayed registration writes the same row again.
-async fn apply_reference(tx: &Transaction<'_>, rows: &[Registered]) -> Result<()> {
+async fn apply_reference(tx: &Transaction<'_>, shadow: bool, rows: &[Registered]) -> Result<()> {
     let mut suppliers: HashMap<&str, &str> = HashMap::new();
     let mut stores: HashMap<&str, (&str, &str)> = HashMap::new();
     let mut items: HashMap<&str, (&str, &str, i64)> = HashMap::new();
@@ -236,9 +253,8 @@ async fn apply_reference(tx: &Transaction<'_>, rows: &[Registered]) -> Result<()
     }
     if !suppliers.is_empty() {
         let (ids, names): (Vec<&str>, Vec<&str>) = suppliers.into_iter().unzip();
-        tx.execute(
-            "INSERT INTO rm_suppliers (supplier_id, name) SELECT * FROM unnest($1::text[], $2::text[]) \
-             ON CONFLICT (supplier_id) DO UPDATE SET name = excluded.name",
+        tx.execute(&*on(shadow, "INSERT INTO rm_suppliers (supplier_id, name) SELECT * FROM unnest($1::text[], $2::text[]) \
+             ON CONFLICT (supplier_id) DO UPDATE SET name = excluded.name"),
             &[&ids, &names],
         )
         .await
@@ -251,10 +267,9 @@ async fn apply_reference(tx: &Transaction<'_>, rows: &[Registered]) -> Result<()
             names.push(name);
             zones.push(zone);
         }
-        tx.execute(
-            "INSERT INTO rm_stores (store_id, name, timezone) \
+        tx.execute(&*on(shadow, "INSERT INTO rm_stores (store_id, name, timezone) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
-             ON CONFLICT (store_id) DO UPDATE SET name = excluded.name, timezone = excluded.timezone",
+             ON CONFLICT (store_id) DO UPDATE SET name = excluded.name, timezone = excluded.timezone"),
             &[&ids, &names, &zones],
         )
         .await
@@ -269,11 +284,10 @@ async fn apply_reference(tx: &Transaction<'_>, rows: &[Registered]) -> Result<()
             suppliers.push(supplier);
             prices.push(price);
         }
-        tx.execute(
-            "INSERT INTO rm_items (item_id, name, supplier_id, unit_price_cents) \
+        tx.execute(&*on(shadow, "INSERT INTO rm_items (item_id, name, supplier_id, unit_price_cents) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
              ON CONFLICT (item_id) DO UPDATE SET name = excluded.name, supplier_id = excluded.supplier_id, \
-             unit_price_cents = excluded.unit_price_cents",
+             unit_price_cents = excluded.unit_price_cents"),
             &[&ids, &names, &suppliers, &prices],
         )
         .await
@@ -313,15 +327,9 @@ impl ProjectionSink for Postgres {
     }
 
     async fn reset(&self, projection: &str) -> Result<()> {
-        let tables: &[&str] = match projection {
-            INVENTORY => &["rm_inventory"],
-            STORE_DAILY => &["rm_store_daily"],
-            SUPPLIER_DAILY => &["rm_supplier_daily"],
-            ITEM_DAILY => &["rm_item_daily"],
-            REFERENCE => &["rm_suppliers", "rm_stores", "rm_items"],
-            TILL_DAILY => &["rm_till_daily"],
-            JOURNAL => &["rm_journal"],
-            other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
+        let tables = match projection {
+            JOURNAL => vec!["rm_journal"],
+            other => known_tables(other)?,
         };
         let mut client = self.client().await?;
         let tx = client
@@ -329,8 +337,7 @@ impl ProjectionSink for Postgres {
             .await
             .map_err(|e| pg_error("starting a reset", e))?;
         tx.execute(
-            "INSERT INTO checkpoints (projection, position) VALUES ($1, 0) \
-             ON CONFLICT (projection) DO UPDATE SET position = 0",
+            "DELETE FROM checkpoints WHERE projection = $1",
             &[&projection],
         )
         .await
@@ -343,4 +350,135 @@ impl ProjectionSink for Postgres {
             .await
             .map_err(|e| pg_error("committing a reset", e))
     }
+
+    async fn start_rebuild(&self, projection: &str) -> Result<()> {
+        let tables = known_tables(projection)?;
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error("starting a rebuild", e))?;
+        let mut ddl = Vec::new();
+        for table in tables {
+            let shadow = shadow::table_of(table);
+            ddl.push(format!(
+                "DROP TABLE IF EXISTS {shadow}; CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)"
+            ));
+        }
+        tx.batch_execute(&ddl.join("; "))
+            .await
+            .map_err(|e| pg_error("creating shadow tables", e))?;
+        set_checkpoint(&tx, &shadow::checkpoint_of(projection), 0).await?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error("committing the start of a rebuild", e))
+    }
+
+    async fn swap_rebuild(&self, projection: &str) -> Result<Option<u64>> {
+        let tables = known_tables(projection)?;
+        let name = shadow::checkpoint_of(projection);
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error("starting a swap", e))?;
+        // The serving checkpoint's row locked first (as an update locks it), so the projector
+        // cannot apply to this projection between the check and the swap.
+        tx.execute(
+            "INSERT INTO checkpoints (projection, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            &[&projection],
+        )
+        .await
+        .map_err(|e| pg_error("creating a checkpoint", e))?;
+        let rows = tx
+            .query(
+                "SELECT projection, position FROM checkpoints WHERE projection = ANY($1) \
+                 ORDER BY projection FOR UPDATE",
+                &[&vec![projection.to_owned(), name.clone()]],
+            )
+            .await
+            .map_err(|e| pg_error("locking checkpoints", e))?;
+        let mut serving = 0u64;
+        let mut at = None;
+        for r in &rows {
+            let position = to_u64(r.get(1), "checkpoint")?;
+            if r.get::<_, String>(0) == name {
+                at = Some(position);
+            } else {
+                serving = position;
+            }
+        }
+        let Some(at) = at else {
+            return Err(Error::Corrupt(format!(
+                "no rebuild of {projection} to swap in"
+            )));
+        };
+        if serving > at {
+            return Ok(None);
+        }
+        let mut copy = Vec::new();
+        for table in tables {
+            let shadow = shadow::table_of(table);
+            copy.push(format!(
+                "DELETE FROM {table}; INSERT INTO {table} SELECT * FROM {shadow}; DROP TABLE {shadow}"
+            ));
+        }
+        tx.batch_execute(&copy.join("; "))
+            .await
+            .map_err(|e| pg_error("swapping a rebuilt read model in", e))?;
+        set_checkpoint(&tx, projection, at).await?;
+        tx.execute("DELETE FROM checkpoints WHERE projection = $1", &[&name])
+            .await
+            .map_err(|e| pg_error("dropping a shadow checkpoint", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error("committing a swap", e))?;
+        Ok(Some(at))
+    }
+
+    async fn cancel_rebuild(&self, projection: &str) -> Result<bool> {
+        let tables = known_tables(projection)?;
+        let name = shadow::checkpoint_of(projection);
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error("starting a cancel", e))?;
+        let was = tx
+            .execute("DELETE FROM checkpoints WHERE projection = $1", &[&name])
+            .await
+            .map_err(|e| pg_error("dropping a shadow checkpoint", e))?
+            > 0;
+        let drop: Vec<String> = tables
+            .iter()
+            .map(|t| format!("DROP TABLE IF EXISTS {}", shadow::table_of(t)))
+            .collect();
+        tx.batch_execute(&drop.join("; "))
+            .await
+            .map_err(|e| pg_error("dropping shadow tables", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error("committing a cancel", e))?;
+        Ok(was)
+    }
+}
+
+/// The tables of a projection that can be rebuilt; an error for any other name.
+fn known_tables(projection: &str) -> Result<Vec<&'static str>> {
+    let tables = shadow::tables(projection);
+    if tables.is_empty() {
+        return Err(Error::Corrupt(format!("no projection {projection:?}")));
+    }
+    Ok(tables)
+}
+
+async fn set_checkpoint(tx: &Transaction<'_>, projection: &str, position: u64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO checkpoints (projection, position) VALUES ($1, $2) \
+         ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+        &[&projection, &to_i64(position, "checkpoint")?],
+    )
+    .await
+    .map_err(|e| pg_error("setting a checkpoint", e))?;
+    Ok(())
 }

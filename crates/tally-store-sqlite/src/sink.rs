@@ -4,19 +4,32 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use tally_core::ports::{Error, ProjectionSink, Result};
 use tally_core::readmodel::journal::JOURNAL;
-use tally_core::readmodel::{
-    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, ProjectionUpdate, REFERENCE, Registered,
-    STORE_DAILY, SUPPLIER_DAILY, TILL_DAILY,
-};
+use tally_core::readmodel::shadow;
+use tally_core::readmodel::{Delta, ItemDailyDelta, ProjectionUpdate, Registered};
 
 use crate::Sqlite;
 use crate::read::{checkpoint, checkpoints};
 use crate::writer::sql_error;
 
+/// A statement on the serving tables, or (`shadow`) rewritten onto their shadows.
+fn prepare<'c>(
+    conn: &'c Connection,
+    shadow: bool,
+    sql: &str,
+) -> rusqlite::Result<CachedStatement<'c>> {
+    if shadow {
+        conn.prepare_cached(&shadow::rewrite(sql))
+    } else {
+        conn.prepare_cached(sql)
+    }
+}
+
 fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
+    // An update of a shadow checkpoint writes the shadow tables ([`shadow`]).
+    let shadow = shadow::shadowed(&u.projection).is_some();
     let at = checkpoint(conn, &u.projection)?;
     if at != u.from {
         return Err(Error::CheckpointMoved {
@@ -26,8 +39,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
     }
     match &u.delta {
         Delta::Inventory(rows) => {
-            let mut stmt = conn
-                .prepare_cached(
+            let mut stmt = prepare(conn, shadow,
                     "INSERT INTO rm_inventory (store_id, item_id, on_hand) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (store_id, item_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
                 )
@@ -37,8 +49,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
             }
         }
         Delta::StoreDaily(rows) => {
-            let mut stmt = conn
-                .prepare_cached(
+            let mut stmt = prepare(conn, shadow,
                     "INSERT INTO rm_store_daily (store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents, discount_cents) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (store_id, date) DO UPDATE SET \
                      transactions = transactions + excluded.transactions, units_sold = units_sold + excluded.units_sold, \
@@ -61,8 +72,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
             }
         }
         Delta::TillDaily(rows) => {
-            let mut stmt = conn
-                .prepare_cached(
+            let mut stmt = prepare(conn, shadow,
                     "INSERT INTO rm_till_daily (store_id, till_id, date, transactions, gross_cents, discount_cents) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (store_id, till_id, date) DO UPDATE SET \
                      transactions = transactions + excluded.transactions, gross_cents = gross_cents + excluded.gross_cents, \
@@ -81,15 +91,16 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
                 .map_err(sql_error)?;
             }
         }
-        Delta::ItemDaily(delta) => apply_item_daily(conn, delta)?,
-        Delta::Reference(rows) => apply_reference(conn, rows)?,
+        Delta::ItemDaily(delta) => apply_item_daily(conn, shadow, delta)?,
+        Delta::Reference(rows) => apply_reference(conn, shadow, rows)?,
         Delta::Journal(chunks) => {
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO rm_journal (store_id, interval_start, interval_end, head, moves) \
+            let mut stmt = prepare(
+                conn,
+                shadow,
+                "INSERT INTO rm_journal (store_id, interval_start, interval_end, head, moves) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(sql_error)?;
+            )
+            .map_err(sql_error)?;
             for c in chunks {
                 let start = i64::try_from(c.interval_start).unwrap_or(i64::MAX);
                 let end = i64::try_from(c.interval_end).unwrap_or(i64::MAX);
@@ -98,8 +109,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
             }
         }
         Delta::SupplierDaily(rows) => {
-            let mut stmt = conn
-                .prepare_cached(
+            let mut stmt = prepare(conn, shadow,
                     "INSERT INTO rm_supplier_daily (supplier_id, date, deliveries, units_supplied, supply_cost_cents, units_sold, sales_cents) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (supplier_id, date) DO UPDATE SET \
                      deliveries = deliveries + excluded.deliveries, units_supplied = units_supplied + excluded.units_supplied, \
@@ -121,14 +131,7 @@ fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
             }
         }
     }
-    conn.prepare_cached(
-        "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2) \
-         ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
-    )
-    .map_err(sql_error)?
-    .execute(params![u.projection, u.to as i64])
-    .map_err(sql_error)?;
-    Ok(())
+    set_checkpoint(conn, &u.projection, u.to)
 }
 
 /// A delta's rows in the order of their table's key: consecutive upserts then touch neighbouring
@@ -139,9 +142,8 @@ fn in_key_order<K: Ord, V>(rows: &HashMap<K, V>) -> Vec<(&K, &V)> {
     sorted
 }
 
-fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
-    let mut stmt = conn
-        .prepare_cached(
+fn apply_item_daily(conn: &Connection, shadow: bool, delta: &ItemDailyDelta) -> Result<()> {
+    let mut stmt = prepare(conn, shadow,
             "INSERT INTO rm_item_daily (store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, units_supplied, supply_cost_cents, discount_cents) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (store_id, item_id, date) DO UPDATE SET \
              discount_cents = discount_cents + excluded.discount_cents, \
@@ -171,17 +173,14 @@ fn apply_item_daily(conn: &Connection, delta: &ItemDailyDelta) -> Result<()> {
 }
 
 /// Registrations: each id is registered once; a replayed one writes the same row again.
-fn apply_reference(conn: &Connection, rows: &[Registered]) -> Result<()> {
+fn apply_reference(conn: &Connection, shadow: bool, rows: &[Registered]) -> Result<()> {
     for r in rows {
         match r {
-            Registered::Supplier { supplier_id, name } => conn
-                .prepare_cached("INSERT OR REPLACE INTO rm_suppliers (supplier_id, name) VALUES (?1, ?2)")
+            Registered::Supplier { supplier_id, name } => prepare(conn, shadow, "INSERT OR REPLACE INTO rm_suppliers (supplier_id, name) VALUES (?1, ?2)")
                 .and_then(|mut s| s.execute(params![supplier_id, name])),
-            Registered::Store { store_id, name, timezone } => conn
-                .prepare_cached("INSERT OR REPLACE INTO rm_stores (store_id, name, timezone) VALUES (?1, ?2, ?3)")
+            Registered::Store { store_id, name, timezone } => prepare(conn, shadow, "INSERT OR REPLACE INTO rm_stores (store_id, name, timezone) VALUES (?1, ?2, ?3)")
                 .and_then(|mut s| s.execute(params![store_id, name, timezone])),
-            Registered::Item { item_id, name, supplier_id, unit_price_cents } => conn
-                .prepare_cached("INSERT OR REPLACE INTO rm_items (item_id, name, supplier_id, unit_price_cents) VALUES (?1, ?2, ?3, ?4)")
+            Registered::Item { item_id, name, supplier_id, unit_price_cents } => prepare(conn, shadow, "INSERT OR REPLACE INTO rm_items (item_id, name, supplier_id, unit_price_cents) VALUES (?1, ?2, ?3, ?4)")
                 .and_then(|mut s| s.execute(params![item_id, name, supplier_id, unit_price_cents])),
         }
         .map_err(sql_error)?;
@@ -207,15 +206,9 @@ impl ProjectionSink for Sqlite {
     }
 
     async fn reset(&self, projection: &str) -> Result<()> {
-        let tables: &'static [&'static str] = match projection {
-            INVENTORY => &["rm_inventory"],
-            STORE_DAILY => &["rm_store_daily"],
-            SUPPLIER_DAILY => &["rm_supplier_daily"],
-            ITEM_DAILY => &["rm_item_daily"],
-            REFERENCE => &["rm_suppliers", "rm_stores", "rm_items"],
-            TILL_DAILY => &["rm_till_daily"],
-            JOURNAL => &["rm_journal"],
-            other => return Err(Error::Corrupt(format!("no projection {other:?}"))),
+        let tables = match projection {
+            JOURNAL => vec!["rm_journal"],
+            other => known_tables(other)?,
         };
         let projection = projection.to_owned();
         self.writer
@@ -233,4 +226,117 @@ impl ProjectionSink for Sqlite {
             })
             .await
     }
+
+    async fn start_rebuild(&self, projection: &str) -> Result<()> {
+        let tables = known_tables(projection)?;
+        let checkpoint = shadow::checkpoint_of(projection);
+        self.writer
+            .write(move |conn| {
+                for table in tables {
+                    let shadow = shadow::table_of(table);
+                    conn.execute(&format!("DROP TABLE IF EXISTS {shadow}"), [])
+                        .map_err(sql_error)?;
+                    // The serving table's own definition (with every column a migration added),
+                    // under the shadow's name.
+                    let create: String = conn
+                        .query_row(
+                            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                            params![table],
+                            |r| r.get(0),
+                        )
+                        .map_err(sql_error)?;
+                    conn.execute(&create.replacen(table, &shadow, 1), [])
+                        .map_err(sql_error)?;
+                }
+                set_checkpoint(conn, &checkpoint, 0)
+            })
+            .await
+    }
+
+    async fn swap_rebuild(&self, projection: &str) -> Result<Option<u64>> {
+        let tables = known_tables(projection)?;
+        let projection = projection.to_owned();
+        self.writer
+            .write(move |conn| {
+                let name = shadow::checkpoint_of(&projection);
+                let Some(at) = shadow_checkpoint(conn, &name)? else {
+                    return Err(Error::Corrupt(format!(
+                        "no rebuild of {projection} to swap in"
+                    )));
+                };
+                if checkpoint(conn, &projection)? > at {
+                    return Ok(None);
+                }
+                for table in tables {
+                    let shadow = shadow::table_of(table);
+                    conn.execute_batch(&format!(
+                        "DELETE FROM {table}; INSERT INTO {table} SELECT * FROM {shadow}; \
+                         DROP TABLE {shadow};"
+                    ))
+                    .map_err(sql_error)?;
+                }
+                set_checkpoint(conn, &projection, at)?;
+                conn.execute(
+                    "DELETE FROM checkpoints WHERE projection = ?1",
+                    params![name],
+                )
+                .map_err(sql_error)?;
+                Ok(Some(at))
+            })
+            .await
+    }
+
+    async fn cancel_rebuild(&self, projection: &str) -> Result<bool> {
+        let tables = known_tables(projection)?;
+        let name = shadow::checkpoint_of(projection);
+        self.writer
+            .write(move |conn| {
+                let was = shadow_checkpoint(conn, &name)?.is_some();
+                for table in tables {
+                    conn.execute(
+                        &format!("DROP TABLE IF EXISTS {}", shadow::table_of(table)),
+                        [],
+                    )
+                    .map_err(sql_error)?;
+                }
+                conn.execute(
+                    "DELETE FROM checkpoints WHERE projection = ?1",
+                    params![name],
+                )
+                .map_err(sql_error)?;
+                Ok(was)
+            })
+            .await
+    }
+}
+
+/// The tables of a projection that can be rebuilt; an error for any other name.
+fn known_tables(projection: &str) -> Result<Vec<&'static str>> {
+    let tables = shadow::tables(projection);
+    if tables.is_empty() {
+        return Err(Error::Corrupt(format!("no projection {projection:?}")));
+    }
+    Ok(tables)
+}
+
+fn shadow_checkpoint(conn: &Connection, name: &str) -> Result<Option<u64>> {
+    conn.query_row(
+        "SELECT position FROM checkpoints WHERE projection = ?1",
+        params![name],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map_err(sql_error)
+    .map(|p| p.map(|p| p as u64))
+}
+
+fn set_checkpoint(conn: &Connection, projection: &str, position: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO checkpoints (projection, position) VALUES (?1, ?2) \
+         ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+    )
+    .map_err(sql_error)?
+    .execute(params![projection, position as i64])
+    .map_err(sql_error)?;
+    Ok(())
 }

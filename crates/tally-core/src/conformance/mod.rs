@@ -42,6 +42,7 @@ pub mod ledger;
 pub mod outcomes;
 pub mod queue;
 pub mod read_store;
+pub mod rebuild;
 mod support;
 pub mod timetravel;
 pub mod upcasting;
@@ -156,6 +157,10 @@ macro_rules! conformance_tests {
                     upcasting::old_and_new_versions_of_the_same_facts_read_the_same,
                 verify_passes_on_a_history_and_names_an_altered_row =>
                     verify::passes_on_a_history_and_names_an_altered_row,
+                rebuild_shadow_versions_swap_in_whole_and_only_forward =>
+                    rebuild::shadow_versions_swap_in_whole_and_only_forward,
+                rebuild_beside_a_following_projector_equals_a_replay =>
+                    rebuild::rebuilds_beside_a_following_projector_equal_a_replay,
                 ledger_records_without_queueing => ledger::records_without_queueing,
                 ledger_keeps_what_the_broker_refused_and_publishes_it_on_retry =>
                     ledger::keeps_what_the_broker_refused_and_publishes_it_on_retry,

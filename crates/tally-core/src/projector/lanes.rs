@@ -3,7 +3,7 @@
 //! a row per store, item and business date) applied at most every [`SLOW_INTERVAL`], live and in
 //! catch-up, so that each of its rows is written once per interval rather than once per batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tally_domain::Event;
@@ -26,9 +26,14 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub(super) fn new(checkpoints: &HashMap<String, u64>) -> Self {
+    /// An update of the projections of [`LIVE`] but those `excluded`.
+    pub(super) fn new(
+        checkpoints: &HashMap<String, u64>,
+        excluded: &HashSet<&'static str>,
+    ) -> Self {
         let projections = LIVE
             .iter()
+            .filter(|name| !excluded.contains(*name))
             .filter_map(|name| {
                 let from = checkpoints.get(*name).copied().unwrap_or(0);
                 Accumulator::for_projection(name).map(|acc| (*name, from, acc))

@@ -3,7 +3,7 @@
 //! batches loses nothing and applies nothing twice; a checkpoint that moved under it (another projector)
 //! makes it reload instead of writing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::lease::Leases;
 use crate::model::EventPayload;
 use crate::ports::{Error, EventStore, ProjectionSink};
 use crate::readmodel::journal::{self, JOURNAL};
-use crate::readmodel::{Delta, ITEM_DAILY, LIVE, PROJECTIONS, ProjectionUpdate};
+use crate::readmodel::{Delta, ITEM_DAILY, LIVE, PROJECTIONS, ProjectionUpdate, shadow};
 use crate::signals::{Cadence, Signals, changed_or_poll};
 use tally_domain::Event;
 
@@ -50,6 +50,7 @@ fn decode(payloads: Vec<EventPayload>) -> Result<Vec<(u64, Event)>, Error> {
 }
 
 mod lanes;
+pub mod rebuild;
 use lanes::{Pending, Slow};
 
 pub struct Projector {
@@ -64,6 +65,13 @@ pub struct Projector {
     journal_interval: u64,
     /// Item daily sales since their checkpoint, applied less often when live (`lanes::Slow`).
     slow: Option<Slow>,
+    /// Projections left alone: held for a rebuild's swap, or back-filling ([`rebuild`]); read with
+    /// the checkpoints.
+    excluded: HashSet<&'static str>,
+    /// The holds' generation when `excluded` was worked out.
+    seen: u64,
+    /// How long a rebuild waits after each batch ([`rebuild::Rebuilder::with_pace`]).
+    rebuild_pace: Duration,
 }
 
 impl Projector {
@@ -81,6 +89,9 @@ impl Projector {
             journal: None,
             journal_interval: journal::INTERVAL,
             slow: None,
+            excluded: HashSet::new(),
+            seen: 0,
+            rebuild_pace: Duration::ZERO,
         }
     }
 
@@ -96,16 +107,45 @@ impl Projector {
         self
     }
 
+    /// Rebuilds run by this projector's lease holder wait this long after each batch.
+    pub fn with_rebuild_pace(mut self, pace: Duration) -> Self {
+        self.rebuild_pace = pace;
+        self
+    }
+
+    /// The rebuilder that runs beside this projector while it holds the lease.
+    pub fn rebuilder(&self) -> rebuild::Rebuilder {
+        rebuild::Rebuilder::new(
+            self.store.clone(),
+            self.read.clone(),
+            self.signals.rebuilds().clone(),
+        )
+        .with_pace(self.rebuild_pace)
+    }
+
     async fn checkpoints(&mut self) -> Result<HashMap<String, u64>, Error> {
         if let Some(c) = &self.checkpoints {
             return Ok(c.clone());
         }
+        let holds = &self.signals.rebuilds().holds;
+        self.seen = holds.generation();
         let c = self.read.checkpoints().await?;
+        let mut excluded = holds.held();
+        excluded.extend(
+            PROJECTIONS
+                .into_iter()
+                .filter(|p| shadow::back_filling(&c, p)),
+        );
+        self.excluded = excluded;
         self.journal = Some(journal::Builder::new(
             c.get(JOURNAL).copied().unwrap_or(0),
             self.journal_interval,
         ));
-        self.slow = Slow::new(&c);
+        self.slow = if self.excluded.contains(ITEM_DAILY) {
+            None
+        } else {
+            Slow::new(&c)
+        };
         self.checkpoints = Some(c.clone());
         Ok(c)
     }
@@ -121,15 +161,26 @@ impl Projector {
     /// Where the next batch starts: the lowest checkpoint, the journal's and the slow projection's
     /// being what they have folded in memory (after a restart, their checkpoints).
     async fn next_from(&mut self) -> Result<u64, Error> {
+        if self.checkpoints.is_some() && self.signals.rebuilds().holds.generation() != self.seen {
+            // A hold came or went: what is left alone changed, so everything is read again.
+            self.forget();
+        }
         let c = self.checkpoints().await?;
         let journal = self.journal.as_ref().map_or(0, |j| j.folded());
         let slow = self.slow.as_ref().map_or(0, |s| s.folded());
         Ok(LIVE
             .iter()
+            .filter(|p| !self.excluded.contains(*p))
             .map(|p| c.get(*p).copied().unwrap_or(0))
             .chain([journal, slow])
             .min()
             .unwrap_or(0))
+    }
+
+    /// An empty update of the projections not left alone, each from its checkpoint.
+    async fn pending(&mut self) -> Result<Pending, Error> {
+        let c = self.checkpoints().await?;
+        Ok(Pending::new(&c, &self.excluded))
     }
 
     /// Folds the next events into the read models' update, the slow projection and the journal.
@@ -188,7 +239,7 @@ impl Projector {
             self.signals.projected(from);
             return Ok(0);
         };
-        let mut pending = Pending::new(&self.checkpoints().await?);
+        let mut pending = self.pending().await?;
         for batch in &batches {
             self.fold(&mut pending, batch);
         }
@@ -250,8 +301,8 @@ impl Projector {
         if let Some(c) = &mut self.checkpoints {
             // A projection already past `to` was not in the update (after a restart the journal
             // or the slow lane can start the batch before the others' checkpoints): it stays.
-            for name in LIVE {
-                let at = c.entry(name.to_owned()).or_insert(0);
+            for name in LIVE.iter().filter(|p| !self.excluded.contains(*p)) {
+                let at = c.entry((*name).to_owned()).or_insert(0);
                 *at = (*at).max(to);
             }
             if let Some(slow) = slow {
@@ -321,7 +372,7 @@ impl Projector {
             total += events.len() as u64;
             let mut update = match pending.take() {
                 Some(update) => update,
-                None => Pending::new(&self.checkpoints().await?),
+                None => self.pending().await?,
             };
             self.fold(&mut update, &events);
             pending = Some(update);
@@ -408,6 +459,13 @@ impl Projector {
             tracing::info!("projector lease taken; following the log");
             // Whatever was cached may be stale: another projector may have moved on meanwhile.
             self.forget();
+            // New read models of this build are back-filled beside the others, never by holding
+            // them up; rebuilds asked for (or left half done by the last holder) run beside it.
+            let rebuilder = self.rebuilder();
+            if let Err(e) = rebuilder.plan_back_fills().await {
+                tracing::warn!(error = %e, "could not plan the back-fill of new read models");
+            }
+            let rebuilds = AbortOnDrop(tokio::spawn(rebuilder.run_forever(shutdown.clone())));
             let mut lease = lease;
             tokio::select! {
                 _ = self.follow(&mut shutdown) => {}
@@ -415,6 +473,9 @@ impl Projector {
                     tracing::warn!("projector lease lost; stopping until it can be taken again");
                 }
             }
+            // Rebuilds stop with the lease (an apply in flight commits or not, as a whole); the
+            // next holder resumes them from their shadow checkpoints.
+            drop(rebuilds);
             drop(lease);
         }
         tracing::info!("projector stopped");
@@ -473,6 +534,15 @@ impl Projector {
         if let Err(e) = self.flush().await {
             tracing::warn!(error = %e, "could not apply the last item daily sales at shutdown");
         }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -37,6 +37,7 @@ pub const LIVE: [&str; 5] = [
 mod figures;
 pub mod journal;
 mod moves;
+pub mod shadow;
 pub use figures::{DayFigures, ItemDay, SupplierDay, TillDay};
 // (`Supplied` is defined below, beside the delta it belongs to.)
 pub use moves::{Kind, Move, moves};

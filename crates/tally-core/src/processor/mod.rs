@@ -704,3 +704,8 @@ fn is_about_absence(code: RejectionCode) -> bool {
             | RejectionCode::UnknownDelivery
     )
 }
+
+#[cfg(test)]
+mod memory;
+#[cfg(test)]
+mod tests;
