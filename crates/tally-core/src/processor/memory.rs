@@ -293,15 +293,13 @@ impl Messages {
             .collect();
         let (mut out, mut next_due, mut i) = (Vec::new(), None::<Instant>, 0);
         while i < self.waiting.len() && out.len() < max {
-            let w = &self.waiting[i];
-            if blocked.contains(&w.message.partition_key) {
-                i += 1;
-                continue;
-            }
-            if w.due > now {
-                next_due = Some(next_due.map_or(w.due, |d| d.min(w.due)));
-                // What comes after it in its partition waits for it.
-                blocked.insert(w.message.partition_key.clone());
+            let (w, partition) = (&self.waiting[i], &self.waiting[i].message.partition_key);
+            if blocked.contains(partition) || w.due > now {
+                if w.due > now {
+                    next_due = Some(next_due.map_or(w.due, |d| d.min(w.due)));
+                    // What comes after it in its partition waits for it.
+                    blocked.insert(partition.clone());
+                }
                 i += 1;
                 continue;
             }
@@ -320,6 +318,7 @@ impl Messages {
     }
 }
 
+#[derive(Default)]
 pub struct MemoryQueue {
     messages: Mutex<Messages>,
     /// Something may have become deliverable.
@@ -335,11 +334,8 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     pub fn new(max_deliveries: u32) -> Self {
         Self {
-            messages: Mutex::default(),
-            wake: Notify::new(),
             max_deliveries,
-            acked: AtomicUsize::new(0),
-            failing_acks: AtomicUsize::new(0),
+            ..Self::default()
         }
     }
 
@@ -351,15 +347,15 @@ impl MemoryQueue {
         self.failing_acks.store(n, Ordering::SeqCst);
     }
 
-    fn enqueue_at(&self, message: QueueMessage, now: Instant) {
+    fn push(&self, message: QueueMessage) {
         let mut m = lock(&self.messages);
         m.next_seq += 1;
-        let seq = m.next_seq;
+        let (seq, redeliveries, due) = (m.next_seq, 0, Instant::now());
         m.waiting.push(Waiting {
             seq,
             message,
-            redeliveries: 0,
-            due: now,
+            redeliveries,
+            due,
         });
     }
 }
@@ -367,9 +363,8 @@ impl MemoryQueue {
 #[async_trait]
 impl CommandQueue for MemoryQueue {
     async fn enqueue(&self, messages: Vec<QueueMessage>) -> Result<()> {
-        let now = Instant::now();
         for message in messages {
-            self.enqueue_at(message, now);
+            self.push(message);
         }
         self.wake.notify_waiters();
         Ok(())
@@ -446,14 +441,11 @@ impl CommandQueue for MemoryQueue {
         };
         let letter = m.dead.remove(at);
         drop(m);
-        self.enqueue_at(
-            QueueMessage {
-                message_id: letter.message_id,
-                partition_key: letter.partition_key,
-                payload: letter.payload,
-            },
-            Instant::now(),
-        );
+        self.push(QueueMessage {
+            message_id: letter.message_id,
+            partition_key: letter.partition_key,
+            payload: letter.payload,
+        });
         self.wake.notify_waiters();
         Ok(true)
     }
@@ -471,6 +463,7 @@ pub enum Seen {
 /// The in-memory store as a processor under test sees it. It traces reads and commits ([`Seen`]),
 /// can hold the `n`-th commit until a stream is read, can let another writer append just before the
 /// `n`-th commit, and keeps what each commit came to: the command ids it decided, or its error.
+#[derive(Default)]
 pub struct Watched {
     pub inner: Arc<MemoryStore>,
     queue: Arc<MemoryQueue>,
@@ -486,11 +479,7 @@ impl Watched {
         Self {
             inner,
             queue,
-            trace: Mutex::default(),
-            commits: AtomicUsize::new(0),
-            holds: Mutex::default(),
-            others: Mutex::default(),
-            results: Mutex::default(),
+            ..Self::default()
         }
     }
     /// Commit `n` (counted from 0) does not start writing before `stream` was read.
