@@ -54,6 +54,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
+    /// The request conflicts with what is under way (409).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_s: u32 },
     /// Over a rate limit (429); the traffic middleware adds the `RateLimit-*` headers.
@@ -100,6 +103,7 @@ impl ApiError {
                 "idempotency-key-reused",
                 "Idempotency key reused",
             ),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

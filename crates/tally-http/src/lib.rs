@@ -142,6 +142,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(feed::stream))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(projections::list_projections))
+        .routes(routes!(
+            projections::rebuild_projection,
+            projections::cancel_rebuild
+        ))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -295,6 +299,8 @@ mod tests {
         ("get", "/v1/admin/api-keys"),
         ("delete", "/v1/admin/api-keys/{key_id}"),
         ("get", "/v1/admin/projections"),
+        ("post", "/v1/admin/projections/{name}/rebuild"),
+        ("delete", "/v1/admin/projections/{name}/rebuild"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

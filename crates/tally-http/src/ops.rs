@@ -13,8 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
-use tally_core::Backend;
-use tally_core::readmodel::PROJECTIONS;
+use tally_core::readmodel::{PROJECTIONS, shadow};
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -103,6 +102,12 @@ pub struct ProjectionsCheck {
     pub lag_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<ModelLag>>,
+    /// The read models being built for the first time (their queries answer 503 until they are).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_filling: Option<Vec<String>>,
+    /// The read models with a new version being built beside them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuilding: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -117,6 +122,30 @@ pub struct ModelLag {
     pub lag_events: u64,
     /// Age of the oldest event it has not applied yet (0 when caught up).
     pub lag_seconds: f64,
+    /// `caught_up`, `behind`, `rebuilding` (a new version is being built beside the one that
+    /// serves) or `back_filling` (built for the first time: its queries answer 503 until it is).
+    pub status: &'static str,
+    /// The new version being built, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<RebuildState>,
+}
+
+/// A shadow version being built ([`tally_core::readmodel::shadow`]).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RebuildState {
+    /// The position it has reached.
+    pub position: u64,
+    /// Events left to fold before it can be swapped in.
+    pub lag_events: u64,
+    /// When this process started building it (absent when another process builds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Events folded per second (absent when another process builds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_s: Option<f64>,
+    /// Seconds until it reaches the head at that rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -130,7 +159,7 @@ pub struct ServerCheck {
     responses((status = 200, body = Readiness, description = "Ready"),
         (status = 503, body = Readiness, description = "Something is not ready; `checks` says what")))]
 pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let sample = sample(&s.backend).await;
+    let sample = sample(&s).await;
     let server = if *s.shutdown.borrow() {
         ServerCheck {
             ok: false,
@@ -172,6 +201,8 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) 
                 ok: true,
                 lag_events: Some(models.iter().map(|m| m.lag_events).max().unwrap_or(0)),
                 lag_seconds: Some(models.iter().map(|m| m.lag_seconds).fold(0.0, f64::max)),
+                back_filling: Some(named(&models, "back_filling")),
+                rebuilding: Some(named(&models, "rebuilding")),
                 models: Some(models),
                 error: None,
             },
@@ -180,6 +211,8 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) 
                 lag_events: None,
                 lag_seconds: None,
                 models: None,
+                back_filling: None,
+                rebuilding: None,
                 error: Some(e),
             },
         },
@@ -200,19 +233,11 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) 
         (status = 503, description = "This process has no metrics recorder", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    let sample = sample(&s.backend).await;
+    let sample = sample(&s).await;
     metrics::set_sampled(&Sampled {
         queue_depth: sample.depth.ok(),
         log_head: sample.head.as_ref().ok().copied(),
-        projections: sample
-            .projections
-            .map(|models| {
-                models
-                    .into_iter()
-                    .map(|m| (m.model, m.position, m.lag_events, m.lag_seconds))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        projections: sample.projections.unwrap_or_default(),
     });
     match metrics::render() {
         Some(text) => ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response(),
@@ -225,13 +250,14 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 /// The log's head and where each read model stands (for `GET /v1/admin/projections`).
-pub(crate) async fn projections_now(backend: &Backend) -> Result<(u64, Vec<ModelLag>), String> {
+pub(crate) async fn projections_now(s: &AppState) -> Result<(u64, Vec<ModelLag>), String> {
+    let backend = &s.backend;
     let (head, checkpoints) = tokio::join!(
         bounded("event store", backend.events.head()),
         bounded("read store", backend.read.checkpoints()),
     );
     let (head, checkpoints) = (head?, checkpoints?);
-    let models = bounded("event store", lags(backend, head, &checkpoints)).await?;
+    let models = bounded("event store", lags(s, head, &checkpoints)).await?;
     Ok((head, models))
 }
 
@@ -242,7 +268,8 @@ struct Sample {
     projections: Result<Vec<ModelLag>, String>,
 }
 
-async fn sample(backend: &Backend) -> Sample {
+async fn sample(s: &AppState) -> Sample {
+    let backend = &s.backend;
     let (head, depth, checkpoints) = tokio::join!(
         bounded("event store", backend.events.head()),
         bounded("command queue", backend.queue.depth()),
@@ -251,9 +278,7 @@ async fn sample(backend: &Backend) -> Sample {
     let projections = match (&head, checkpoints) {
         (_, Err(e)) => Err(e),
         (Err(e), _) => Err(format!("the log's head is unknown: {e}")),
-        (Ok(head), Ok(checkpoints)) => {
-            bounded("event store", lags(backend, *head, &checkpoints)).await
-        }
+        (Ok(head), Ok(checkpoints)) => bounded("event store", lags(s, *head, &checkpoints)).await,
     };
     Sample {
         head,
@@ -262,13 +287,24 @@ async fn sample(backend: &Backend) -> Sample {
     }
 }
 
+/// The models of this status.
+fn named(models: &[ModelLag], status: &str) -> Vec<String> {
+    models
+        .iter()
+        .filter(|m| m.status == status)
+        .map(|m| m.model.clone())
+        .collect()
+}
+
 /// Each read model's position and lag. The lag in seconds is the age of the oldest event it has not
 /// applied; models at the same checkpoint share one read.
 async fn lags(
-    backend: &Backend,
+    s: &AppState,
     head: u64,
     checkpoints: &std::collections::HashMap<String, u64>,
 ) -> Result<Vec<ModelLag>, tally_core::Error> {
+    let backend = &s.backend;
+    let progress = s.signals.rebuilds().progress();
     let now = Timestamp::now();
     let mut out: Vec<ModelLag> = Vec::with_capacity(PROJECTIONS.len());
     for model in PROJECTIONS {
@@ -288,11 +324,33 @@ async fn lags(
                     now.duration_since(e.recorded_at).as_secs_f64().max(0.0)
                 })
         };
+        let rebuild = checkpoints.get(&shadow::checkpoint_of(model)).map(|at| {
+            let here = progress.get(model);
+            let position = here.map_or(*at, |p| p.position.max(*at));
+            RebuildState {
+                position,
+                lag_events: head.saturating_sub(position),
+                started_at: here.map(|p| p.started_at.to_string()),
+                events_per_s: here.map(|p| p.events_per_s),
+                eta_seconds: here.and_then(|p| p.eta_seconds()),
+            }
+        });
+        let status = if shadow::unbuilt(checkpoints, model) {
+            "back_filling"
+        } else if rebuild.is_some() {
+            "rebuilding"
+        } else if lag_events == 0 {
+            "caught_up"
+        } else {
+            "behind"
+        };
         out.push(ModelLag {
             model: model.to_owned(),
             position,
             lag_events,
             lag_seconds,
+            status,
+            rebuild,
         });
     }
     Ok(out)

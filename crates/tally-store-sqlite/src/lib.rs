@@ -26,6 +26,7 @@ mod checkpoint;
 mod dataservices;
 mod events;
 mod keys;
+mod lease;
 mod queue;
 mod read;
 mod schema;
@@ -50,8 +51,8 @@ pub struct Sqlite {
     gather: Arc<queue::Gather>,
     /// Dropping them stops the checkpoint threads.
     _checkpointers: [checkpoint::Handle; 2],
-    /// One process serves the files, so leases live in memory.
-    leases: tally_core::LocalLeases,
+    /// Locks on files of the data dir, so that no two processes on it hold one lease ([`lease`]).
+    leases: lease::FileLeases,
 }
 
 /// A writer's connection, with a page cache of `cache_kib`. For `tally.db` that is 8 MiB: the working
@@ -175,7 +176,7 @@ impl Sqlite {
             queue: Arc::new(queue::Mem::new(pending)),
             gather: Arc::default(),
             _checkpointers: [checkpointer, intake_checkpointer],
-            leases: tally_core::LocalLeases::default(),
+            leases: lease::FileLeases::new(dir.to_path_buf()),
         }))
     }
 

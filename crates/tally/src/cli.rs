@@ -117,8 +117,10 @@ pub enum Cmd {
         #[command(subcommand)]
         which: BenchCmd,
     },
-    /// Empty the read models and build them again from the event log (projectors stopped).
-    Rebuild,
+    /// Build read models again from the event log into shadow tables and swap each in atomically
+    /// once caught up (queries keep the old version until then); against a running server, the
+    /// server's projector does it and this follows its progress.
+    Rebuild(crate::rebuild::RebuildArgs),
     /// Create or update the database schema (PostgreSQL; safe to run twice, or beside running servers).
     Migrate,
     /// Drive a running tally over HTTP with W1 or a steady stream; prints figures, verifies the books.
@@ -179,6 +181,10 @@ pub struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, env = "TALLY_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Milliseconds a rebuild (or back-fill) of a read model waits after each batch of the log it
+    /// folds, to leave the database to live traffic [default: 0].
+    #[arg(long, env = "TALLY_REBUILD_PACE_MS")]
+    pub rebuild_pace_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -422,6 +428,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tls: settings.tls,
                 limits: settings.limits,
                 queries: query_files,
+                rebuild_pace: std::time::Duration::from_millis(settings.rebuild_pace_ms),
             }))?;
         }
         Cmd::Config(args) => {
@@ -490,9 +497,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::bench::verify_bench(log.options()))?
         }
-        Cmd::Rebuild => {
+        Cmd::Rebuild(args) => {
             init_logging(LogFormat::Human);
-            runtime.block_on(crate::serve::rebuild(&store))?
+            runtime.block_on(crate::rebuild::run(&store, args))?
         }
         Cmd::Migrate => {
             init_logging(LogFormat::Human);

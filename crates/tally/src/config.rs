@@ -48,6 +48,7 @@ pub struct ServerSection {
     pub admin_key: Option<String>,
     pub stock_policy: Option<crate::cli::Policy>,
     pub log_format: Option<crate::cli::LogFormat>,
+    pub rebuild_pace_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@ mod keys;
 mod limits;
 mod load;
 mod queries;
+mod rebuild;
 mod serve;
 mod settings;
 mod verify;

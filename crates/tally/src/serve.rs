@@ -30,6 +30,8 @@ pub struct Options {
     pub limits: tally_http::traffic::Limits,
     /// Where the named queries are declared.
     pub queries: crate::queries::Files,
+    /// How long a rebuild waits after each batch it folds.
+    pub rebuild_pace: Duration,
 }
 
 /// How long a starting server waits for its database before giving up.
@@ -100,7 +102,8 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
             backend.events.clone(),
             backend.sink.clone(),
             signals.clone(),
-        );
+        )
+        .with_rebuild_pace(opts.rebuild_pace);
         workers.push((
             "projector",
             tokio::spawn(projector.run_leader(backend.leases.clone(), stop_rx.clone())),
@@ -259,34 +262,6 @@ fn admin(key_id: String) -> ApiKey {
         created_at: Timestamp::now(),
         revoked_at: None,
     }
-}
-
-/// `tally rebuild`: every read model emptied and folded again from the log.
-pub async fn rebuild(store: &StoreConfig) -> anyhow::Result<()> {
-    let opened = Opened::store_only(store, true, Duration::from_secs(10)).await?;
-    let backend = opened.backend();
-    // Hold the projector lease throughout, so no running projector applies into half-rebuilt models.
-    let _lease = backend
-        .leases
-        .try_acquire(tally_core::projector::PROJECTOR_LEASE)
-        .await
-        .context("asking for the projector lease")?
-        .context(
-            "a projector is running on this store: stop it (or its process) before rebuilding",
-        )?;
-    let started = std::time::Instant::now();
-    let mut projector = Projector::new(
-        backend.events.clone(),
-        backend.sink.clone(),
-        Signals::default(),
-    );
-    let events = projector
-        .rebuild()
-        .await
-        .context("rebuilding the read models")?;
-    let secs = started.elapsed().as_secs_f64();
-    println!("rebuilt the read models from {events} events in {secs:.2}s");
-    Ok(())
 }
 
 /// `tally migrate`: brings the database schema up to date.

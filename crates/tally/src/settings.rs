@@ -25,6 +25,8 @@ pub struct ServeSettings {
     pub tls: Option<TlsFiles>,
     /// Rate limits, load shedding and the request timeout (`[limits]`; file only).
     pub limits: tally_http::traffic::Limits,
+    /// Milliseconds a rebuild waits after each batch it folds.
+    pub rebuild_pace_ms: u64,
 }
 
 impl ServeSettings {
@@ -64,6 +66,7 @@ impl ServeSettings {
                 .unwrap_or(LogFormat::Human),
             tls,
             limits: file.limits.resolve()?,
+            rebuild_pace_ms: args.rebuild_pace_ms.or(server.rebuild_pace_ms).unwrap_or(0),
         })
     }
 }
@@ -92,6 +95,7 @@ struct Server {
     admin_key: Option<&'static str>,
     stock_policy: Policy,
     log_format: LogFormat,
+    rebuild_pace_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,6 +129,7 @@ impl Effective {
             admin_key: serve.admin_key.as_ref().map(|_| REDACTED),
             stock_policy: serve.stock_policy,
             log_format: serve.log_format,
+            rebuild_pace_ms: serve.rebuild_pace_ms,
         };
         let (data_dir, database, own_queue) = match store {
             StoreConfig::Embedded { data_dir, .. } => (

@@ -27,6 +27,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 pub const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// How long a query's knowledge of which projections are back-filling may be old.
 const BACK_FILL_TTL: Duration = Duration::from_secs(1);
+/// The largest batch a paced rebuild reads.
+pub const PACED_BATCH: usize = 1000;
 /// Swaps tried before a rebuild gives up for now (each catches the shadow up to the head first).
 const SWAP_ATTEMPTS: usize = 100;
 
@@ -114,6 +116,11 @@ impl Status {
         self.wake.notify_one();
     }
 
+    /// Forgets which projections are back-filling (one was just swapped in).
+    async fn swapped(&self) {
+        *self.back_filling.lock().await = None;
+    }
+
     /// Whether `projection` is being back-filled (no serving version yet), from the checkpoints as
     /// read at most [`BACK_FILL_TTL`] ago: a query of it has nothing right to answer from.
     pub async fn back_filling(
@@ -129,7 +136,7 @@ impl Status {
             let c = read.checkpoints().await?;
             let names = crate::readmodel::PROJECTIONS
                 .into_iter()
-                .filter(|p| shadow::back_filling(&c, p))
+                .filter(|p| shadow::unbuilt(&c, p))
                 .map(str::to_owned)
                 .collect();
             *cached = Some((Instant::now(), names));
@@ -204,9 +211,13 @@ impl Rebuilder {
     }
 
     /// Waits this long after each batch read: a rebuild that leaves the database to live traffic
-    /// (and, in tests, one slow enough to be caught in the middle).
+    /// (and, in tests, one slow enough to be caught in the middle). A paced rebuild reads batches of
+    /// at most [`PACED_BATCH`] events, so that it takes the database in small slices.
     pub fn with_pace(mut self, pace: Duration) -> Self {
         self.pace = pace;
+        if !pace.is_zero() {
+            self.batch_size = self.batch_size.min(PACED_BATCH);
+        }
         self
     }
 
@@ -307,6 +318,7 @@ impl Rebuilder {
                     Some(at) => {
                         held.release(j.name);
                         self.status.set_progress(j.name, None);
+                        self.status.swapped().await;
                         tracing::info!(
                             projection = j.name,
                             position = at,

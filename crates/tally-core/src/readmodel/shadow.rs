@@ -63,6 +63,12 @@ pub fn back_filling(checkpoints: &HashMap<String, u64>, projection: &str) -> boo
     !checkpoints.contains_key(projection) && checkpoints.contains_key(&checkpoint_of(projection))
 }
 
+/// Whether `projection` has no version to serve yet: being back-filled, or about to be (new to a
+/// store in use, before its back-fill starts).
+pub fn unbuilt(checkpoints: &HashMap<String, u64>, projection: &str) -> bool {
+    back_filling(checkpoints, projection) || to_back_fill(checkpoints).contains(&projection)
+}
+
 /// The projections a new build added since this store's read models were built: those with neither
 /// a serving nor a shadow checkpoint while another projection has applied events. Empty on a new
 /// store, where every projection starts from the beginning together.

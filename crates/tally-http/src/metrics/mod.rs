@@ -38,6 +38,10 @@ pub const QUEUE_DEPTH: &str = "tally_queue_depth";
 pub const PROJECTION_POSITION: &str = "tally_projection_position";
 pub const PROJECTION_LAG_EVENTS: &str = "tally_projection_lag_events";
 pub const PROJECTION_LAG_SECONDS: &str = "tally_projection_lag_seconds";
+/// 1 while a new version of the model is being built beside it (or for the first time), else 0.
+pub const PROJECTION_REBUILDING: &str = "tally_projection_rebuilding";
+/// Events the new version being built has left to fold (0 when none is).
+pub const PROJECTION_REBUILD_LAG_EVENTS: &str = "tally_projection_rebuild_lag_events";
 pub const LOG_HEAD: &str = "tally_event_log_head";
 
 /// Every metric name a scrape lists from start-up.
@@ -56,6 +60,8 @@ pub const ALL: &[&str] = &[
     PROJECTION_POSITION,
     PROJECTION_LAG_EVENTS,
     PROJECTION_LAG_SECONDS,
+    PROJECTION_REBUILDING,
+    PROJECTION_REBUILD_LAG_EVENTS,
 ];
 
 /// The `scope` values of [`rate_limited`] registered at zero from start-up (others appear on first use).
@@ -80,7 +86,7 @@ struct Handles {
     queue_depth: Gauge,
     log_head: Gauge,
     /// Per read model (in [`PROJECTIONS`] order): position, lag in events, lag in seconds.
-    projections: Vec<(&'static str, [Gauge; 3])>,
+    projections: Vec<(&'static str, [Gauge; 5])>,
 }
 
 static HANDLES: OnceLock<Option<Handles>> = OnceLock::new();
@@ -178,6 +184,14 @@ fn register(prometheus: PrometheusHandle) -> Handles {
         Unit::Seconds,
         "Age of the oldest event a read model has not applied yet (0 when caught up), by model"
     );
+    describe_gauge!(
+        PROJECTION_REBUILDING,
+        "1 while a new version of a read model is being built (a rebuild or a back-fill), by model"
+    );
+    describe_gauge!(
+        PROJECTION_REBUILD_LAG_EVENTS,
+        "Events the new version of a read model being built has left to fold, by model"
+    );
     Handles {
         prometheus,
         accepted: Command::KINDS.map(|kind| counter!(COMMANDS_ACCEPTED, "type" => kind)),
@@ -200,6 +214,8 @@ fn register(prometheus: PrometheusHandle) -> Handles {
                         gauge!(PROJECTION_POSITION, "model" => *model),
                         gauge!(PROJECTION_LAG_EVENTS, "model" => *model),
                         gauge!(PROJECTION_LAG_SECONDS, "model" => *model),
+                        gauge!(PROJECTION_REBUILDING, "model" => *model),
+                        gauge!(PROJECTION_REBUILD_LAG_EVENTS, "model" => *model),
                     ],
                 )
             })
@@ -252,8 +268,8 @@ fn increment(
 pub(crate) struct Sampled {
     pub queue_depth: Option<u64>,
     pub log_head: Option<u64>,
-    /// Per read model: position, lag in events, lag in seconds.
-    pub projections: Vec<(String, u64, u64, f64)>,
+    /// Where each read model stands.
+    pub projections: Vec<crate::ops::ModelLag>,
 }
 
 /// Sets the sampled gauges; what could not be sampled keeps its last value.
@@ -265,11 +281,13 @@ pub(crate) fn set_sampled(s: &Sampled) {
     if let Some(head) = s.log_head {
         h.log_head.set(head as f64);
     }
-    for (model, position, lag_events, lag_seconds) in &s.projections {
-        if let Some((_, [p, le, ls])) = h.projections.iter().find(|(m, _)| m == model) {
-            p.set(*position as f64);
-            le.set(*lag_events as f64);
-            ls.set(*lag_seconds);
+    for m in &s.projections {
+        if let Some((_, [p, le, ls, r, rl])) = h.projections.iter().find(|(n, _)| *n == m.model) {
+            p.set(m.position as f64);
+            le.set(m.lag_events as f64);
+            ls.set(m.lag_seconds);
+            r.set(if m.rebuild.is_some() { 1.0 } else { 0.0 });
+            rl.set(m.rebuild.as_ref().map_or(0.0, |b| b.lag_events as f64));
         }
     }
 }

@@ -21,7 +21,7 @@ mod items;
 mod reports;
 mod time;
 
-pub(crate) use time::wait_for_all;
+pub(crate) use time::{not_back_filling, wait_for_all};
 
 // Globs: the route macros also need each handler's generated `__path_*` item.
 pub use history::*;

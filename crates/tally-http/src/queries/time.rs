@@ -118,6 +118,9 @@ pub async fn knowledge(
         }
         (None, None) => None,
     };
+    if prefix.is_none() {
+        not_back_filling(s, projection).await?;
+    }
     match (prefix, min) {
         (Some(Knowledge::Prefix { position, .. }), Some(min)) if min > position => {
             Err(ApiError::invalid(
@@ -132,6 +135,22 @@ pub async fn knowledge(
         }
         (None, None) => Ok(Knowledge::Current),
     }
+}
+
+/// 503 with `Retry-After` while `projection` is being built for the first time: it has no
+/// version yet whose figures are right. (Time travel folds the log, so `as_of` still answers.)
+pub(crate) async fn not_back_filling(s: &AppState, projection: &str) -> Result<(), ApiError> {
+    let read = s.backend.read.as_ref();
+    if s.signals.rebuilds().back_filling(read, projection).await? {
+        return Err(ApiError::Unavailable {
+            detail: format!(
+                "the read model {projection} is being built from the log for the first time; \
+                 GET /v1/admin/projections shows its progress"
+            ),
+            retry_after_s: 5,
+        });
+    }
+    Ok(())
 }
 
 async fn wait_for(s: &AppState, projection: &str, position: u64) -> Result<(), ApiError> {
