@@ -206,6 +206,18 @@ pub trait ProjectionSink: Send + Sync + 'static {
     async fn swap_rebuild(&self, projection: &str) -> Result<Option<u64>>;
     /// Drops a shadow version, tables and checkpoint (a cancelled rebuild); false if there was none.
     async fn cancel_rebuild(&self, projection: &str) -> Result<bool>;
+    /// Every fault recorded ([`crate::projector::poison`]), by projection, then position.
+    async fn faults(&self) -> Result<Vec<crate::projector::poison::Fault>>;
+    /// Records a fault, replacing any of the same projection and position.
+    async fn record_fault(&self, fault: crate::projector::poison::Fault) -> Result<()>;
+    /// Removes a fault and, in the same transaction, applies `update` (checked as [`Self::apply`]
+    /// checks it); false (nothing applied) when there is no such fault.
+    async fn clear_fault(
+        &self,
+        projection: &str,
+        position: u64,
+        update: Option<ProjectionUpdate>,
+    ) -> Result<bool>;
 }
 
 /// What queries read: the read models as they are now. Every answer comes with the position its

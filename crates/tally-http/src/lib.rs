@@ -142,6 +142,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(feed::stream))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(projections::list_projections))
+        .routes(routes!(projections::list_faults))
+        .routes(routes!(projections::retry_fault))
+        .routes(routes!(projections::skip_fault))
         .routes(routes!(
             projections::rebuild_projection,
             projections::cancel_rebuild
@@ -301,6 +304,15 @@ mod tests {
         ("get", "/v1/admin/projections"),
         ("post", "/v1/admin/projections/{name}/rebuild"),
         ("delete", "/v1/admin/projections/{name}/rebuild"),
+        ("get", "/v1/admin/projections/faults"),
+        (
+            "post",
+            "/v1/admin/projections/{name}/faults/{position}/retry",
+        ),
+        (
+            "post",
+            "/v1/admin/projections/{name}/faults/{position}/skip",
+        ),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
+use tally_core::projector::poison::FaultState;
 use tally_core::readmodel::{PROJECTIONS, shadow};
 use utoipa::ToSchema;
 
@@ -108,6 +109,10 @@ pub struct ProjectionsCheck {
     /// The read models with a new version being built beside them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuilding: Option<Vec<String>>,
+    /// The read models halted before a poison event (`GET /v1/admin/projections` says where and
+    /// why). The others go on, so this does not make the process unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -123,11 +128,24 @@ pub struct ModelLag {
     /// Age of the oldest event it has not applied yet (0 when caught up).
     pub lag_seconds: f64,
     /// `caught_up`, `behind`, `rebuilding` (a new version is being built beside the one that
-    /// serves) or `back_filling` (built for the first time: its queries answer 503 until it is).
+    /// serves), `back_filling` (built for the first time: its queries answer 503 until it is) or
+    /// `stopped` (halted before a poison event until an operator retries or skips it).
     pub status: &'static str,
     /// The new version being built, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<RebuildState>,
+    /// Why it is `stopped`: the poison event it halts before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<StoppedAt>,
+    /// Events it went on without (parked poison events).
+    pub parked: u64,
+}
+
+/// The poison event a projection halts before ([`tally_core::projector::poison`]).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StoppedAt {
+    pub position: u64,
+    pub reason: String,
 }
 
 /// A shadow version being built ([`tally_core::readmodel::shadow`]).
@@ -135,6 +153,8 @@ pub struct ModelLag {
 pub struct RebuildState {
     /// The position it has reached.
     pub position: u64,
+    /// The position it is catching up to: the log's head when this was read.
+    pub target: u64,
     /// Events left to fold before it can be swapped in.
     pub lag_events: u64,
     /// When this process started building it (absent when another process builds it).
@@ -203,6 +223,7 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) 
                 lag_seconds: Some(models.iter().map(|m| m.lag_seconds).fold(0.0, f64::max)),
                 back_filling: Some(named(&models, "back_filling")),
                 rebuilding: Some(named(&models, "rebuilding")),
+                stopped: Some(named(&models, "stopped")),
                 models: Some(models),
                 error: None,
             },
@@ -213,6 +234,7 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) 
                 models: None,
                 back_filling: None,
                 rebuilding: None,
+                stopped: None,
                 error: Some(e),
             },
         },
@@ -305,6 +327,7 @@ async fn lags(
 ) -> Result<Vec<ModelLag>, tally_core::Error> {
     let backend = &s.backend;
     let progress = s.signals.rebuilds().progress();
+    let faults = backend.sink.faults().await?;
     let now = Timestamp::now();
     let mut out: Vec<ModelLag> = Vec::with_capacity(PROJECTIONS.len());
     for model in PROJECTIONS {
@@ -329,13 +352,28 @@ async fn lags(
             let position = here.map_or(*at, |p| p.position.max(*at));
             RebuildState {
                 position,
+                target: head,
                 lag_events: head.saturating_sub(position),
                 started_at: here.map(|p| p.started_at.to_string()),
                 events_per_s: here.map(|p| p.events_per_s),
                 eta_seconds: here.and_then(|p| p.eta_seconds()),
             }
         });
-        let status = if shadow::unbuilt(checkpoints, model) {
+        let stopped_at = faults
+            .iter()
+            .filter(|f| f.projection == model && f.state == FaultState::Stopped)
+            .min_by_key(|f| f.position)
+            .map(|f| StoppedAt {
+                position: f.position,
+                reason: f.reason.clone(),
+            });
+        let parked = faults
+            .iter()
+            .filter(|f| f.projection == model && f.state == FaultState::Parked)
+            .count() as u64;
+        let status = if stopped_at.is_some() {
+            "stopped"
+        } else if shadow::unbuilt(checkpoints, model) {
             "back_filling"
         } else if rebuild.is_some() {
             "rebuilding"
@@ -351,6 +389,8 @@ async fn lags(
             lag_seconds,
             status,
             rebuild,
+            stopped_at,
+            parked,
         });
     }
     Ok(out)

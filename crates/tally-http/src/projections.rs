@@ -6,13 +6,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use tally_core::model::Role;
+use tally_core::projector::poison::{self, Fault};
 use tally_core::readmodel::{PROJECTIONS, shadow};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::ops::RebuildState;
+use crate::ops::{RebuildState, StoppedAt};
 
 /// One projection (read model).
 #[derive(Debug, Serialize, ToSchema)]
@@ -25,12 +26,17 @@ pub struct ProjectionState {
     /// Age of the oldest event it has not applied yet (0 when caught up).
     pub lag_seconds: f64,
     /// `caught_up` (nothing left to apply), `behind`, `rebuilding` (a new version is being built
-    /// beside the one that serves) or `back_filling` (built for the first time: its queries answer
-    /// 503 until it is).
+    /// beside the one that serves), `back_filling` (built for the first time: its queries answer
+    /// 503 until it is) or `stopped` (halted before a poison event).
     pub status: &'static str,
     /// The new version being built, with its progress and ETA, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<RebuildState>,
+    /// Why it is `stopped`: the poison event it halts before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<StoppedAt>,
+    /// Events it went on without (parked poison events).
+    pub parked: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -57,6 +63,8 @@ async fn states(s: &AppState) -> Result<ProjectionList, ApiError> {
             lag_events: m.lag_events,
             lag_seconds: m.lag_seconds,
             rebuild: m.rebuild,
+            stopped_at: m.stopped_at,
+            parked: m.parked,
         })
         .collect();
     Ok(ProjectionList { head, projections })
@@ -155,4 +163,138 @@ pub async fn cancel_rebuild(
     }
     tracing::info!(projection = name, "rebuild cancelled");
     Ok(Json(state_of(&s, name).await?))
+}
+
+/// An event a projection could not fold ([`tally_core::projector::poison`]).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FaultBody {
+    pub projection: String,
+    pub position: u64,
+    /// `stopped` (the projection halts before it) or `parked` (it went on without it).
+    pub state: &'static str,
+    pub reason: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FaultList {
+    pub faults: Vec<FaultBody>,
+}
+
+fn body(f: Fault) -> FaultBody {
+    FaultBody {
+        projection: f.projection,
+        position: f.position,
+        state: f.state.as_str(),
+        reason: f.reason,
+        at: f.at.to_string(),
+    }
+}
+
+/// Every poison event: where each projection stopped, and what it parked.
+#[utoipa::path(get, path = "/v1/admin/projections/faults", tag = "admin", security(("api_key" = [])),
+    responses((status = 200, body = FaultList), crate::queries::QueryErrors))]
+pub async fn list_faults(
+    State(s): State<AppState>,
+    auth: Auth,
+) -> Result<Json<FaultList>, ApiError> {
+    auth.require(&[Role::Admin])?;
+    let faults = s.backend.sink.faults().await?;
+    Ok(Json(FaultList {
+        faults: faults.into_iter().map(body).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FaultDone {
+    pub projection: String,
+    pub position: u64,
+    /// What the fault was: `stopped` or `parked`.
+    pub was: &'static str,
+    /// `retried` or `skipped`.
+    pub done: &'static str,
+}
+
+fn position(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::invalid("position", "must be a non-negative integer"))
+}
+
+fn refused(e: poison::Refused) -> ApiError {
+    match e {
+        poison::Refused::NoSuchFault { .. } => ApiError::NotFound(e.to_string()),
+        poison::Refused::StillFails(..) | poison::Refused::NotYetPast { .. } => {
+            ApiError::Conflict(e.to_string())
+        }
+        poison::Refused::Store(e) => e.into(),
+    }
+}
+
+async fn deal(
+    s: &AppState,
+    auth: Auth,
+    (name, raw): (String, String),
+    retry: bool,
+) -> Result<Json<FaultDone>, ApiError> {
+    auth.require(&[Role::Admin])?;
+    let name = known(&name)?;
+    let at = position(&raw)?;
+    let was = if retry {
+        poison::retry(&s.backend, name, at).await
+    } else {
+        poison::skip(&s.backend, name, at).await
+    }
+    .map_err(refused)?;
+    // This process's projector reads the faults again at once (others within about a second).
+    s.signals.rebuilds().holds.bump();
+    tracing::info!(
+        projection = name,
+        position = at,
+        retry,
+        "poison event dealt with"
+    );
+    Ok(Json(FaultDone {
+        projection: name.to_owned(),
+        position: at,
+        was: was.as_str(),
+        done: if retry { "retried" } else { "skipped" },
+    }))
+}
+
+/// Retries a poison event: a stopped projection tries it again; a parked event is folded and
+/// applied on its own (409 when it still cannot be folded).
+#[utoipa::path(post, path = "/v1/admin/projections/{name}/faults/{position}/retry", tag = "admin",
+    security(("api_key" = [])),
+    params(("name" = String, Path, description = "The projection"),
+        ("position" = u64, Path, description = "The event's global position")),
+    responses((status = 200, body = FaultDone),
+        (status = 404, description = "No such projection or fault", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "It still cannot be folded, or the projection has not gone past it yet",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+        crate::queries::QueryErrors))]
+pub async fn retry_fault(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(at): Path<(String, String)>,
+) -> Result<Json<FaultDone>, ApiError> {
+    deal(&s, auth, at, true).await
+}
+
+/// Skips a poison event: a stopped projection goes on without it (it stays listed as parked); a
+/// parked one is dismissed (`tally verify` then names what the model lacks).
+#[utoipa::path(post, path = "/v1/admin/projections/{name}/faults/{position}/skip", tag = "admin",
+    security(("api_key" = [])),
+    params(("name" = String, Path, description = "The projection"),
+        ("position" = u64, Path, description = "The event's global position")),
+    responses((status = 200, body = FaultDone),
+        (status = 404, description = "No such projection or fault", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        crate::queries::QueryErrors))]
+pub async fn skip_fault(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(at): Path<(String, String)>,
+) -> Result<Json<FaultDone>, ApiError> {
+    deal(&s, auth, at, false).await
 }

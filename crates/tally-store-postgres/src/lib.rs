@@ -28,6 +28,7 @@ use tokio_postgres::NoTls;
 
 mod dataservices;
 mod events;
+mod faults;
 mod keys;
 mod lease;
 mod queue;

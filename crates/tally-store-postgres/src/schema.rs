@@ -243,6 +243,19 @@ CREATE TABLE rm_till_daily (
 DELETE FROM rm_journal;
 DELETE FROM checkpoints WHERE projection = 'journal';
 "#,
+    r#"
+-- Events a projection could not apply (poison events): `stopped` (the projection halts before the
+-- event until an operator retries or skips it) or `parked` (it went on without the event, which
+-- can be retried later or dismissed).
+CREATE TABLE projection_faults (
+    projection TEXT        NOT NULL,
+    position   BIGINT      NOT NULL,
+    state      TEXT        NOT NULL CHECK (state IN ('stopped', 'parked')),
+    reason     TEXT        NOT NULL,
+    at         TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (projection, position)
+);
+"#,
 ];
 
 /// What a migration run did.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use tally_core::ports::{Error, ProjectionSink, Result};
+use tally_core::projector::poison::Fault;
 use tally_core::readmodel::journal::JOURNAL;
 use tally_core::readmodel::shadow;
 use tally_core::readmodel::{Delta, ItemDailyDelta, ProjectionUpdate, Registered};
@@ -23,7 +24,7 @@ fn on(shadow: bool, sql: &'static str) -> Cow<'static, str> {
     }
 }
 
-async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> {
+pub(crate) async fn apply_update(tx: &Transaction<'_>, u: &ProjectionUpdate) -> Result<()> {
     // An update of a shadow checkpoint writes the shadow tables ([`shadow`]).
     let shadow = shadow::shadowed(&u.projection).is_some();
     tx.execute(
@@ -434,6 +435,23 @@ impl ProjectionSink for Postgres {
             .await
             .map_err(|e| pg_error("committing a swap", e))?;
         Ok(Some(at))
+    }
+
+    async fn faults(&self) -> Result<Vec<Fault>> {
+        self.read_faults().await
+    }
+
+    async fn record_fault(&self, fault: Fault) -> Result<()> {
+        self.write_fault(&fault).await
+    }
+
+    async fn clear_fault(
+        &self,
+        projection: &str,
+        position: u64,
+        update: Option<ProjectionUpdate>,
+    ) -> Result<bool> {
+        self.remove_fault(projection, position, update).await
     }
 
     async fn cancel_rebuild(&self, projection: &str) -> Result<bool> {

@@ -25,6 +25,7 @@ use tally_core::{Backend, Error};
 mod checkpoint;
 mod dataservices;
 mod events;
+mod faults;
 mod keys;
 mod lease;
 mod queue;

@@ -195,6 +195,19 @@ CREATE TABLE rm_till_daily (
 DELETE FROM rm_journal;
 DELETE FROM checkpoints WHERE projection = 'journal';
 "#,
+    r#"
+-- Events a projection could not apply (poison events): `stopped` (the projection halts before the
+-- event until an operator retries or skips it) or `parked` (it went on without the event, which
+-- can be retried later or dismissed).
+CREATE TABLE projection_faults (
+    projection TEXT    NOT NULL,
+    position   INTEGER NOT NULL,
+    state      TEXT    NOT NULL CHECK (state IN ('stopped', 'parked')),
+    reason     TEXT    NOT NULL,
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (projection, position)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The intake's file, `intake.db`: what a command is before the processor decides it. Its writer commits

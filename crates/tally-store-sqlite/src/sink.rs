@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use tally_core::ports::{Error, ProjectionSink, Result};
+use tally_core::projector::poison::Fault;
 use tally_core::readmodel::journal::JOURNAL;
 use tally_core::readmodel::shadow;
 use tally_core::readmodel::{Delta, ItemDailyDelta, ProjectionUpdate, Registered};
@@ -27,7 +28,7 @@ fn prepare<'c>(
     }
 }
 
-fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
+pub(crate) fn apply_update(conn: &Connection, u: &ProjectionUpdate) -> Result<()> {
     // An update of a shadow checkpoint writes the shadow tables ([`shadow`]).
     let shadow = shadow::shadowed(&u.projection).is_some();
     let at = checkpoint(conn, &u.projection)?;
@@ -283,6 +284,28 @@ impl ProjectionSink for Sqlite {
                 .map_err(sql_error)?;
                 Ok(Some(at))
             })
+            .await
+    }
+
+    async fn faults(&self) -> Result<Vec<Fault>> {
+        self.readers.read(crate::faults::faults).await
+    }
+
+    async fn record_fault(&self, fault: Fault) -> Result<()> {
+        self.writer
+            .write(move |conn| crate::faults::record(conn, &fault))
+            .await
+    }
+
+    async fn clear_fault(
+        &self,
+        projection: &str,
+        position: u64,
+        update: Option<ProjectionUpdate>,
+    ) -> Result<bool> {
+        let projection = projection.to_owned();
+        self.writer
+            .write(move |conn| crate::faults::clear(conn, &projection, position, update.as_ref()))
             .await
     }
 

@@ -125,6 +125,11 @@ pub enum Cmd {
     Migrate,
     /// Drive a running tally over HTTP with W1 or a steady stream; prints figures, verifies the books.
     Load(LoadArgs),
+    /// Read models' poison events: list where they stopped and what they parked; retry or skip.
+    Projections {
+        #[command(subcommand)]
+        action: crate::projections::ProjectionsCmd,
+    },
     /// Commands that could not be handled after their retries (the dead-letter queue).
     Dlq {
         #[command(subcommand)]
@@ -185,6 +190,10 @@ pub struct ServeArgs {
     /// folds, to leave the database to live traffic [default: 0].
     #[arg(long, env = "TALLY_REBUILD_PACE_MS")]
     pub rebuild_pace_ms: Option<u64>,
+    /// Projections (comma-separated) that park a poison event and go on; the others stop before
+    /// it until an operator retries or skips it [default: none].
+    #[arg(long, env = "TALLY_PARK_POISON", value_delimiter = ',')]
+    pub park_poison: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -248,6 +257,10 @@ pub struct LoadArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// While the sales run: queries checked against a replay to their position, and (`rebuilds`)
+    /// rebuilds of every read model back to back; prints what they saw, fails on a wrong answer.
+    #[arg(long, value_enum)]
+    pub checks: Option<crate::load::Checks>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -429,6 +442,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limits: settings.limits,
                 queries: query_files,
                 rebuild_pace: std::time::Duration::from_millis(settings.rebuild_pace_ms),
+                policies: settings.policies,
             }))?;
         }
         Cmd::Config(args) => {
@@ -519,9 +533,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 recovery: args.recovery,
                 recovery_rate: args.recovery_rate,
                 json: args.json,
+                checks: args.checks,
             }))?
         }
         Cmd::Dlq { action } => runtime.block_on(crate::dlq::run(&store, action))?,
+        Cmd::Projections { action } => runtime.block_on(crate::projections::run(&store, action))?,
         Cmd::Verify(args) => {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::verify::run(&store, args))?

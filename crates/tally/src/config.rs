@@ -49,6 +49,7 @@ pub struct ServerSection {
     pub stock_policy: Option<crate::cli::Policy>,
     pub log_format: Option<crate::cli::LogFormat>,
     pub rebuild_pace_ms: Option<u64>,
+    pub park_poison: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

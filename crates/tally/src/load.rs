@@ -22,6 +22,7 @@
 mod http1;
 mod http_read;
 mod mix;
+mod rebuilds;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -66,6 +67,17 @@ pub struct LoadOptions {
     pub recovery: Option<Duration>,
     pub recovery_rate: f64,
     pub json: bool,
+    /// While the sales run: a loop of queries, each checked against a replay to its position
+    /// (`Checks`), and rebuilds of every read model back to back (`Rebuilds`).
+    pub checks: Option<Checks>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Checks {
+    /// Queries checked against a replay.
+    Queries,
+    /// The same, and rebuilds of every read model back to back.
+    Rebuilds,
 }
 
 /// Connections of the recovery phase (W1's).
@@ -705,6 +717,12 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
         }
     }
     // 3. Sales on every connection, paced and cut off by --duration; the lag probe runs meanwhile.
+    let checking = opts.checks.map(|c| {
+        let mut names: Vec<String> = stores.iter().flatten().cloned().collect();
+        names.sort();
+        names.dedup();
+        rebuilds::start(&opts.url, &opts.key, names, c == Checks::Rebuilds)
+    });
     let (stop_probe, probe_stop) = tokio::sync::watch::channel(false);
     let probe = tokio::spawn(probe_lag(shared.clone(), stores.clone(), probe_stop));
     let sales_started = Instant::now();
@@ -768,6 +786,10 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     let process_secs = Instant::now().duration_since(window_start).as_secs_f64();
     let _ = stop_probe.send(true);
     let mut lag_samples = probe.await.context("lag probe")?;
+    let checked = match checking {
+        Some(c) => Some(c.finish().await?),
+        None => None,
+    };
     bar.abort();
 
     // Every outcome, read back (not timed).
@@ -874,6 +896,15 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
         failure: verified.as_ref().err().cloned(),
     };
     print_summary(&summary, opts.json, workload.expected.rejected)?;
+    if let Some(c) = &checked {
+        println!(
+            "CHECKS rebuilds={} rebuild_events_per_s={:.0} queries={} wrong={} empty={} longest_query_ms={:.1}",
+            c.rebuilds, c.events_per_s, c.queries, c.wrong, c.empty, c.longest_query_ms
+        );
+        if let Some(e) = &c.example {
+            bail!("a query answered wrong or empty: {e}");
+        }
+    }
     if let Err(e) = verified {
         bail!("the books do not match what was accepted: this run has no figure ({e})");
     }

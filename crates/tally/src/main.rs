@@ -10,6 +10,7 @@ mod http_server;
 mod keys;
 mod limits;
 mod load;
+mod projections;
 mod queries;
 mod rebuild;
 mod serve;

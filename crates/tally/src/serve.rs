@@ -32,6 +32,8 @@ pub struct Options {
     pub queries: crate::queries::Files,
     /// How long a rebuild waits after each batch it folds.
     pub rebuild_pace: Duration,
+    /// What each projection does with a poison event.
+    pub policies: tally_core::projector::poison::Policies,
 }
 
 /// How long a starting server waits for its database before giving up.
@@ -103,7 +105,8 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
             backend.sink.clone(),
             signals.clone(),
         )
-        .with_rebuild_pace(opts.rebuild_pace);
+        .with_rebuild_pace(opts.rebuild_pace)
+        .with_policies(opts.policies.clone());
         workers.push((
             "projector",
             tokio::spawn(projector.run_leader(backend.leases.clone(), stop_rx.clone())),

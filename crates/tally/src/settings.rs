@@ -27,6 +27,9 @@ pub struct ServeSettings {
     pub limits: tally_http::traffic::Limits,
     /// Milliseconds a rebuild waits after each batch it folds.
     pub rebuild_pace_ms: u64,
+    /// The projections that park poison events (the others stop).
+    pub park_poison: Vec<String>,
+    pub policies: tally_core::projector::poison::Policies,
 }
 
 impl ServeSettings {
@@ -45,6 +48,11 @@ impl ServeSettings {
                 "a TLS private key is set but no certificate: set --tls-cert (TALLY_TLS_CERT, server.tls_cert) too"
             ),
         };
+        let park_poison = args
+            .park_poison
+            .clone()
+            .or_else(|| server.park_poison.clone())
+            .unwrap_or_default();
         Ok(Self {
             role: args.role.or(server.role).unwrap_or(Role::All),
             listen: args
@@ -67,6 +75,10 @@ impl ServeSettings {
             tls,
             limits: file.limits.resolve()?,
             rebuild_pace_ms: args.rebuild_pace_ms.or(server.rebuild_pace_ms).unwrap_or(0),
+            policies: tally_core::projector::poison::Policies::parking(&park_poison).map_err(
+                |e| anyhow::anyhow!("--park-poison (TALLY_PARK_POISON, server.park_poison): {e}"),
+            )?,
+            park_poison,
         })
     }
 }
@@ -96,6 +108,7 @@ struct Server {
     stock_policy: Policy,
     log_format: LogFormat,
     rebuild_pace_ms: u64,
+    park_poison: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +143,7 @@ impl Effective {
             stock_policy: serve.stock_policy,
             log_format: serve.log_format,
             rebuild_pace_ms: serve.rebuild_pace_ms,
+            park_poison: serve.park_poison.clone(),
         };
         let (data_dir, database, own_queue) = match store {
             StoreConfig::Embedded { data_dir, .. } => (

@@ -35,6 +35,7 @@ use crate::Backend;
 
 pub mod dataservices;
 pub mod event_store;
+pub mod faults;
 pub mod history;
 pub mod intake;
 pub mod keys;
@@ -157,6 +158,8 @@ macro_rules! conformance_tests {
                     upcasting::old_and_new_versions_of_the_same_facts_read_the_same,
                 verify_passes_on_a_history_and_names_an_altered_row =>
                     verify::passes_on_a_history_and_names_an_altered_row,
+                faults_are_recorded_replaced_and_cleared_with_their_update =>
+                    faults::are_recorded_replaced_and_cleared_with_their_update,
                 rebuild_shadow_versions_swap_in_whole_and_only_forward =>
                     rebuild::shadow_versions_swap_in_whole_and_only_forward,
                 rebuild_beside_a_following_projector_equals_a_replay =>

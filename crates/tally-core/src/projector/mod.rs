@@ -50,8 +50,10 @@ fn decode(payloads: Vec<EventPayload>) -> Result<Vec<(u64, Event)>, Error> {
 }
 
 mod lanes;
+pub mod poison;
 pub mod rebuild;
-use lanes::{Pending, Slow};
+use lanes::{Pending, Poisoned, Slow};
+use poison::{Fault, FaultState, Faults, Policies, STRIKES};
 
 pub struct Projector {
     store: Arc<dyn EventStore>,
@@ -72,6 +74,12 @@ pub struct Projector {
     seen: u64,
     /// How long a rebuild waits after each batch ([`rebuild::Rebuilder::with_pace`]).
     rebuild_pace: Duration,
+    /// The store's faults ([`poison`]), read with the checkpoints.
+    faults: Faults,
+    /// What each projection does with a poison event.
+    policies: Policies,
+    /// Failed folds so far, by projection and position, before its policy applies.
+    strikes: HashMap<(&'static str, u64), u32>,
 }
 
 impl Projector {
@@ -92,6 +100,9 @@ impl Projector {
             excluded: HashSet::new(),
             seen: 0,
             rebuild_pace: Duration::ZERO,
+            faults: Faults::default(),
+            policies: Policies::default(),
+            strikes: HashMap::new(),
         }
     }
 
@@ -104,6 +115,12 @@ impl Projector {
 
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// What each projection does with a poison event once retried (stop, unless it parks).
+    pub fn with_policies(mut self, policies: Policies) -> Self {
+        self.policies = policies;
         self
     }
 
@@ -130,11 +147,14 @@ impl Projector {
         let holds = &self.signals.rebuilds().holds;
         self.seen = holds.generation();
         let c = self.read.checkpoints().await?;
+        self.faults = Faults::of(&self.read.faults().await?);
         let mut excluded = holds.held();
+        // Back-filling (built beside), or stopped before a poison event until an operator's retry
+        // or skip: left alone.
         excluded.extend(
             PROJECTIONS
                 .into_iter()
-                .filter(|p| shadow::back_filling(&c, p)),
+                .filter(|p| shadow::back_filling(&c, p) || self.faults.stopped.contains_key(*p)),
         );
         self.excluded = excluded;
         self.journal = Some(journal::Builder::new(
@@ -144,7 +164,7 @@ impl Projector {
         self.slow = if self.excluded.contains(ITEM_DAILY) {
             None
         } else {
-            Slow::new(&c)
+            Slow::new(&c, &self.faults)
         };
         self.checkpoints = Some(c.clone());
         Ok(c)
@@ -180,18 +200,85 @@ impl Projector {
     /// An empty update of the projections not left alone, each from its checkpoint.
     async fn pending(&mut self) -> Result<Pending, Error> {
         let c = self.checkpoints().await?;
-        Ok(Pending::new(&c, &self.excluded))
+        Ok(Pending::new(&c, &self.excluded, &self.faults))
     }
 
     /// Folds the next events into the read models' update, the slow projection and the journal.
-    fn fold(&mut self, pending: &mut Pending, events: &[(u64, Event)]) {
-        pending.fold(events);
+    fn fold(&mut self, pending: &mut Pending, events: &[(u64, Event)]) -> Result<(), Poisoned> {
+        pending.fold(events)?;
         if let Some(s) = &mut self.slow {
-            s.fold(events);
+            s.fold(events)?;
         }
         if let Some(j) = &mut self.journal {
             j.fold(events);
         }
+        Ok(())
+    }
+
+    /// A fold failed on an event: what is folded is dropped (folded again from the checkpoints at
+    /// the next step), and each projection that cannot fold the event alone gets a strike; at
+    /// [`STRIKES`] its policy applies: it stops before the event, or parks it and goes on. The
+    /// others go on either way. Until then the error has the projector retry with back-off.
+    async fn poisoned(&mut self, p: Poisoned) -> Result<(), Error> {
+        self.forget();
+        let mut culprits = poison::culprits(&p.folding, &p.event);
+        if culprits.is_empty() {
+            // It failed folded together, not alone: each that folded it is suspect.
+            culprits = p
+                .folding
+                .iter()
+                .map(|n| {
+                    (
+                        *n,
+                        format!("{n}: its fold panicked (folded with the others)"),
+                    )
+                })
+                .collect();
+        }
+        let mut dealt = Vec::new();
+        for (name, reason) in &culprits {
+            let strikes = self.strikes.entry((name, p.position)).or_insert(0);
+            *strikes += 1;
+            if *strikes < STRIKES {
+                continue;
+            }
+            self.strikes.remove(&(*name, p.position));
+            let state = if self.policies.parks(name) {
+                FaultState::Parked
+            } else {
+                FaultState::Stopped
+            };
+            self.read
+                .record_fault(Fault {
+                    projection: (*name).to_owned(),
+                    position: p.position,
+                    state,
+                    reason: reason.clone(),
+                    at: jiff::Timestamp::now(),
+                })
+                .await?;
+            tracing::error!(
+                projection = name,
+                position = p.position,
+                state = state.as_str(),
+                reason = reason.as_str(),
+                "poison event: this projection cannot fold it; the others go on \
+                 (GET /v1/admin/projections/faults, tally projections parked list)"
+            );
+            dealt.push(*name);
+        }
+        if dealt.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "the event at position {} could not be folded ({}); retrying",
+                p.position,
+                culprits
+                    .iter()
+                    .map(|(_, r)| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        Ok(())
     }
 
     /// The update's rows; the slow projection's when `slow_now` or when it is due; and the
@@ -241,7 +328,9 @@ impl Projector {
         };
         let mut pending = self.pending().await?;
         for batch in &batches {
-            self.fold(&mut pending, batch);
+            if let Err(p) = self.fold(&mut pending, batch) {
+                return self.poisoned(p).await.map(|()| 0);
+            }
         }
         self.apply(pending, false).await?;
         self.signals.projected(last);
@@ -374,7 +463,16 @@ impl Projector {
                 Some(update) => update,
                 None => self.pending().await?,
             };
-            self.fold(&mut update, &events);
+            if let Err(p) = self.fold(&mut update, &events) {
+                // What is in flight lands (or not) first; then the fault, and the caller retries.
+                if let Some((_, handle)) = applying.take() {
+                    let _ = handle.await;
+                }
+                self.poisoned(p).await?;
+                return Err(Error::Unavailable(
+                    "a poison event was dealt with; catch up again".into(),
+                ));
+            }
             pending = Some(update);
             drop(events);
             if applying.as_ref().is_some_and(|(_, h)| !h.is_finished()) {

@@ -62,6 +62,11 @@ impl Holds {
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
+    /// Has the projector read its checkpoints and faults again before its next step (an operator
+    /// retried or skipped a fault).
+    pub fn bump(&self) {
+        self.change(|_| {});
+    }
 }
 
 /// How far a rebuild run by this process has got.
@@ -179,6 +184,8 @@ struct Job {
     name: &'static str,
     from: u64,
     acc: Accumulator,
+    /// Positions the serving version went on without ([`super::poison`]): the new one does too.
+    parked: HashSet<u64>,
 }
 
 /// Builds shadow versions and swaps them in.
@@ -247,6 +254,7 @@ impl Rebuilder {
     }
 
     async fn run(&self, todo: Vec<(&'static str, u64)>) -> Result<Vec<&'static str>, Error> {
+        let faults = super::poison::Faults::of(&self.sink.faults().await?);
         let mut jobs = todo
             .iter()
             .filter_map(|(name, from)| {
@@ -254,6 +262,7 @@ impl Rebuilder {
                     name,
                     from: *from,
                     acc,
+                    parked: faults.parked.get(*name).cloned().unwrap_or_default(),
                 })
             })
             .collect::<Vec<_>>();
@@ -353,7 +362,17 @@ impl Rebuilder {
                 .await
                 .map_err(|e| Error::Unavailable(format!("decoding task failed: {e}")))??;
         for (position, event) in &events {
-            Accumulator::fold_into(event, jobs, |j| *position > j.from, |j| &mut j.acc);
+            let takes = |j: &Job| *position > j.from && !j.parked.contains(position);
+            let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Accumulator::fold_into(event, &mut *jobs, takes, |j| &mut j.acc)
+            }));
+            if folded.is_err() {
+                // The live projector deals with a poison event by its policy; the rebuild waits.
+                return Err(Error::Unavailable(format!(
+                    "a rebuild could not fold the event at position {position}; it goes on from its \
+                     shadow checkpoint once the projector has dealt with it"
+                )));
+            }
         }
         *cursor = last;
         Ok(read)
@@ -387,7 +406,16 @@ impl Rebuilder {
     /// [`LOOK_EVERY`]) until `shutdown`. A failed rebuild is retried from its shadow checkpoint.
     pub async fn run_forever(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = LOOK_EVERY;
+        let mut faults = None;
         while !*shutdown.borrow() {
+            // Faults retried or skipped by an operator (here or in another process): the live
+            // projector reads them again.
+            if let Ok(now) = self.sink.faults().await {
+                if faults.as_ref().is_some_and(|f| *f != now) {
+                    self.status.holds.bump();
+                }
+                faults = Some(now);
+            }
             match self.run_pending().await {
                 Ok(_) => backoff = LOOK_EVERY,
                 Err(e) => {

@@ -59,12 +59,20 @@ fn batches_folded_into_one_update_equal_one_big_batch() {
     let events: Vec<_> = (1..=6)
         .map(|n| if n % 3 == 0 { adjustment(n) } else { sale(n) })
         .collect();
-    let mut whole = Pending::new(&checkpoints(0, 0, 0), &Default::default());
-    whole.fold(&events);
-    let mut parts = Pending::new(&checkpoints(0, 0, 0), &Default::default());
-    parts.fold(&events[..2]);
-    parts.fold(&events[2..5]);
-    parts.fold(&events[5..]);
+    let mut whole = Pending::new(
+        &checkpoints(0, 0, 0),
+        &Default::default(),
+        &Default::default(),
+    );
+    whole.fold(&events).expect("folds");
+    let mut parts = Pending::new(
+        &checkpoints(0, 0, 0),
+        &Default::default(),
+        &Default::default(),
+    );
+    parts.fold(&events[..2]).expect("folds");
+    parts.fold(&events[2..5]).expect("folds");
+    parts.fold(&events[5..]).expect("folds");
     assert_eq!(parts.to, 6);
     assert_eq!(parts.finish(), whole.finish());
 }
@@ -73,8 +81,12 @@ fn batches_folded_into_one_update_equal_one_big_batch() {
 fn each_projection_starts_after_its_own_checkpoint() {
     let events: Vec<_> = (1..=4).map(sale).collect();
     // inventory has seen 3 events, store days 1, supplier days all 4.
-    let mut pending = Pending::new(&checkpoints(3, 1, 4), &Default::default());
-    pending.fold(&events);
+    let mut pending = Pending::new(
+        &checkpoints(3, 1, 4),
+        &Default::default(),
+        &Default::default(),
+    );
+    pending.fold(&events).expect("folds");
     let updates = pending.finish();
     let names: Vec<_> = updates.iter().map(|u| u.projection.as_str()).collect();
     assert_eq!(

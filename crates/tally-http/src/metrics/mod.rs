@@ -42,6 +42,10 @@ pub const PROJECTION_LAG_SECONDS: &str = "tally_projection_lag_seconds";
 pub const PROJECTION_REBUILDING: &str = "tally_projection_rebuilding";
 /// Events the new version being built has left to fold (0 when none is).
 pub const PROJECTION_REBUILD_LAG_EVENTS: &str = "tally_projection_rebuild_lag_events";
+/// 1 while a read model is halted before a poison event, else 0.
+pub const PROJECTION_STOPPED: &str = "tally_projection_stopped";
+/// Poison events a read model went on without.
+pub const PROJECTION_PARKED: &str = "tally_projection_parked_events";
 pub const LOG_HEAD: &str = "tally_event_log_head";
 
 /// Every metric name a scrape lists from start-up.
@@ -62,6 +66,8 @@ pub const ALL: &[&str] = &[
     PROJECTION_LAG_SECONDS,
     PROJECTION_REBUILDING,
     PROJECTION_REBUILD_LAG_EVENTS,
+    PROJECTION_STOPPED,
+    PROJECTION_PARKED,
 ];
 
 /// The `scope` values of [`rate_limited`] registered at zero from start-up (others appear on first use).
@@ -86,7 +92,7 @@ struct Handles {
     queue_depth: Gauge,
     log_head: Gauge,
     /// Per read model (in [`PROJECTIONS`] order): position, lag in events, lag in seconds.
-    projections: Vec<(&'static str, [Gauge; 5])>,
+    projections: Vec<(&'static str, [Gauge; 7])>,
 }
 
 static HANDLES: OnceLock<Option<Handles>> = OnceLock::new();
@@ -192,6 +198,14 @@ fn register(prometheus: PrometheusHandle) -> Handles {
         PROJECTION_REBUILD_LAG_EVENTS,
         "Events the new version of a read model being built has left to fold, by model"
     );
+    describe_gauge!(
+        PROJECTION_STOPPED,
+        "1 while a read model is halted before a poison event it cannot fold, by model"
+    );
+    describe_gauge!(
+        PROJECTION_PARKED,
+        "Poison events a read model went on without (parked), by model"
+    );
     Handles {
         prometheus,
         accepted: Command::KINDS.map(|kind| counter!(COMMANDS_ACCEPTED, "type" => kind)),
@@ -216,6 +230,8 @@ fn register(prometheus: PrometheusHandle) -> Handles {
                         gauge!(PROJECTION_LAG_SECONDS, "model" => *model),
                         gauge!(PROJECTION_REBUILDING, "model" => *model),
                         gauge!(PROJECTION_REBUILD_LAG_EVENTS, "model" => *model),
+                        gauge!(PROJECTION_STOPPED, "model" => *model),
+                        gauge!(PROJECTION_PARKED, "model" => *model),
                     ],
                 )
             })
@@ -282,7 +298,11 @@ pub(crate) fn set_sampled(s: &Sampled) {
         h.log_head.set(head as f64);
     }
     for m in &s.projections {
-        if let Some((_, [p, le, ls, r, rl])) = h.projections.iter().find(|(n, _)| *n == m.model) {
+        if let Some((_, [p, le, ls, r, rl, st, pk])) =
+            h.projections.iter().find(|(n, _)| *n == m.model)
+        {
+            st.set(if m.stopped_at.is_some() { 1.0 } else { 0.0 });
+            pk.set(m.parked as f64);
             p.set(m.position as f64);
             le.set(m.lag_events as f64);
             ls.set(m.lag_seconds);
