@@ -121,6 +121,13 @@ pub struct ProjectionsCheck {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelLag {
     pub model: String,
+    #[serde(flatten)]
+    pub state: ModelState,
+}
+
+/// Where a read model stands, and what is under way with it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelState {
     /// The global position it has applied.
     pub position: u64,
     /// Events in the log it has not applied yet.
@@ -219,8 +226,13 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) 
         projections: match sample.projections {
             Ok(models) => ProjectionsCheck {
                 ok: true,
-                lag_events: Some(models.iter().map(|m| m.lag_events).max().unwrap_or(0)),
-                lag_seconds: Some(models.iter().map(|m| m.lag_seconds).fold(0.0, f64::max)),
+                lag_events: Some(models.iter().map(|m| m.state.lag_events).max().unwrap_or(0)),
+                lag_seconds: Some(
+                    models
+                        .iter()
+                        .map(|m| m.state.lag_seconds)
+                        .fold(0.0, f64::max),
+                ),
                 back_filling: Some(named(&models, "back_filling")),
                 rebuilding: Some(named(&models, "rebuilding")),
                 stopped: Some(named(&models, "stopped")),
@@ -313,7 +325,7 @@ async fn sample(s: &AppState) -> Sample {
 fn named(models: &[ModelLag], status: &str) -> Vec<String> {
     models
         .iter()
-        .filter(|m| m.status == status)
+        .filter(|m| m.state.status == status)
         .map(|m| m.model.clone())
         .collect()
 }
@@ -335,8 +347,8 @@ async fn lags(
         let lag_events = head.saturating_sub(position);
         let lag_seconds = if lag_events == 0 {
             0.0
-        } else if let Some(same) = out.iter().find(|m| m.position == position) {
-            same.lag_seconds
+        } else if let Some(same) = out.iter().find(|m| m.state.position == position) {
+            same.state.lag_seconds
         } else {
             backend
                 .events
@@ -384,13 +396,15 @@ async fn lags(
         };
         out.push(ModelLag {
             model: model.to_owned(),
-            position,
-            lag_events,
-            lag_seconds,
-            status,
-            rebuild,
-            stopped_at,
-            parked,
+            state: ModelState {
+                position,
+                lag_events,
+                lag_seconds,
+                status,
+                rebuild,
+                stopped_at,
+                parked,
+            },
         });
     }
     Ok(out)

@@ -13,30 +13,14 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::ops::{RebuildState, StoppedAt};
+use crate::ops::ModelState;
 
 /// One projection (read model).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectionState {
     pub name: String,
-    /// The global position it has applied.
-    pub position: u64,
-    /// Events in the log it has not applied yet.
-    pub lag_events: u64,
-    /// Age of the oldest event it has not applied yet (0 when caught up).
-    pub lag_seconds: f64,
-    /// `caught_up` (nothing left to apply), `behind`, `rebuilding` (a new version is being built
-    /// beside the one that serves), `back_filling` (built for the first time: its queries answer
-    /// 503 until it is) or `stopped` (halted before a poison event).
-    pub status: &'static str,
-    /// The new version being built, with its progress and ETA, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rebuild: Option<RebuildState>,
-    /// Why it is `stopped`: the poison event it halts before.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<StoppedAt>,
-    /// Events it went on without (parked poison events).
-    pub parked: u64,
+    #[serde(flatten)]
+    pub state: ModelState,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -57,14 +41,8 @@ async fn states(s: &AppState) -> Result<ProjectionList, ApiError> {
     let projections = models
         .into_iter()
         .map(|m| ProjectionState {
-            status: m.status,
             name: m.model,
-            position: m.position,
-            lag_events: m.lag_events,
-            lag_seconds: m.lag_seconds,
-            rebuild: m.rebuild,
-            stopped_at: m.stopped_at,
-            parked: m.parked,
+            state: m.state,
         })
         .collect();
     Ok(ProjectionList { head, projections })

@@ -83,6 +83,22 @@ async fn agrees_with_a_replay(app: &App, path: &str, rows: &str) -> Result<usize
     Ok(n)
 }
 
+/// An admin request without a body.
+async fn ask(app: &App, method: &str, path: &str) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    app.client
+        .request(method, app.at(path))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asks for a rebuild: its status and body.
+async fn rebuild(app: &App, path: &str) -> (reqwest::StatusCode, Value) {
+    app.post(path, &app.admin, &json!({})).await
+}
+
 async fn projection(app: &App, name: &str) -> Value {
     let list = app.get_ok("/v1/admin/projections", &app.admin).await;
     list["projections"]
@@ -160,13 +176,7 @@ async fn a_rebuild_under_a_command_stream_never_shows_an_empty_or_partial_model(
     };
 
     // Bad asks change nothing.
-    let r = app
-        .client
-        .post(app.at("/v1/admin/projections/nope/rebuild"))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = ask(&app, "POST", "/v1/admin/projections/nope/rebuild").await;
     let problem = expect_problem(r, 404, "unknown projection").await;
     assert!(
         problem["detail"]
@@ -176,30 +186,12 @@ async fn a_rebuild_under_a_command_stream_never_shows_an_empty_or_partial_model(
         "{problem}"
     );
 
-    let (status, started) = app
-        .post(
-            "/v1/admin/projections/store_daily_sales/rebuild",
-            &app.admin,
-            &json!({}),
-        )
-        .await;
+    let (status, started) = rebuild(&app, "/v1/admin/projections/store_daily_sales/rebuild").await;
     assert_eq!(status, 202, "{started}");
     assert_eq!(started["status"], "rebuilding", "{started}");
-    let (status, _) = app
-        .post(
-            "/v1/admin/projections/inventory/rebuild",
-            &app.admin,
-            &json!({}),
-        )
-        .await;
+    let (status, _) = rebuild(&app, "/v1/admin/projections/inventory/rebuild").await;
     assert_eq!(status, 202);
-    let r = app
-        .client
-        .post(app.at("/v1/admin/projections/inventory/rebuild"))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = ask(&app, "POST", "/v1/admin/projections/inventory/rebuild").await;
     expect_problem(r, 409, "a second rebuild of one projection").await;
     let during = answered.load(Ordering::Relaxed);
     // While it runs: its progress, in the admin view, the readiness check and the metrics.
@@ -248,30 +240,22 @@ async fn a_rebuild_under_a_command_stream_never_shows_an_empty_or_partial_model(
     );
 
     // A cancel drops a shadow version; the serving one is untouched.
-    let (status, _) = app
-        .post(
-            "/v1/admin/projections/till_daily_sales/rebuild",
-            &app.admin,
-            &json!({}),
-        )
-        .await;
+    let (status, _) = rebuild(&app, "/v1/admin/projections/till_daily_sales/rebuild").await;
     assert_eq!(status, 202);
-    let r = app
-        .client
-        .delete(app.at("/v1/admin/projections/till_daily_sales/rebuild"))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = ask(
+        &app,
+        "DELETE",
+        "/v1/admin/projections/till_daily_sales/rebuild",
+    )
+    .await;
     // (Unless it was quick enough to be swapped in already: then there is nothing to cancel.)
     assert!([200, 404].contains(&r.status().as_u16()), "{}", r.status());
-    let r = app
-        .client
-        .delete(app.at("/v1/admin/projections/till_daily_sales/rebuild"))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = ask(
+        &app,
+        "DELETE",
+        "/v1/admin/projections/till_daily_sales/rebuild",
+    )
+    .await;
     expect_problem(r, 404, "no rebuild to cancel").await;
 
     let mut app = Arc::into_inner(app).expect("the tasks are done");
@@ -311,13 +295,7 @@ async fn kill_9_during_a_rebuild_leaves_the_old_version_serving_and_the_rebuild_
     let mut app = spawn_app_env(dir.path(), &[("TALLY_REBUILD_PACE_MS", "1500")]);
     let wrong = transactions(&app).await;
     assert!(wrong > 1000, "the altered day is served: {wrong}");
-    let (status, _) = app
-        .post(
-            "/v1/admin/projections/store_daily_sales/rebuild",
-            &app.admin,
-            &json!({}),
-        )
-        .await;
+    let (status, _) = rebuild(&app, "/v1/admin/projections/store_daily_sales/rebuild").await;
     assert_eq!(status, 202);
     // Killed once the shadow has applied something (it applies every 2 s).
     let deadline = Instant::now() + PATIENCE;
@@ -405,13 +383,12 @@ async fn a_read_model_new_to_a_store_is_back_filled_while_the_others_serve() {
     );
     let p = projection(&app, "item_daily_sales").await;
     assert_eq!(p["status"], "back_filling", "{p}");
-    let r = app
-        .client
-        .delete(app.at("/v1/admin/projections/item_daily_sales/rebuild"))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = ask(
+        &app,
+        "DELETE",
+        "/v1/admin/projections/item_daily_sales/rebuild",
+    )
+    .await;
     expect_problem(r, 409, "cancelling a back-fill").await;
     // With time travel the log answers anyway.
     let then = app
@@ -498,13 +475,7 @@ async fn a_fail_over_during_a_rebuild_on_postgres_loses_nothing() {
     .await;
     let wrong = transactions(&gateway).await;
 
-    let (status, _) = gateway
-        .post(
-            "/v1/admin/projections/store_daily_sales/rebuild",
-            &gateway.admin,
-            &json!({}),
-        )
-        .await;
+    let (status, _) = rebuild(&gateway, "/v1/admin/projections/store_daily_sales/rebuild").await;
     assert_eq!(status, 202);
     let shadow = format!(
         "SELECT position FROM \"{schema}\".checkpoints WHERE projection = 'rebuild:store_daily_sales'"

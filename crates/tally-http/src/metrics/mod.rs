@@ -301,8 +301,13 @@ pub(crate) fn set_sampled(s: &Sampled) {
         if let Some((_, [p, le, ls, r, rl, st, pk])) =
             h.projections.iter().find(|(n, _)| *n == m.model)
         {
-            st.set(if m.stopped_at.is_some() { 1.0 } else { 0.0 });
-            pk.set(m.parked as f64);
+            st.set(if m.state.stopped_at.is_some() {
+                1.0
+            } else {
+                0.0
+            });
+            pk.set(m.state.parked as f64);
+            let m = &m.state;
             p.set(m.position as f64);
             le.set(m.lag_events as f64);
             ls.set(m.lag_seconds);
