@@ -198,9 +198,7 @@ pub async fn run_query(
         crate::queries::wait_for_all(&s, &PROJECTIONS, min).await?;
     }
     // The views span the read models: none may be half built.
-    for p in PROJECTIONS {
-        crate::queries::not_back_filling(&s, p).await?;
-    }
+    crate::queries::not_back_filling(&s, &PROJECTIONS).await?;
     let started = Instant::now();
     let answer = s.queries.backend().run(&q, binds, limit).await;
     metrics::histogram!(QUERY_SECONDS, "query" => q.name.clone())

@@ -330,7 +330,7 @@ impl ProjectionSink for Postgres {
     async fn reset(&self, projection: &str) -> Result<()> {
         let tables = match projection {
             JOURNAL => vec!["rm_journal"],
-            other => known_tables(other)?,
+            other => shadow::known_tables(other)?,
         };
         let mut client = self.client().await?;
         let tx = client
@@ -353,7 +353,7 @@ impl ProjectionSink for Postgres {
     }
 
     async fn start_rebuild(&self, projection: &str) -> Result<()> {
-        let tables = known_tables(projection)?;
+        let tables = shadow::known_tables(projection)?;
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -363,7 +363,8 @@ impl ProjectionSink for Postgres {
         for table in tables {
             let shadow = shadow::table_of(table);
             ddl.push(format!(
-                "DROP TABLE IF EXISTS {shadow}; CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)"
+                "{}; CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)",
+                shadow::drop_sql(table)
             ));
         }
         tx.batch_execute(&ddl.join("; "))
@@ -376,7 +377,7 @@ impl ProjectionSink for Postgres {
     }
 
     async fn swap_rebuild(&self, projection: &str) -> Result<Option<u64>> {
-        let tables = known_tables(projection)?;
+        let tables = shadow::known_tables(projection)?;
         let name = shadow::checkpoint_of(projection);
         let mut client = self.client().await?;
         let tx = client
@@ -417,13 +418,7 @@ impl ProjectionSink for Postgres {
         if serving > at {
             return Ok(None);
         }
-        let mut copy = Vec::new();
-        for table in tables {
-            let shadow = shadow::table_of(table);
-            copy.push(format!(
-                "DELETE FROM {table}; INSERT INTO {table} SELECT * FROM {shadow}; DROP TABLE {shadow}"
-            ));
-        }
+        let copy: Vec<String> = tables.iter().map(|t| shadow::swap_sql(t)).collect();
         tx.batch_execute(&copy.join("; "))
             .await
             .map_err(|e| pg_error("swapping a rebuilt read model in", e))?;
@@ -455,7 +450,7 @@ impl ProjectionSink for Postgres {
     }
 
     async fn cancel_rebuild(&self, projection: &str) -> Result<bool> {
-        let tables = known_tables(projection)?;
+        let tables = shadow::known_tables(projection)?;
         let name = shadow::checkpoint_of(projection);
         let mut client = self.client().await?;
         let tx = client
@@ -467,10 +462,7 @@ impl ProjectionSink for Postgres {
             .await
             .map_err(|e| pg_error("dropping a shadow checkpoint", e))?
             > 0;
-        let drop: Vec<String> = tables
-            .iter()
-            .map(|t| format!("DROP TABLE IF EXISTS {}", shadow::table_of(t)))
-            .collect();
+        let drop: Vec<String> = tables.iter().map(|t| shadow::drop_sql(t)).collect();
         tx.batch_execute(&drop.join("; "))
             .await
             .map_err(|e| pg_error("dropping shadow tables", e))?;
@@ -479,15 +471,6 @@ impl ProjectionSink for Postgres {
             .map_err(|e| pg_error("committing a cancel", e))?;
         Ok(was)
     }
-}
-
-/// The tables of a projection that can be rebuilt; an error for any other name.
-fn known_tables(projection: &str) -> Result<Vec<&'static str>> {
-    let tables = shadow::tables(projection);
-    if tables.is_empty() {
-        return Err(Error::Corrupt(format!("no projection {projection:?}")));
-    }
-    Ok(tables)
 }
 
 async fn set_checkpoint(tx: &Transaction<'_>, projection: &str, position: u64) -> Result<()> {

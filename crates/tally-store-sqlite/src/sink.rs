@@ -209,7 +209,7 @@ impl ProjectionSink for Sqlite {
     async fn reset(&self, projection: &str) -> Result<()> {
         let tables = match projection {
             JOURNAL => vec!["rm_journal"],
-            other => known_tables(other)?,
+            other => shadow::known_tables(other)?,
         };
         let projection = projection.to_owned();
         self.writer
@@ -229,13 +229,13 @@ impl ProjectionSink for Sqlite {
     }
 
     async fn start_rebuild(&self, projection: &str) -> Result<()> {
-        let tables = known_tables(projection)?;
+        let tables = shadow::known_tables(projection)?;
         let checkpoint = shadow::checkpoint_of(projection);
         self.writer
             .write(move |conn| {
                 for table in tables {
                     let shadow = shadow::table_of(table);
-                    conn.execute(&format!("DROP TABLE IF EXISTS {shadow}"), [])
+                    conn.execute(&shadow::drop_sql(table), [])
                         .map_err(sql_error)?;
                     // The serving table's own definition (with every column a migration added),
                     // under the shadow's name.
@@ -255,7 +255,7 @@ impl ProjectionSink for Sqlite {
     }
 
     async fn swap_rebuild(&self, projection: &str) -> Result<Option<u64>> {
-        let tables = known_tables(projection)?;
+        let tables = shadow::known_tables(projection)?;
         let projection = projection.to_owned();
         self.writer
             .write(move |conn| {
@@ -269,12 +269,8 @@ impl ProjectionSink for Sqlite {
                     return Ok(None);
                 }
                 for table in tables {
-                    let shadow = shadow::table_of(table);
-                    conn.execute_batch(&format!(
-                        "DELETE FROM {table}; INSERT INTO {table} SELECT * FROM {shadow}; \
-                         DROP TABLE {shadow};"
-                    ))
-                    .map_err(sql_error)?;
+                    conn.execute_batch(&shadow::swap_sql(table))
+                        .map_err(sql_error)?;
                 }
                 set_checkpoint(conn, &projection, at)?;
                 conn.execute(
@@ -310,17 +306,14 @@ impl ProjectionSink for Sqlite {
     }
 
     async fn cancel_rebuild(&self, projection: &str) -> Result<bool> {
-        let tables = known_tables(projection)?;
+        let tables = shadow::known_tables(projection)?;
         let name = shadow::checkpoint_of(projection);
         self.writer
             .write(move |conn| {
                 let was = shadow_checkpoint(conn, &name)?.is_some();
                 for table in tables {
-                    conn.execute(
-                        &format!("DROP TABLE IF EXISTS {}", shadow::table_of(table)),
-                        [],
-                    )
-                    .map_err(sql_error)?;
+                    conn.execute(&shadow::drop_sql(table), [])
+                        .map_err(sql_error)?;
                 }
                 conn.execute(
                     "DELETE FROM checkpoints WHERE projection = ?1",
@@ -331,15 +324,6 @@ impl ProjectionSink for Sqlite {
             })
             .await
     }
-}
-
-/// The tables of a projection that can be rebuilt; an error for any other name.
-fn known_tables(projection: &str) -> Result<Vec<&'static str>> {
-    let tables = shadow::tables(projection);
-    if tables.is_empty() {
-        return Err(Error::Corrupt(format!("no projection {projection:?}")));
-    }
-    Ok(tables)
 }
 
 fn shadow_checkpoint(conn: &Connection, name: &str) -> Result<Option<u64>> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tally_domain::Event;
 
-use super::poison::Faults;
+use super::poison::{Faults, is_parked};
 use crate::readmodel::{Accumulator, ITEM_DAILY, LIVE, ProjectionUpdate};
 
 /// The slow projection is applied at most this often (and at the end of a catch-up). Its rows (W1:
@@ -57,7 +57,7 @@ fn folds(fold: impl FnOnce()) -> bool {
 
 impl Lane {
     fn takes(&self, position: u64) -> bool {
-        position > self.from && (self.parked.is_empty() || !self.parked.contains(&position))
+        position > self.from && !is_parked(&self.parked, position)
     }
 }
 
@@ -85,7 +85,7 @@ impl Pending {
                     name,
                     from,
                     acc,
-                    parked: faults.parked.get(*name).cloned().unwrap_or_default(),
+                    parked: faults.parked_of(name),
                 })
             })
             .collect();
@@ -157,7 +157,7 @@ impl Slow {
             folded: from,
             acc: Accumulator::for_projection(ITEM_DAILY)?,
             since,
-            parked: faults.parked.get(ITEM_DAILY).cloned().unwrap_or_default(),
+            parked: faults.parked_of(ITEM_DAILY),
         })
     }
 
@@ -174,7 +174,7 @@ impl Slow {
     pub(super) fn fold(&mut self, events: &[(u64, Event)]) -> Result<(), Poisoned> {
         let from = self.folded;
         for (position, event) in events.iter().filter(|(p, _)| *p > from) {
-            if self.parked.is_empty() || !self.parked.contains(position) {
+            if !is_parked(&self.parked, *position) {
                 let acc = &mut self.acc;
                 if planted(event, || vec![ITEM_DAILY]) || !folds(|| acc.fold(event)) {
                     return Err(Poisoned {

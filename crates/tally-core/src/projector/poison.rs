@@ -121,6 +121,19 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// The positions `projection` goes on without.
+    pub fn parked_of(&self, projection: &str) -> HashSet<u64> {
+        self.parked.get(projection).cloned().unwrap_or_default()
+    }
+}
+
+/// Whether `position` is one of `parked`, looked up only when there are any (this is on the
+/// fold's path, once per event and projection).
+pub fn is_parked(parked: &HashSet<u64>, position: u64) -> bool {
+    !parked.is_empty() && parked.contains(&position)
+}
+
 /// The test hook that plants a poison event: with `TALLY_TEST_POISON_PROJECTION` set to a
 /// projection's name, that projection's fold fails on every sale whose id starts with `poison`.
 /// Unset (always, outside tests), it does nothing.

@@ -97,7 +97,7 @@ pub struct Status {
     pub holds: Holds,
     progress: Mutex<HashMap<&'static str, Progress>>,
     wake: Notify,
-    back_filling: tokio::sync::Mutex<Option<(Instant, HashSet<String>)>>,
+    back_filling: std::sync::RwLock<Option<(Instant, HashSet<&'static str>)>>,
 }
 
 impl Status {
@@ -122,33 +122,38 @@ impl Status {
     }
 
     /// Forgets which projections are back-filling (one was just swapped in).
-    async fn swapped(&self) {
-        *self.back_filling.lock().await = None;
+    fn swapped(&self) {
+        *self.back_filling.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Whether `projection` is being back-filled (no serving version yet), from the checkpoints as
-    /// read at most [`BACK_FILL_TTL`] ago: a query of it has nothing right to answer from.
+    /// The first of `projections` being back-filled (no serving version yet), from the
+    /// checkpoints as read at most [`BACK_FILL_TTL`] ago: a query of it has nothing right to answer
+    /// from. On every query's path: a read lock, and a read of the checkpoints once a second.
     pub async fn back_filling(
         &self,
         read: &dyn ReadModels,
-        projection: &str,
-    ) -> Result<bool, Error> {
-        let mut cached = self.back_filling.lock().await;
-        let fresh = cached
+        projections: &[&str],
+    ) -> Result<Option<&'static str>, Error> {
+        let first =
+            |names: &HashSet<&'static str>| projections.iter().find_map(|p| names.get(*p).copied());
+        if let Some((at, names)) = self
+            .back_filling
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < BACK_FILL_TTL);
-        if !fresh {
-            let c = read.checkpoints().await?;
-            let names = crate::readmodel::PROJECTIONS
-                .into_iter()
-                .filter(|p| shadow::unbuilt(&c, p))
-                .map(str::to_owned)
-                .collect();
-            *cached = Some((Instant::now(), names));
+            && at.elapsed() < BACK_FILL_TTL
+        {
+            return Ok(first(names));
         }
-        Ok(cached
-            .as_ref()
-            .is_some_and(|(_, names)| names.contains(projection)))
+        let c = read.checkpoints().await?;
+        let names: HashSet<&'static str> = crate::readmodel::PROJECTIONS
+            .into_iter()
+            .filter(|p| shadow::unbuilt(&c, p))
+            .collect();
+        let answer = first(&names);
+        *self.back_filling.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), names));
+        Ok(answer)
     }
 }
 
@@ -262,7 +267,7 @@ impl Rebuilder {
                     name,
                     from: *from,
                     acc,
-                    parked: faults.parked.get(*name).cloned().unwrap_or_default(),
+                    parked: faults.parked_of(name),
                 })
             })
             .collect::<Vec<_>>();
@@ -327,7 +332,7 @@ impl Rebuilder {
                     Some(at) => {
                         held.release(j.name);
                         self.status.set_progress(j.name, None);
-                        self.status.swapped().await;
+                        self.status.swapped();
                         tracing::info!(
                             projection = j.name,
                             position = at,
@@ -362,7 +367,8 @@ impl Rebuilder {
                 .await
                 .map_err(|e| Error::Unavailable(format!("decoding task failed: {e}")))??;
         for (position, event) in &events {
-            let takes = |j: &Job| *position > j.from && !j.parked.contains(position);
+            let takes =
+                |j: &Job| *position > j.from && !super::poison::is_parked(&j.parked, *position);
             let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 Accumulator::fold_into(event, &mut *jobs, takes, |j| &mut j.acc)
             }));

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use crate::ports::Error;
 use crate::readmodel::PROJECTIONS;
 use crate::verify::TABLES;
 
@@ -46,6 +47,27 @@ pub fn tables(projection: &str) -> Vec<&'static str> {
         .filter(|t| t.projection == projection)
         .map(|t| t.name)
         .collect()
+}
+
+/// [`tables`] of a projection that can be rebuilt; [`Error::Corrupt`] for any other name.
+pub fn known_tables(projection: &str) -> Result<Vec<&'static str>, Error> {
+    let tables = tables(projection);
+    if tables.is_empty() {
+        return Err(Error::Corrupt(format!("no projection {projection:?}")));
+    }
+    Ok(tables)
+}
+
+/// The statements that swap a table's shadow in (in the swap's transaction): the serving rows
+/// replaced by the shadow's, the shadow dropped. Plain SQL both backends run as it is.
+pub fn swap_sql(table: &str) -> String {
+    let shadow = table_of(table);
+    format!("DELETE FROM {table}; INSERT INTO {table} SELECT * FROM {shadow}; DROP TABLE {shadow}")
+}
+
+/// The statement that drops a table's shadow, if there is one.
+pub fn drop_sql(table: &str) -> String {
+    format!("DROP TABLE IF EXISTS {}", table_of(table))
 }
 
 /// The projections whose shadow version is being built, each with its shadow checkpoint, in the

@@ -119,7 +119,7 @@ pub async fn knowledge(
         (None, None) => None,
     };
     if prefix.is_none() {
-        not_back_filling(s, projection).await?;
+        not_back_filling(s, &[projection]).await?;
     }
     match (prefix, min) {
         (Some(Knowledge::Prefix { position, .. }), Some(min)) if min > position => {
@@ -137,11 +137,11 @@ pub async fn knowledge(
     }
 }
 
-/// 503 with `Retry-After` while `projection` is being built for the first time: it has no
+/// 503 with `Retry-After` while one of `projections` is being built for the first time: it has no
 /// version yet whose figures are right. (Time travel folds the log, so `as_of` still answers.)
-pub(crate) async fn not_back_filling(s: &AppState, projection: &str) -> Result<(), ApiError> {
+pub(crate) async fn not_back_filling(s: &AppState, projections: &[&str]) -> Result<(), ApiError> {
     let read = s.backend.read.as_ref();
-    if s.signals.rebuilds().back_filling(read, projection).await? {
+    if let Some(projection) = s.signals.rebuilds().back_filling(read, projections).await? {
         return Err(ApiError::Unavailable {
             detail: format!(
                 "the read model {projection} is being built from the log for the first time; \
