@@ -206,6 +206,9 @@ pub trait ProjectionSink: Send + Sync + 'static {
     async fn swap_rebuild(&self, projection: &str) -> Result<Option<u64>>;
     /// Drops a shadow version, tables and checkpoint (a cancelled rebuild); false if there was none.
     async fn cancel_rebuild(&self, projection: &str) -> Result<bool>;
+    /// Each store's last journal chunk sealed at or before `upto`, head alone ([`Journal::stock_chunks`]
+    /// of every store): where the projector's journal resumes from.
+    async fn journal_heads(&self, upto: u64) -> Result<Vec<StoredChunk>>;
     /// Every fault recorded ([`crate::projector::poison`]), by projection, then position.
     async fn faults(&self) -> Result<Vec<crate::projector::poison::Fault>>;
     /// Records a fault, replacing any of the same projection and position.
@@ -285,6 +288,15 @@ pub trait Journal: Send + Sync + 'static {
         store: Option<&StoreId>,
         upto: u64,
         heads_upto: u64,
+    ) -> Result<Positioned<Vec<StoredChunk>>>;
+    /// What a store's stock as of `upto` needs: for each store (or the one), its last chunk whose
+    /// interval ends at or before `upto`, head alone (its moves empty), and the chunk whose interval
+    /// holds `upto`, with its moves; by store, then interval, with the journal's checkpoint read in
+    /// the same snapshot.
+    async fn stock_chunks(
+        &self,
+        store: Option<&StoreId>,
+        upto: u64,
     ) -> Result<Positioned<Vec<StoredChunk>>>;
 }
 

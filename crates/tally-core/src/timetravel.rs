@@ -212,9 +212,9 @@ impl TimeTravel {
         Ok(())
     }
 
-    /// A store's stock as of `upto` (of `item` alone, when given): the whole sealed intervals from
-    /// their chunks' heads (their net change per item, without their moves), the interval holding
-    /// `upto` from its moves, and the log after the journal.
+    /// A store's stock as of `upto` (of `item` alone, when given): the stock in the head of its last
+    /// chunk sealed at or before `upto`, the moves of the interval holding `upto`, and the log after
+    /// the journal.
     async fn stock(
         &self,
         store: &StoreId,
@@ -228,13 +228,13 @@ impl TimeTravel {
                 *stock.entry(i.to_owned()).or_default() += change;
             }
         };
-        let journal = self.journal.chunks(Some(store), upto, upto).await?;
+        let journal = self.journal.stock_chunks(Some(store), upto).await?;
         let mut version = 0;
         for stored in &journal.rows {
             if stored.interval_end <= upto {
                 let head = Head::decode(stored).map_err(|e| bad_chunk(stored, e))?;
-                version += head.events;
-                head.each_stock_change(&mut add);
+                version = head.version;
+                head.each_stock(&mut add);
             } else {
                 let chunk = Chunk::decode(stored).map_err(|e| bad_chunk(stored, e))?;
                 version += chunk.head().events;

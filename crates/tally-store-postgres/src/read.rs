@@ -263,19 +263,35 @@ impl ReadModels for Postgres {
         range: DateRange,
     ) -> Result<Positioned<ItemSales>> {
         let (from, to) = bounds(range);
-        let store = store.map(|s| s.as_str());
-        // The supplier comes along on every row (an item has one); `min` picks it per date.
-        let a = self
-            .snapshot(
-                ITEM_DAILY,
-                &format!(
-                    "SELECT date::text, {ITEM_FIGURES}, min(supplier_id) FROM rm_item_daily \
-                     WHERE item_id = $1 AND date >= $2::text::date AND date <= $3::text::date \
-                     AND ($4::text IS NULL OR store_id = $4) GROUP BY date ORDER BY date"
-                ),
-                &[&item.as_str(), &from, &to, &store],
-            )
-            .await?;
+        // The supplier comes along on every row (an item has one); `min` picks it per date. One
+        // store's days from its rows of item daily sales (one range of the key), every store's
+        // from the item's totals (whose date is text).
+        let a = match store {
+            Some(store) => {
+                self.snapshot(
+                    ITEM_DAILY,
+                    &format!(
+                        "SELECT date::text, {ITEM_FIGURES}, min(supplier_id) FROM rm_item_daily \
+                         WHERE store_id = $1 AND item_id = $2 AND date >= $3::text::date \
+                         AND date <= $4::text::date GROUP BY date ORDER BY date"
+                    ),
+                    &[&store.as_str(), &item.as_str(), &from, &to],
+                )
+                .await?
+            }
+            None => {
+                self.snapshot(
+                    ITEM_DAILY,
+                    &format!(
+                        "SELECT date, {ITEM_FIGURES}, min(supplier_id) FROM rm_item_totals \
+                         WHERE item_id = $1 AND date >= $2::text AND date <= $3::text \
+                         GROUP BY date ORDER BY date"
+                    ),
+                    &[&item.as_str(), &from, &to],
+                )
+                .await?
+            }
+        };
         let supplier = a.rows.first().map(|r| supplier_id(r.get(6))).transpose()?;
         let supplier = match supplier {
             Some(s) => Some(s),
@@ -284,7 +300,7 @@ impl ReadModels for Postgres {
                 let b = self
                     .snapshot(
                         ITEM_DAILY,
-                        "SELECT supplier_id FROM rm_item_daily WHERE item_id = $1 LIMIT 1",
+                        "SELECT supplier_id FROM rm_item_totals WHERE item_id = $1 LIMIT 1",
                         &[&item.as_str()],
                     )
                     .await?;
@@ -305,16 +321,32 @@ impl ReadModels for Postgres {
         let store = query.store.as_ref().map(|s| s.as_str());
         let supplier = query.supplier.as_ref().map(|s| s.as_str());
         let limit = query.limit as i64;
+        // A store's items from its range of item daily sales; the chain's from the item totals
+        // (a store count fewer rows, dates as text).
+        let (table, date_is, store_is) = match store {
+            Some(_) => (
+                "rm_item_daily",
+                "date >= $1::text::date AND date <= $2::text::date",
+                "store_id = $3",
+            ),
+            None => (
+                "rm_item_totals",
+                "date >= $1::text AND date <= $2::text",
+                "$3::text IS NULL",
+            ),
+        };
         let a = self
             .snapshot(
                 ITEM_DAILY,
-                "SELECT item_id, sum(units_sold)::bigint AS units, \
-                 (sum(gross_cents) - sum(discount_cents) - sum(returned_cents))::bigint AS net \
-                 FROM rm_item_daily WHERE date >= $1::text::date AND date <= $2::text::date \
-                 AND ($3::text IS NULL OR store_id = $3) AND ($4::text IS NULL OR supplier_id = $4) \
-                 GROUP BY item_id \
-                 HAVING sum(units_sold) <> 0 OR sum(gross_cents) - sum(discount_cents) - sum(returned_cents) <> 0 \
-                 ORDER BY units DESC, item_id COLLATE \"C\" LIMIT $5",
+                &format!(
+                    "SELECT item_id, sum(units_sold)::bigint AS units, \
+                     (sum(gross_cents) - sum(discount_cents) - sum(returned_cents))::bigint AS net \
+                     FROM {table} WHERE {store_is} AND {date_is} \
+                     AND ($4::text IS NULL OR supplier_id = $4) \
+                     GROUP BY item_id \
+                     HAVING sum(units_sold) <> 0 OR sum(gross_cents) - sum(discount_cents) - sum(returned_cents) <> 0 \
+                     ORDER BY units DESC, item_id COLLATE \"C\" LIMIT $5"
+                ),
                 &[&from, &to, &store, &supplier, &limit],
             )
             .await?;
@@ -357,16 +389,45 @@ impl Journal for Postgres {
         let chunks = a
             .rows
             .iter()
-            .map(|r| {
-                Ok(StoredChunk {
-                    store: r.get(0),
-                    interval_start: to_u64(r.get(1), "interval start")?,
-                    interval_end: to_u64(r.get(2), "interval end")?,
-                    head: r.get(3),
-                    moves: r.get(4),
-                })
-            })
+            .map(stored_chunk)
             .collect::<Result<Vec<_>>>()?;
         Ok(Positioned::new(a.position, chunks))
     }
+
+    async fn stock_chunks(
+        &self,
+        store: Option<&StoreId>,
+        upto: u64,
+    ) -> Result<Positioned<Vec<StoredChunk>>> {
+        let store = store.map(|s| s.as_str());
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        let a = self
+            .snapshot(
+                JOURNAL,
+                "SELECT store_id, interval_start, interval_end, head, \
+                 CASE WHEN interval_end > $2 THEN moves ELSE ''::bytea END FROM rm_journal j \
+                 WHERE ($1::text IS NULL OR store_id = $1) AND interval_start < $2 \
+                 AND (interval_end > $2 OR interval_start = (SELECT max(interval_start) \
+                      FROM rm_journal k WHERE k.store_id = j.store_id AND k.interval_end <= $2)) \
+                 ORDER BY store_id COLLATE \"C\", interval_start",
+                &[&store, &upto],
+            )
+            .await?;
+        let chunks = a
+            .rows
+            .iter()
+            .map(stored_chunk)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Positioned::new(a.position, chunks))
+    }
+}
+
+fn stored_chunk(r: &tokio_postgres::Row) -> Result<StoredChunk> {
+    Ok(StoredChunk {
+        store: r.get(0),
+        interval_start: to_u64(r.get(1), "interval start")?,
+        interval_end: to_u64(r.get(2), "interval end")?,
+        head: r.get(3),
+        moves: r.get(4),
+    })
 }

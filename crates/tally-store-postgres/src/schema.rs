@@ -256,6 +256,47 @@ CREATE TABLE projection_faults (
     PRIMARY KEY (projection, position)
 );
 "#,
+    r#"
+-- Item daily sales keyed store first (a store's items and weeks are one range of the key; an
+-- item's days in one store too), and beside them the item totals: the same figures per item and
+-- business date over every store, which the cross-store questions read (an item's days, a
+-- supplier's sell-through, every item's returns) in about a store count fewer rows. Both are the
+-- projection item_daily_sales, written in its transactions; the totals start as the sums of the
+-- rows already there. The totals' date is `YYYY-MM-DD` text, the form the views show, so that a
+-- view's date range is a range of the key (a date column would be compared through to_char, row
+-- by row). A rebuild of item daily sales in progress is cancelled (its shadow has the old key);
+-- the serving version stays.
+ALTER TABLE rm_item_daily DROP CONSTRAINT rm_item_daily_pkey,
+    ADD PRIMARY KEY (store_id, item_id, date);
+CREATE TABLE rm_item_totals (
+    item_id           text   NOT NULL,
+    date              text   NOT NULL,
+    supplier_id       text   NOT NULL,
+    units_sold        bigint NOT NULL,
+    gross_cents       bigint NOT NULL,
+    returned_units    bigint NOT NULL,
+    returned_cents    bigint NOT NULL,
+    units_supplied    bigint NOT NULL,
+    supply_cost_cents bigint NOT NULL,
+    discount_cents    bigint NOT NULL,
+    PRIMARY KEY (item_id, date)
+);
+INSERT INTO rm_item_totals
+    SELECT item_id, to_char(date, 'YYYY-MM-DD'), min(supplier_id), sum(units_sold), sum(gross_cents),
+           sum(returned_units), sum(returned_cents), sum(units_supplied), sum(supply_cost_cents),
+           sum(discount_cents)
+    FROM rm_item_daily GROUP BY item_id, date;
+DROP TABLE IF EXISTS rm_item_daily_rebuild;
+DELETE FROM checkpoints WHERE projection = 'rebuild:item_daily_sales';
+"#,
+    r#"
+-- The journal's heads carry each store's whole stock and stream version at their interval's end
+-- (time travel reads one head for a store's stock, not every interval's): chunks in the old form
+-- cannot be decoded, so they are emptied, and the missing checkpoint has the projector fold the
+-- journal again from the log (until it has caught up, time travel reads the stores' streams).
+DELETE FROM rm_journal;
+DELETE FROM checkpoints WHERE projection = 'journal';
+"#,
 ];
 
 /// What a migration run did.

@@ -6,9 +6,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use tally_core::ports::{Error, ProjectionSink, Result};
+use tally_core::ports::{Error, Journal, ProjectionSink, Result};
 use tally_core::projector::poison::Fault;
-use tally_core::readmodel::journal::JOURNAL;
+use tally_core::readmodel::journal::{JOURNAL, StoredChunk};
 use tally_core::readmodel::shadow;
 use tally_core::readmodel::{Delta, ItemDailyDelta, ProjectionUpdate, Registered};
 use tokio_postgres::Transaction;
@@ -220,6 +220,33 @@ async fn apply_item_daily(
     )
     .await
     .map_err(|e| pg_error("updating item daily sales", e))?;
+    let totals = delta.totals();
+    let (mut items, mut dates, mut suppliers) = (Vec::new(), Vec::new(), Vec::new());
+    let mut f: [Vec<i64>; 7] = Default::default();
+    for t in &totals {
+        items.push(t.item);
+        dates.push(t.date.to_string());
+        suppliers.push(t.supplier);
+        for (column, v) in f.iter_mut().zip(t.figures) {
+            column.push(v);
+        }
+    }
+    tx.execute(&*on(shadow, "INSERT INTO rm_item_totals (item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, \
+         units_supplied, supply_cost_cents, discount_cents) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
+         $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
+         ON CONFLICT (item_id, date) DO UPDATE SET \
+         units_sold = rm_item_totals.units_sold + excluded.units_sold, \
+         gross_cents = rm_item_totals.gross_cents + excluded.gross_cents, \
+         returned_units = rm_item_totals.returned_units + excluded.returned_units, \
+         returned_cents = rm_item_totals.returned_cents + excluded.returned_cents, \
+         units_supplied = rm_item_totals.units_supplied + excluded.units_supplied, \
+         supply_cost_cents = rm_item_totals.supply_cost_cents + excluded.supply_cost_cents, \
+         discount_cents = rm_item_totals.discount_cents + excluded.discount_cents"),
+        &[&items, &dates, &suppliers, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6]],
+    )
+    .await
+    .map_err(|e| pg_error("updating item totals", e))?;
     Ok(())
 }
 
@@ -430,6 +457,10 @@ impl ProjectionSink for Postgres {
             .await
             .map_err(|e| pg_error("committing a swap", e))?;
         Ok(Some(at))
+    }
+
+    async fn journal_heads(&self, upto: u64) -> Result<Vec<StoredChunk>> {
+        Ok(Journal::stock_chunks(self, None, upto).await?.rows)
     }
 
     async fn faults(&self) -> Result<Vec<Fault>> {

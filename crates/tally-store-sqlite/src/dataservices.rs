@@ -39,7 +39,7 @@ CREATE TEMP VIEW inventory AS SELECT store_id, item_id, on_hand FROM main.rm_inv
 CREATE TEMP VIEW store_daily_sales AS
     SELECT store_id, date, transactions, units_sold, gross_cents, returned_units, returned_cents,
            gross_cents - discount_cents - returned_cents AS net_cents,
-           date(date, '-' || ((CAST(strftime('%w', date) AS INTEGER) + 6) % 7) || ' days') AS week,
+           date(date, '-6 days', 'weekday 1') AS week,
            discount_cents
     FROM main.rm_store_daily;
 CREATE TEMP VIEW supplier_daily AS
@@ -48,7 +48,7 @@ CREATE TEMP VIEW supplier_daily AS
 CREATE TEMP VIEW item_daily_sales AS
     SELECT store_id, item_id, supplier_id, date, units_sold, gross_cents, returned_units,
            returned_cents, gross_cents - discount_cents - returned_cents AS net_cents,
-           date(date, '-' || ((CAST(strftime('%w', date) AS INTEGER) + 6) % 7) || ' days') AS week,
+           date(date, '-6 days', 'weekday 1') AS week,
            discount_cents
     FROM main.rm_item_daily
     WHERE units_sold <> 0 OR gross_cents <> 0 OR returned_units <> 0 OR returned_cents <> 0
@@ -57,6 +57,12 @@ CREATE TEMP VIEW supplier_item_daily AS
     SELECT supplier_id, item_id, store_id, date, units_supplied, supply_cost_cents, units_sold,
            gross_cents - discount_cents AS sales_cents
     FROM main.rm_item_daily;
+CREATE TEMP VIEW item_daily_totals AS
+    SELECT item_id, supplier_id, date, units_sold, gross_cents, returned_units, returned_cents,
+           gross_cents - discount_cents - returned_cents AS net_cents,
+           date(date, '-6 days', 'weekday 1') AS week, discount_cents, units_supplied,
+           supply_cost_cents, gross_cents - discount_cents AS sales_cents
+    FROM main.rm_item_totals;
 CREATE TEMP VIEW till_daily_sales AS
     SELECT store_id, NULLIF(till_id, '') AS till_id, date, transactions, gross_cents, discount_cents
     FROM main.rm_till_daily
@@ -166,6 +172,7 @@ const BACKING: &[&str] = &[
     "rm_store_daily",
     "rm_supplier_daily",
     "rm_item_daily",
+    "rm_item_totals",
     "rm_till_daily",
     "events",
 ];

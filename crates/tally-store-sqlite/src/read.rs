@@ -286,21 +286,36 @@ impl ReadModels for Sqlite {
             .read(move |conn| {
                 snapshot(conn, ITEM_DAILY, |conn| {
                     let supplier = conn
-                        .prepare_cached("SELECT supplier_id FROM rm_item_daily WHERE item_id = ?1 LIMIT 1")
+                        .prepare_cached("SELECT supplier_id FROM rm_item_totals WHERE item_id = ?1 LIMIT 1")
                         .map_err(sql_error)?
                         .query_row(params![item], |r| r.get::<_, String>(0))
                         .optional()
                         .map_err(sql_error)?;
-                    let raw = rows(
-                        conn,
-                        &format!(
-                            "SELECT date, {ITEM_FIGURES} FROM rm_item_daily \
-                             WHERE item_id = ?1 AND date >= ?2 AND date <= ?3 AND (?4 IS NULL OR store_id = ?4) \
-                             GROUP BY date ORDER BY date"
-                        ),
-                        params![item, from, to, store],
-                        |r| Ok((r.get(0)?, item_day(r, 1)?)),
-                    )?;
+                    // One store's days from its rows of item daily sales (one range of the key),
+                    // every store's from the item's totals.
+                    let day = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, item_day(r, 1)?));
+                    let raw = match &store {
+                        Some(store) => rows(
+                            conn,
+                            &format!(
+                                "SELECT date, {ITEM_FIGURES} FROM rm_item_daily \
+                                 WHERE store_id = ?1 AND item_id = ?2 AND date >= ?3 AND date <= ?4 \
+                                 GROUP BY date ORDER BY date"
+                            ),
+                            params![store, item, from, to],
+                            day,
+                        )?,
+                        None => rows(
+                            conn,
+                            &format!(
+                                "SELECT date, {ITEM_FIGURES} FROM rm_item_totals \
+                                 WHERE item_id = ?1 AND date >= ?2 AND date <= ?3 \
+                                 GROUP BY date ORDER BY date"
+                            ),
+                            params![item, from, to],
+                            day,
+                        )?,
+                    };
                     Ok(ItemSales {
                         supplier_id: supplier.map(|s| supplier_id(&s)).transpose()?,
                         days: dated(raw, ItemDay::is_empty)?,
@@ -318,13 +333,21 @@ impl ReadModels for Sqlite {
         self.readers
             .read(move |conn| {
                 snapshot(conn, ITEM_DAILY, |conn| {
+                    // A store's items from its range of item daily sales; the chain's from the
+                    // item totals (a store count fewer rows).
+                    let (table, store_is) = match store {
+                        Some(_) => ("rm_item_daily", "store_id = ?3"),
+                        None => ("rm_item_totals", "?3 IS NULL"),
+                    };
                     let raw: Vec<(String, i64, i64)> = rows(
                         conn,
-                        "SELECT item_id, sum(units_sold) AS units, sum(gross_cents) - sum(discount_cents) - sum(returned_cents) AS net \
-                         FROM rm_item_daily WHERE date >= ?1 AND date <= ?2 \
-                         AND (?3 IS NULL OR store_id = ?3) AND (?4 IS NULL OR supplier_id = ?4) \
-                         GROUP BY item_id HAVING units <> 0 OR net <> 0 \
-                         ORDER BY units DESC, item_id LIMIT ?5",
+                        &format!(
+                            "SELECT item_id, sum(units_sold) AS units, sum(gross_cents) - sum(discount_cents) - sum(returned_cents) AS net \
+                             FROM {table} WHERE {store_is} AND date >= ?1 AND date <= ?2 \
+                             AND (?4 IS NULL OR supplier_id = ?4) \
+                             GROUP BY item_id HAVING units <> 0 OR net <> 0 \
+                             ORDER BY units DESC, item_id LIMIT ?5"
+                        ),
                         params![from, to, store, supplier, limit],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )?;
@@ -364,18 +387,46 @@ impl Journal for Sqlite {
                          WHERE (?1 IS NULL OR store_id = ?1) AND interval_start < ?2 \
                          ORDER BY store_id, interval_start",
                         params![store, upto, heads_upto],
-                        |r| {
-                            Ok(StoredChunk {
-                                store: r.get(0)?,
-                                interval_start: r.get::<_, i64>(1)? as u64,
-                                interval_end: r.get::<_, i64>(2)? as u64,
-                                head: r.get(3)?,
-                                moves: r.get(4)?,
-                            })
-                        },
+                        stored_chunk,
                     )
                 })
             })
             .await
     }
+
+    async fn stock_chunks(
+        &self,
+        store: Option<&StoreId>,
+        upto: u64,
+    ) -> Result<Positioned<Vec<StoredChunk>>> {
+        let store = store.map(|s| s.to_string());
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        self.readers
+            .read(move |conn| {
+                snapshot(conn, JOURNAL, |conn| {
+                    rows(
+                        conn,
+                        "SELECT store_id, interval_start, interval_end, head, \
+                         CASE WHEN interval_end > ?2 THEN moves ELSE x'' END FROM rm_journal j \
+                         WHERE (?1 IS NULL OR store_id = ?1) AND interval_start < ?2 \
+                         AND (interval_end > ?2 OR interval_start = (SELECT max(interval_start) \
+                              FROM rm_journal k WHERE k.store_id = j.store_id AND k.interval_end <= ?2)) \
+                         ORDER BY store_id, interval_start",
+                        params![store, upto],
+                        stored_chunk,
+                    )
+                })
+            })
+            .await
+    }
+}
+
+fn stored_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredChunk> {
+    Ok(StoredChunk {
+        store: r.get(0)?,
+        interval_start: r.get::<_, i64>(1)? as u64,
+        interval_end: r.get::<_, i64>(2)? as u64,
+        head: r.get(3)?,
+        moves: r.get(4)?,
+    })
 }

@@ -208,6 +208,62 @@ CREATE TABLE projection_faults (
     PRIMARY KEY (projection, position)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Item daily sales keyed store first (a store's items and weeks are one range of the key; an
+-- item's days in one store too), and beside them the item totals: the same figures per item and
+-- business date over every store, which the cross-store questions read (an item's days, a
+-- supplier's sell-through, every item's returns) in about a store count fewer rows. Both are the
+-- projection item_daily_sales, written in its transactions; the totals start as the sums of the
+-- rows already there. A rebuild of it in progress is cancelled (its shadow has the old key); the
+-- serving version stays.
+CREATE TABLE rm_item_daily_by_store (
+    store_id          TEXT    NOT NULL,
+    item_id           TEXT    NOT NULL,
+    date              TEXT    NOT NULL,
+    supplier_id       TEXT    NOT NULL,
+    units_sold        INTEGER NOT NULL,
+    gross_cents       INTEGER NOT NULL,
+    returned_units    INTEGER NOT NULL,
+    returned_cents    INTEGER NOT NULL,
+    units_supplied    INTEGER NOT NULL DEFAULT 0,
+    supply_cost_cents INTEGER NOT NULL DEFAULT 0,
+    discount_cents    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (store_id, item_id, date)
+) WITHOUT ROWID;
+INSERT INTO rm_item_daily_by_store
+    SELECT store_id, item_id, date, supplier_id, units_sold, gross_cents, returned_units,
+           returned_cents, units_supplied, supply_cost_cents, discount_cents
+    FROM rm_item_daily ORDER BY store_id, item_id, date;
+DROP TABLE rm_item_daily;
+ALTER TABLE rm_item_daily_by_store RENAME TO rm_item_daily;
+CREATE TABLE rm_item_totals (
+    item_id           TEXT    NOT NULL,
+    date              TEXT    NOT NULL,
+    supplier_id       TEXT    NOT NULL,
+    units_sold        INTEGER NOT NULL,
+    gross_cents       INTEGER NOT NULL,
+    returned_units    INTEGER NOT NULL,
+    returned_cents    INTEGER NOT NULL,
+    units_supplied    INTEGER NOT NULL,
+    supply_cost_cents INTEGER NOT NULL,
+    discount_cents    INTEGER NOT NULL,
+    PRIMARY KEY (item_id, date)
+) WITHOUT ROWID;
+INSERT INTO rm_item_totals
+    SELECT item_id, date, min(supplier_id), sum(units_sold), sum(gross_cents), sum(returned_units),
+           sum(returned_cents), sum(units_supplied), sum(supply_cost_cents), sum(discount_cents)
+    FROM rm_item_daily GROUP BY item_id, date;
+DROP TABLE IF EXISTS rm_item_daily_rebuild;
+DELETE FROM checkpoints WHERE projection = 'rebuild:item_daily_sales';
+"#,
+    r#"
+-- The journal's heads carry each store's whole stock and stream version at their interval's end
+-- (time travel reads one head for a store's stock, not every interval's): chunks in the old form
+-- cannot be decoded, so they are emptied, and the missing checkpoint has the projector fold the
+-- journal again from the log (until it has caught up, time travel reads the stores' streams).
+DELETE FROM rm_journal;
+DELETE FROM checkpoints WHERE projection = 'journal';
+"#,
 ];
 
 /// The intake's file, `intake.db`: what a command is before the processor decides it. Its writer commits

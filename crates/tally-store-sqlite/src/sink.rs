@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
-use tally_core::ports::{Error, ProjectionSink, Result};
+use tally_core::ports::{Error, Journal, ProjectionSink, Result};
 use tally_core::projector::poison::Fault;
-use tally_core::readmodel::journal::JOURNAL;
+use tally_core::readmodel::journal::{JOURNAL, StoredChunk};
 use tally_core::readmodel::shadow;
 use tally_core::readmodel::{Delta, ItemDailyDelta, ProjectionUpdate, Registered};
 
@@ -170,6 +170,31 @@ fn apply_item_daily(conn: &Connection, shadow: bool, delta: &ItemDailyDelta) -> 
         ])
         .map_err(sql_error)?;
     }
+    let mut stmt = prepare(conn, shadow,
+            "INSERT INTO rm_item_totals (item_id, date, supplier_id, units_sold, gross_cents, returned_units, returned_cents, units_supplied, supply_cost_cents, discount_cents) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (item_id, date) DO UPDATE SET \
+             discount_cents = discount_cents + excluded.discount_cents, \
+             units_sold = units_sold + excluded.units_sold, gross_cents = gross_cents + excluded.gross_cents, \
+             returned_units = returned_units + excluded.returned_units, returned_cents = returned_cents + excluded.returned_cents, \
+             units_supplied = units_supplied + excluded.units_supplied, supply_cost_cents = supply_cost_cents + excluded.supply_cost_cents",
+        )
+        .map_err(sql_error)?;
+    for t in delta.totals() {
+        let [a, b, d, e, g, h, k] = t.figures;
+        stmt.execute(params![
+            t.item,
+            t.date.to_string(),
+            t.supplier,
+            a,
+            b,
+            d,
+            e,
+            g,
+            h,
+            k
+        ])
+        .map_err(sql_error)?;
+    }
     Ok(())
 }
 
@@ -281,6 +306,10 @@ impl ProjectionSink for Sqlite {
                 Ok(Some(at))
             })
             .await
+    }
+
+    async fn journal_heads(&self, upto: u64) -> Result<Vec<StoredChunk>> {
+        Ok(Journal::stock_chunks(self, None, upto).await?.rows)
     }
 
     async fn faults(&self) -> Result<Vec<Fault>> {

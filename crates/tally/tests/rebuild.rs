@@ -358,7 +358,7 @@ async fn a_read_model_new_to_a_store_is_back_filled_while_the_others_serve() {
     // As a store built before item daily sales existed would be.
     let conn = rusqlite::Connection::open(dir.path().join("tally.db")).unwrap();
     conn.execute_batch(
-        "DELETE FROM rm_item_daily; DELETE FROM checkpoints WHERE projection = 'item_daily_sales';",
+        "DELETE FROM rm_item_daily; DELETE FROM rm_item_totals; DELETE FROM checkpoints WHERE projection = 'item_daily_sales';",
     )
     .unwrap();
     drop(conn);

@@ -96,7 +96,7 @@ async fn verify_passes_on_the_books_and_names_a_row_changed_behind_their_back() 
     assert_eq!(report["ok"], json!(true), "{report}");
     assert_eq!(report["events"], json!(head), "{report}");
     let tables = report["tables"].as_array().unwrap();
-    assert_eq!(tables.len(), 11, "{report}");
+    assert_eq!(tables.len(), 12, "{report}");
     assert!(
         tables.iter().any(
             |t| t["table"] == json!("as_of rm_store_daily") && t["position"] == json!(head / 2)
@@ -129,7 +129,7 @@ async fn verify_passes_on_the_books_and_names_a_row_changed_behind_their_back() 
         out.stdout
     );
     assert!(
-        out.stderr.contains("1 of 8 tables differ"),
+        out.stderr.contains("1 of 9 tables differ"),
         "{}",
         out.stderr
     );

@@ -19,7 +19,7 @@ use crate::projector::Projector;
 use crate::signals::Signals;
 
 /// Each view's columns, in order, as `docs/views.md` documents them.
-pub const COLUMNS: [(&str, &[&str]); 10] = [
+pub const COLUMNS: [(&str, &[&str]); 11] = [
     ("suppliers", &["supplier_id", "name"]),
     ("stores", &["store_id", "name", "timezone"]),
     (
@@ -80,6 +80,24 @@ pub const COLUMNS: [(&str, &[&str]); 10] = [
             "units_supplied",
             "supply_cost_cents",
             "units_sold",
+            "sales_cents",
+        ],
+    ),
+    (
+        "item_daily_totals",
+        &[
+            "item_id",
+            "supplier_id",
+            "date",
+            "units_sold",
+            "gross_cents",
+            "returned_units",
+            "returned_cents",
+            "net_cents",
+            "week",
+            "discount_cents",
+            "units_supplied",
+            "supply_cost_cents",
             "sales_cents",
         ],
     ),
@@ -294,6 +312,57 @@ pub async fn views_hold(b: &Backend, log: &[RecordedEvent], books: &Books) {
         .map(|(k, f)| (k.clone(), [f[1], f[2], f[3], f[4]]))
         .collect();
     assert_eq!(nonzero(sums), nonzero(want), "supplier item days");
+
+    // The totals per item and date are item daily sales and the supplier items summed over the
+    // stores, with the same week.
+    let t = rows(
+        d,
+        "select item_id, supplier_id, date, units_sold, gross_cents, returned_units, returned_cents, \
+         net_cents, week, discount_cents, units_supplied, supply_cost_cents, sales_cents \
+         from item_daily_totals",
+        &[],
+    )
+    .await;
+    let mut totals: HashMap<(String, Date), [i64; 5]> = HashMap::new();
+    let mut supplied: HashMap<(String, Date), [i64; 2]> = HashMap::new();
+    for r in &t.rows {
+        assert_eq!(int(&r[7]), int(&r[4]) - int(&r[9]) - int(&r[6]), "net");
+        assert_eq!(
+            int(&r[12]),
+            int(&r[4]) - int(&r[9]),
+            "sales = gross - discounts"
+        );
+        let (day, week) = (date(&r[2]), date(&r[8]));
+        assert_eq!(week.weekday(), jiff::civil::Weekday::Monday, "{week}");
+        assert!(week <= day && day < week + jiff::Span::new().days(7));
+        let key = (text(&r[0]), day);
+        totals.insert(
+            key.clone(),
+            [int(&r[3]), int(&r[4]), int(&r[5]), int(&r[6]), int(&r[9])],
+        );
+        supplied.insert(key, [int(&r[10]), int(&r[11])]);
+    }
+    let mut want: HashMap<(String, Date), [i64; 5]> = HashMap::new();
+    for ((_, item, day), f) in &books.item_days {
+        let w = want.entry((item.clone(), *day)).or_default();
+        for (a, b) in w.iter_mut().zip(f) {
+            *a += b;
+        }
+    }
+    assert_eq!(nonzero(totals), nonzero(want), "item totals");
+    let t = rows(
+        d,
+        "select item_id, date, sum(units_supplied), sum(supply_cost_cents) from supplier_item_daily \
+         group by item_id, date",
+        &[],
+    )
+    .await;
+    let want: HashMap<(String, Date), [i64; 2]> = t
+        .rows
+        .iter()
+        .map(|r| ((text(&r[0]), date(&r[1])), [int(&r[2]), int(&r[3])]))
+        .collect();
+    assert_eq!(nonzero(supplied), nonzero(want), "item totals' deliveries");
 
     let counts = rows(
         d,

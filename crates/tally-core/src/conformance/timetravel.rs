@@ -289,6 +289,18 @@ pub async fn as_of_equals_a_fold_of_the_prefix(b: &Backend) {
     // Random instants, exact recorded_at values among them, select prefixes: first from the log
     // alone, then (journal 1) from journal chunks of 29 positions and the log after them.
     check_instants(&travel, &log, &mut rng).await;
+    // Two batches by one projector, then the rest by another: the second resumes the journal from
+    // the heads the first sealed (each store's stock and version at its last chunk).
+    let mut first = Projector::new(b.events.clone(), b.sink.clone(), Signals::default())
+        .with_journal_interval(29)
+        .with_batch_size(50);
+    first.step().await.unwrap();
+    first.step().await.unwrap();
+    first.flush().await.unwrap();
+    assert!(
+        b.read.checkpoints().await.unwrap()[JOURNAL] >= 29,
+        "a chunk sealed"
+    );
     let mut projector = Projector::new(b.events.clone(), b.sink.clone(), Signals::default())
         .with_journal_interval(29)
         .with_batch_size(50);

@@ -24,7 +24,7 @@ pub use values::{Bind, Cell, Column, Table, view_instant};
 
 /// The views a query may read, with the same names and columns on every backend (documented in
 /// `docs/views.md`). They may gain columns; they never lose or change one.
-pub const VIEWS: [&str; 10] = [
+pub const VIEWS: [&str; 11] = [
     "suppliers",
     "stores",
     "items",
@@ -33,6 +33,7 @@ pub const VIEWS: [&str; 10] = [
     "supplier_daily",
     "item_daily_sales",
     "supplier_item_daily",
+    "item_daily_totals",
     "till_daily_sales",
     "events",
 ];

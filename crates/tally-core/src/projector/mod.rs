@@ -155,10 +155,16 @@ impl Projector {
                 .filter(|p| shadow::back_filling(&c, p) || self.faults.stopped.contains_key(*p)),
         );
         self.excluded = excluded;
-        self.journal = Some(journal::Builder::new(
-            c.get(JOURNAL).copied().unwrap_or(0),
-            self.journal_interval,
-        ));
+        let sealed = c.get(JOURNAL).copied().unwrap_or(0);
+        let heads = if sealed == 0 {
+            Vec::new()
+        } else {
+            self.read.journal_heads(sealed).await?
+        };
+        self.journal = Some(
+            journal::Builder::resume(sealed, self.journal_interval, &heads)
+                .map_err(|e| Error::Corrupt(format!("the journal's last heads: {e}")))?,
+        );
         self.slow = if self.excluded.contains(ITEM_DAILY) {
             None
         } else {

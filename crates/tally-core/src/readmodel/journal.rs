@@ -8,6 +8,12 @@
 //! read models' updates; the journal's checkpoint is the end of the last sealed interval. What lies
 //! after it (at most one interval, plus whatever the projector has not reached) is read from the log,
 //! the store's stream from the version the chunks add up to.
+//!
+//! Each chunk's head also carries the store's whole stock at its interval's end and its stream's
+//! version there, so that a store's stock as of a position is one head, the moves of the one
+//! interval holding the position, and the log after the journal: never every interval before it.
+//! The builder keeps each store's stock as of its last sealed chunk for that ([`Builder::resume`]
+//! reads it back from the heads at a start).
 
 use std::collections::BTreeMap;
 
@@ -62,13 +68,17 @@ pub struct Chunk {
 }
 
 /// What a chunk says before its moves, readable without them: a store's stock as of a position is
-/// the sum of the stock changes of the whole intervals before it and the moves of one.
+/// the stock in the head of its last chunk sealed before the position, and the moves of one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Head {
     /// How many events of the store's stream lie in the interval (its version grows by this much).
     pub events: u64,
+    /// The store's stream version at the interval's end: its events in this and every earlier
+    /// interval.
+    pub version: u64,
     ids: Vec<String>,
-    /// The interval's net change of each item's stock, by item index.
+    /// Each item's stock in the store at the interval's end (every item it ever moved), by item
+    /// index, in index order.
     stock: Vec<(u32, i64)>,
 }
 
@@ -77,15 +87,22 @@ impl Head {
         postcard::from_bytes(&stored.head)
     }
 
-    /// Calls `f` with each item's net stock change over the interval.
-    pub fn each_stock_change(&self, mut f: impl FnMut(&str, i64)) {
-        for (item, change) in &self.stock {
+    /// Calls `f` with each item's stock in the store at the interval's end.
+    pub fn each_stock(&self, mut f: impl FnMut(&str, i64)) {
+        for (item, on_hand) in &self.stock {
             f(
                 self.ids.get(*item as usize).map_or("", String::as_str),
-                *change,
+                *on_hand,
             );
         }
     }
+}
+
+/// A store as of its last sealed chunk: its stream's version and each item's stock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Sealed {
+    version: u64,
+    stock: hashbrown::HashMap<String, i64>,
 }
 
 /// Days from 1970-01-01 to `date` (negative before it), by the civil calendar's arithmetic
@@ -169,11 +186,26 @@ impl Open {
         i
     }
 
-    /// The chunk's head (with its stock changes in item order) and moves, encoded.
-    fn seal(mut self) -> (Vec<u8>, Vec<u8>) {
-        let mut stock: Vec<(u32, i64)> = self.stock.into_iter().collect();
+    /// The chunk's head and moves, encoded: `store` (as of its previous chunk) moved on by this
+    /// interval, whose version and whole stock the head carries.
+    fn seal(mut self, store: &mut Sealed) -> (Vec<u8>, Vec<u8>) {
+        store.version += self.chunk.head.events;
+        for (item, change) in std::mem::take(&mut self.stock) {
+            let id = self
+                .chunk
+                .head
+                .ids
+                .get(item as usize)
+                .map_or("", String::as_str);
+            *store.stock.entry_ref(id).or_insert(0) += change;
+        }
+        let mut stock: Vec<(u32, i64)> = Vec::with_capacity(store.stock.len());
+        for (item, on_hand) in &store.stock {
+            stock.push((self.id(item), *on_hand));
+        }
         stock.sort_unstable();
         self.chunk.head.stock = stock;
+        self.chunk.head.version = store.version;
         // Plain structs of integers and strings always serialize.
         let head = postcard::to_stdvec(&self.chunk.head).unwrap_or_default();
         let moves = postcard::to_stdvec(&self.chunk.moves).unwrap_or_default();
@@ -199,24 +231,48 @@ impl Open {
     }
 }
 
-/// The projector's journal: the moves of the intervals it has not sealed yet, by interval and store.
+/// The projector's journal: the moves of the intervals it has not sealed yet, by interval and store,
+/// and each store as of its last sealed chunk.
 pub struct Builder {
     interval: u64,
     sealed: u64,
     folded: u64,
     open: BTreeMap<u64, hashbrown::HashMap<String, Open>>,
+    stores: hashbrown::HashMap<String, Sealed>,
 }
 
 impl Builder {
-    /// A builder whose journal is sealed up to `checkpoint`, cutting intervals of `interval`
-    /// positions from there.
-    pub fn new(checkpoint: u64, interval: u64) -> Self {
+    /// A builder of an empty journal, cutting intervals of `interval` positions.
+    pub fn new(interval: u64) -> Self {
         Self {
             interval: interval.max(1),
-            sealed: checkpoint,
-            folded: checkpoint,
+            sealed: 0,
+            folded: 0,
             open: BTreeMap::new(),
+            stores: hashbrown::HashMap::new(),
         }
+    }
+
+    /// A builder whose journal is sealed up to `checkpoint`, each store as its last chunk's head
+    /// in `last` says (each store's chunk with the greatest interval, heads alone).
+    pub fn resume(
+        checkpoint: u64,
+        interval: u64,
+        last: &[StoredChunk],
+    ) -> Result<Self, postcard::Error> {
+        let mut builder = Self::new(interval);
+        builder.sealed = checkpoint;
+        builder.folded = checkpoint;
+        for stored in last {
+            let head = Head::decode(stored)?;
+            let store = builder.stores.entry_ref(stored.store.as_str()).or_default();
+            store.version = head.version;
+            store.stock.clear();
+            head.each_stock(|item, on_hand| {
+                store.stock.insert(item.to_owned(), on_hand);
+            });
+        }
+        Ok(builder)
     }
 
     /// The end of the last sealed interval: the journal's checkpoint.
@@ -262,21 +318,21 @@ impl Builder {
         let from = self.sealed;
         let later = self.open.split_off(&(last + 1));
         let done = std::mem::replace(&mut self.open, later);
-        let chunks = done
-            .into_iter()
-            .flat_map(|(end, stores)| {
-                stores.into_iter().map(move |(store, open)| {
-                    let (head, moves) = open.seal();
-                    StoredChunk {
-                        store,
-                        interval_start: end - interval,
-                        interval_end: end,
-                        head,
-                        moves,
-                    }
-                })
-            })
-            .collect();
+        // Interval by interval, in order: each store's chunk moves it on from its previous one.
+        let mut chunks = Vec::new();
+        for (end, stores) in done {
+            for (store, open) in stores {
+                let sealed = self.stores.entry_ref(store.as_str()).or_default();
+                let (head, moves) = open.seal(sealed);
+                chunks.push(StoredChunk {
+                    store,
+                    interval_start: end - interval,
+                    interval_end: end,
+                    head,
+                    moves,
+                });
+            }
+        }
         self.sealed = last;
         Some((from, last, chunks))
     }

@@ -152,9 +152,46 @@ impl ItemRowChange<'_> {
     }
 }
 
+/// One row of the item totals (item daily sales of every store together, per item and business
+/// date) as a delta changes it: the same figures as [`ItemRowChange`], summed over the stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemTotalChange<'d> {
+    pub item: &'d str,
+    pub date: Date,
+    pub supplier: &'d str,
+    pub figures: [i64; 7],
+}
+
 impl ItemDailyDelta {
+    /// The delta's rows summed over the stores, per item and date, in the totals' key order (item,
+    /// date): the cross-store questions (an item's days everywhere, a supplier's items, every
+    /// item's returns) read these, about a store count fewer rows than item daily sales.
+    pub fn totals(&self) -> Vec<ItemTotalChange<'_>> {
+        let mut all: Vec<ItemTotalChange<'_>> = self
+            .changes()
+            .into_iter()
+            .map(|c| ItemTotalChange {
+                item: c.item,
+                date: c.date,
+                supplier: c.supplier,
+                figures: c.figures(),
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| (a.item, a.date).cmp(&(b.item, b.date)));
+        all.dedup_by(|later, kept| {
+            let same = (later.item, later.date) == (kept.item, kept.date);
+            if same {
+                for (k, l) in kept.figures.iter_mut().zip(later.figures) {
+                    *k = k.saturating_add(l);
+                }
+            }
+            same
+        });
+        all
+    }
+
     /// Every row the delta touches, sales and deliveries together (one upsert per row, not one
-    /// per kind), in the table's key order: item, store, date.
+    /// per kind), in the table's key order: store, item, date.
     pub fn changes(&self) -> Vec<ItemRowChange<'_>> {
         fn change<'d>(
             delta: &'d ItemDailyDelta,
@@ -179,10 +216,10 @@ impl ItemDailyDelta {
             supplied: *f,
             ..change(self, k)
         }));
-        all.sort_unstable_by(|a, b| (a.item, a.store, a.date).cmp(&(b.item, b.store, b.date)));
+        all.sort_unstable_by(|a, b| (a.store, a.item, a.date).cmp(&(b.store, b.item, b.date)));
         // A key in both maps is one row: its sales and its deliveries, side by side.
         all.dedup_by(|later, kept| {
-            let same = (later.item, later.store, later.date) == (kept.item, kept.store, kept.date);
+            let same = (later.store, later.item, later.date) == (kept.store, kept.item, kept.date);
             if same {
                 kept.sales.add(&later.sales);
                 kept.supplied.units += later.supplied.units;

@@ -284,8 +284,8 @@ fn item_daily_changes_are_one_row_per_key_in_key_order() {
         .into_iter()
         .map(|c| {
             (
-                c.item,
                 c.store,
+                c.item,
                 c.date.day(),
                 c.supplier,
                 c.sales,
@@ -296,9 +296,58 @@ fn item_daily_changes_are_one_row_per_key_in_key_order() {
     assert_eq!(
         got,
         [
-            ("a", "s1", 2, "p", ItemDay::default(), delivered),
-            ("a", "s2", 1, "p", sold, delivered),
-            ("b", "s1", 1, "", sold, Supplied::default()),
+            ("s1", "a", 2, "p", ItemDay::default(), delivered),
+            ("s1", "b", 1, "", sold, Supplied::default()),
+            ("s2", "a", 1, "p", sold, delivered),
+        ]
+    );
+}
+
+#[test]
+fn item_totals_sum_the_stores_per_item_and_date_in_key_order() {
+    let d = |day| jiff::civil::date(2026, 3, day);
+    let key = |s: &str, i: &str, day| (s.to_owned(), i.to_owned(), d(day));
+    let sold = |units| ItemDay {
+        units_sold: units,
+        gross_cents: 100 * units,
+        discount_cents: units,
+        ..ItemDay::default()
+    };
+    let delivered = Supplied {
+        units: 10,
+        cost_cents: 500,
+    };
+    let delta = ItemDailyDelta {
+        rows: [
+            (key("s2", "a", 1), sold(2)),
+            (key("s1", "a", 1), sold(3)),
+            (key("s1", "b", 1), sold(1)),
+            (key("s3", "a", 2), sold(4)),
+        ]
+        .into(),
+        suppliers: [
+            ("a".to_owned(), "p".to_owned()),
+            ("b".to_owned(), "q".to_owned()),
+        ]
+        .into(),
+        supplied: [
+            (key("s2", "a", 1), delivered),
+            (key("s9", "b", 3), delivered),
+        ]
+        .into(),
+    };
+    let got: Vec<_> = delta
+        .totals()
+        .into_iter()
+        .map(|t| (t.item, t.date.day(), t.supplier, t.figures))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", 1, "p", [5, 500, 0, 0, 10, 500, 5]),
+            ("a", 2, "p", [4, 400, 0, 0, 0, 0, 4]),
+            ("b", 1, "q", [1, 100, 0, 0, 0, 0, 1]),
+            ("b", 3, "q", [0, 0, 0, 0, 10, 500, 0]),
         ]
     );
 }

@@ -98,7 +98,7 @@ impl Row {
 }
 
 /// Every table `verify` compares (the journal is checked through time travel instead).
-pub const TABLES: [Table; 8] = [
+pub const TABLES: [Table; 9] = [
     Table {
         name: "rm_inventory",
         projection: INVENTORY,
@@ -137,6 +137,21 @@ pub const TABLES: [Table; 8] = [
         name: "rm_item_daily",
         projection: ITEM_DAILY,
         keys: &["store_id", "item_id", "date"],
+        texts: &["supplier_id"],
+        figures: &[
+            "units_sold",
+            "gross_cents",
+            "returned_units",
+            "returned_cents",
+            "units_supplied",
+            "supply_cost_cents",
+            "discount_cents",
+        ],
+    },
+    Table {
+        name: "rm_item_totals",
+        projection: ITEM_DAILY,
+        keys: &["item_id", "date"],
         texts: &["supplier_id"],
         figures: &[
             "units_sold",
@@ -210,14 +225,23 @@ pub fn expected(delta: Delta) -> Vec<(&'static str, Rows)> {
                 row(vec![s, d.to_string()], vec![], figures)
             })),
         )],
-        Delta::ItemDaily(delta) => vec![(
-            "rm_item_daily",
-            rows(delta.changes().into_iter().map(|c| {
-                let figures = c.figures().to_vec();
-                let key = vec![c.store.to_owned(), c.item.to_owned(), c.date.to_string()];
-                row(key, vec![c.supplier.to_owned()], figures)
-            })),
-        )],
+        Delta::ItemDaily(delta) => vec![
+            (
+                "rm_item_daily",
+                rows(delta.changes().into_iter().map(|c| {
+                    let figures = c.figures().to_vec();
+                    let key = vec![c.store.to_owned(), c.item.to_owned(), c.date.to_string()];
+                    row(key, vec![c.supplier.to_owned()], figures)
+                })),
+            ),
+            (
+                "rm_item_totals",
+                rows(delta.totals().into_iter().map(|t| {
+                    let key = vec![t.item.to_owned(), t.date.to_string()];
+                    row(key, vec![t.supplier.to_owned()], t.figures.to_vec())
+                })),
+            ),
+        ],
         Delta::TillDaily(m) => vec![(
             "rm_till_daily",
             rows(m.into_iter().map(|((s, t, d), f)| {

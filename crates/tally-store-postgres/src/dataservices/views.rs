@@ -17,8 +17,10 @@ pub fn query_role(schema: &str) -> String {
 }
 
 /// The views, in `{v}` (the views' schema) over the tables of `{s}`. The same names, columns and
-/// forms as on SQLite: dates `YYYY-MM-DD` text (`week` the Monday of the date's ISO week, which
-/// is what `date_trunc('week', ...)` gives), instants `YYYY-MM-DDTHH:MM:SS.ffffffZ` text (UTC),
+/// forms as on SQLite: dates `YYYY-MM-DD` text (`date::text` under the ISO date style, which every
+/// data services statement sets; `week` the Monday of the date's ISO week, counted in whole weeks
+/// from 0001-01-01, a Monday, with integer arithmetic; the item totals keep
+/// their dates as text already), instants `YYYY-MM-DDTHH:MM:SS.ffffffZ` text (UTC),
 /// money and counts bigint. `docs/views.md` documents them. `CREATE OR REPLACE VIEW` keeps a
 /// view's columns and may only add some at its end: a column a view gains goes last.
 const VIEW_SQL: &str = r#"
@@ -28,29 +30,35 @@ CREATE OR REPLACE VIEW {v}.items AS
     SELECT item_id, name, supplier_id, unit_price_cents FROM {s}.rm_items;
 CREATE OR REPLACE VIEW {v}.inventory AS SELECT store_id, item_id, on_hand FROM {s}.rm_inventory;
 CREATE OR REPLACE VIEW {v}.store_daily_sales AS
-    SELECT store_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date, transactions, units_sold,
+    SELECT store_id, date::text AS date, transactions, units_sold,
            gross_cents, returned_units, returned_cents,
            gross_cents - discount_cents - returned_cents AS net_cents,
-           to_char(date_trunc('week', date::timestamp), 'YYYY-MM-DD') AS week, discount_cents
+           (date - ((date - DATE '0001-01-01') % 7))::text AS week, discount_cents
     FROM {s}.rm_store_daily;
 CREATE OR REPLACE VIEW {v}.supplier_daily AS
-    SELECT supplier_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date, deliveries, units_supplied,
+    SELECT supplier_id, date::text AS date, deliveries, units_supplied,
            supply_cost_cents, units_sold, sales_cents
     FROM {s}.rm_supplier_daily;
 CREATE OR REPLACE VIEW {v}.item_daily_sales AS
-    SELECT store_id, item_id, supplier_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date,
+    SELECT store_id, item_id, supplier_id, date::text AS date,
            units_sold, gross_cents, returned_units, returned_cents,
            gross_cents - discount_cents - returned_cents AS net_cents,
-           to_char(date_trunc('week', date::timestamp), 'YYYY-MM-DD') AS week, discount_cents
+           (date - ((date - DATE '0001-01-01') % 7))::text AS week, discount_cents
     FROM {s}.rm_item_daily
     WHERE units_sold <> 0 OR gross_cents <> 0 OR returned_units <> 0 OR returned_cents <> 0
        OR discount_cents <> 0;
 CREATE OR REPLACE VIEW {v}.supplier_item_daily AS
-    SELECT supplier_id, item_id, store_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date,
+    SELECT supplier_id, item_id, store_id, date::text AS date,
            units_supplied, supply_cost_cents, units_sold, gross_cents - discount_cents AS sales_cents
     FROM {s}.rm_item_daily;
+CREATE OR REPLACE VIEW {v}.item_daily_totals AS
+    SELECT item_id, supplier_id, date, units_sold, gross_cents, returned_units, returned_cents,
+           gross_cents - discount_cents - returned_cents AS net_cents,
+           (date::date - ((date::date - DATE '0001-01-01') % 7))::text AS week, discount_cents,
+           units_supplied, supply_cost_cents, gross_cents - discount_cents AS sales_cents
+    FROM {s}.rm_item_totals;
 CREATE OR REPLACE VIEW {v}.till_daily_sales AS
-    SELECT store_id, NULLIF(till_id, '') AS till_id, to_char(date::timestamp, 'YYYY-MM-DD') AS date,
+    SELECT store_id, NULLIF(till_id, '') AS till_id, date::text AS date,
            transactions, gross_cents, discount_cents
     FROM {s}.rm_till_daily
     WHERE transactions <> 0 OR gross_cents <> 0 OR discount_cents <> 0;

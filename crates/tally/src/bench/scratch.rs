@@ -132,9 +132,19 @@ impl Scratch {
         }
     }
 
-    /// Drops the scratch schema (a data dir goes with its guard), then returns `result`.
+    /// Drops the scratch schema (a data dir goes with its guard), then returns `result`. With
+    /// `TALLY_BENCH_KEEP=1` in the environment both are kept, to be looked at afterwards.
     pub async fn close(self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        let keep = std::env::var_os("TALLY_BENCH_KEEP").is_some_and(|v| v == "1");
         let dropped = match self.keep {
+            Keep::Dir { dir, .. } if keep => {
+                eprintln!("kept the data dir {}", dir.keep().display());
+                Ok(())
+            }
+            Keep::Schema(pg) if keep => {
+                eprintln!("kept the schema {}", pg.options().schema);
+                Ok(())
+            }
             Keep::Dir { .. } => Ok(()),
             Keep::Schema(pg) => pg.drop_schema().await,
         };
