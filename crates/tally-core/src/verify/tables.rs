@@ -97,6 +97,17 @@ impl Row {
     }
 }
 
+/// The figures of item daily sales and of the item totals, in their tables' column order.
+const ITEM_FIGURES: &[&str] = &[
+    "units_sold",
+    "gross_cents",
+    "returned_units",
+    "returned_cents",
+    "units_supplied",
+    "supply_cost_cents",
+    "discount_cents",
+];
+
 /// Every table `verify` compares (the journal is checked through time travel instead).
 pub const TABLES: [Table; 9] = [
     Table {
@@ -138,30 +149,14 @@ pub const TABLES: [Table; 9] = [
         projection: ITEM_DAILY,
         keys: &["store_id", "item_id", "date"],
         texts: &["supplier_id"],
-        figures: &[
-            "units_sold",
-            "gross_cents",
-            "returned_units",
-            "returned_cents",
-            "units_supplied",
-            "supply_cost_cents",
-            "discount_cents",
-        ],
+        figures: ITEM_FIGURES,
     },
     Table {
         name: "rm_item_totals",
         projection: ITEM_DAILY,
         keys: &["item_id", "date"],
         texts: &["supplier_id"],
-        figures: &[
-            "units_sold",
-            "gross_cents",
-            "returned_units",
-            "returned_cents",
-            "units_supplied",
-            "supply_cost_cents",
-            "discount_cents",
-        ],
+        figures: ITEM_FIGURES,
     },
     Table {
         name: "rm_till_daily",
