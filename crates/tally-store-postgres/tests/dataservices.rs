@@ -116,6 +116,9 @@ async fn connections_go_back_to_the_pool_clean() {
     assert_eq!(held, 0, "no connection left in a transaction");
 }
 
+/// The advisory lock the tests' logins take to change the database's grants one at a time.
+const LOGINS_LOCK: i64 = 0x7A11_1061;
+
 /// A login role of its own for one test, dropped (with what it owns) at the end.
 struct Login {
     name: String,
@@ -125,9 +128,12 @@ impl Login {
     async fn new(schema: &str, createrole: bool) -> Self {
         let name = format!("{schema}_owner");
         let client = superuser().await;
+        // Grants on the database update its one catalog row: two tests granting at once would fail
+        // with "tuple concurrently updated", so the logins' grants and revokes take turns.
         client
             .batch_execute(&format!(
-                "CREATE ROLE {name} LOGIN {}; GRANT CREATE ON DATABASE {} TO {name}",
+                "BEGIN; SELECT pg_advisory_xact_lock({LOGINS_LOCK}); \
+                 CREATE ROLE {name} LOGIN {}; GRANT CREATE ON DATABASE {} TO {name}; COMMIT",
                 if createrole { "CREATEROLE" } else { "" },
                 database(&client).await
             ))
@@ -169,7 +175,8 @@ impl Drop for Login {
             let db = database(&client).await;
             let _ = client
                 .batch_execute(&format!(
-                    "DROP OWNED BY {name} CASCADE; REVOKE ALL ON DATABASE {db} FROM {name}"
+                    "BEGIN; SELECT pg_advisory_xact_lock({LOGINS_LOCK}); \
+                     DROP OWNED BY {name} CASCADE; REVOKE ALL ON DATABASE {db} FROM {name}; COMMIT"
                 ))
                 .await;
             let _ = client.batch_execute(&format!("DROP ROLE {name}")).await;
