@@ -11,10 +11,18 @@
 //! - `describe` also executes the statement inside `LIMIT 0`: privileges are checked when the
 //!   executor starts, not at prepare, and a writing `WITH` is refused only below the top level.
 //!
-//! One way past the role is closed by name, before the database sees the statement ([`FORBIDDEN`]):
-//! `SET ROLE` is checked against the *session* user, so `set_config('role', ...)` inside a query
-//! becomes any role the connecting user may become (a superuser: any), and a function that runs SQL
-//! of its own after it (`query_to_xml`) would read as that role.
+//! `SET ROLE` is checked against the *session* user, so under `SET LOCAL ROLE` a query's
+//! `set_config('role', ...)` would become any role the connecting user may become (a superuser:
+//! any), and a function that runs SQL of its own after it (`query_to_xml`) would read as that role.
+//! So data services log in as the query role itself when they can (`PgOptions::query_url`, or the
+//! role on the same server without a password): the session user is then the role, which may
+//! become no other, and the database alone keeps a query to the views. Such a statement reads the
+//! read models' position on a connection of the backend's own, in a repeatable-read transaction
+//! whose snapshot it imports (`SET TRANSACTION SNAPSHOT`), so the rows and the position are one
+//! snapshot still. Where the role cannot log in, statements run as the connecting user under
+//! `SET LOCAL ROLE`, and the names in [`FORBIDDEN`] (refused before the database sees the
+//! statement) are what closes that way; they are refused in both modes (`set_config` would also
+//! lift the time limit).
 
 use std::time::Duration;
 
@@ -68,49 +76,131 @@ fn forbidden(sql: &str) -> Option<String> {
 
 /// Most data services statements at once: each holds a pooled connection while it runs (up to its
 /// time limit), and the rest of the backend shares the pool.
-const MAX_DATA_QUERIES: usize = 4;
+pub(crate) const MAX_DATA_QUERIES: usize = 4;
 
 /// The data services' share of a backend: whether the views and the role are in place (tried at
 /// open, tried again by the next call until they are), and the permits of its statements.
 pub(crate) struct DataState {
     ready: OnceCell<()>,
+    /// Whether statements run on connections logged in as the query role (decided once, at the
+    /// first statement after the views are ready).
+    login: OnceCell<bool>,
     permits: Semaphore,
+}
+
+/// The connection settings of the data services' own login: `query_url` when given, else the
+/// backend's server and database as the schema's query role, without a password.
+pub(crate) fn login_config(
+    options: &crate::PgOptions,
+    backend: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Config, Error> {
+    let mut config = match &options.query_url {
+        Some(url) => url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| Error::Unavailable(format!("invalid database.query_url: {e}")))?,
+        None => {
+            let mut c = tokio_postgres::Config::new();
+            for host in backend.get_hosts() {
+                match host {
+                    tokio_postgres::config::Host::Tcp(h) => c.host(h),
+                    tokio_postgres::config::Host::Unix(p) => c.host_path(p),
+                };
+            }
+            for port in backend.get_ports() {
+                c.port(*port);
+            }
+            if let Some(db) = backend.get_dbname() {
+                c.dbname(db);
+            }
+            c.user(query_role(&options.schema));
+            c
+        }
+    };
+    config.application_name(backend.get_application_name().unwrap_or("tally"));
+    config.connect_timeout(Duration::from_secs(5));
+    Ok(config)
 }
 
 impl DataState {
     pub(crate) fn new(pool_size: usize) -> Self {
         Self {
             ready: OnceCell::new(),
+            login: OnceCell::new(),
             permits: Semaphore::new(MAX_DATA_QUERIES.min((pool_size / 2).max(1))),
         }
     }
 }
 
 impl Postgres {
-    /// A connection for one data services statement, once a permit is free.
-    async fn lend(&self) -> Result<Lent<'_>, Error> {
+    /// Whether data services log in as the query role: tried once, when the views and the role
+    /// are ready (the role can log in where tally made it, or a DBA let it).
+    async fn logs_in(&self) -> bool {
+        *self
+            .data
+            .login
+            .get_or_init(|| async {
+                let tried = async {
+                    let client = self.query_pool.get().await.map_err(|e| e.to_string())?;
+                    let row = client
+                        .query_one("SELECT session_user::text", &[])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<String, String>(row.get(0))
+                };
+                let role = query_role(&self.options.schema);
+                match tried.await {
+                    Ok(user) if user == role => true,
+                    Ok(user) => {
+                        tracing::warn!(%user, %role, "database.query_url logs in as another user than the query role: data services run as the connecting user with SET LOCAL ROLE");
+                        false
+                    }
+                    Err(error) => {
+                        tracing::warn!(%role, %error, "data services cannot log in as their role (give database.query_url, or let the role in through pg_hba.conf): they run as the connecting user with SET LOCAL ROLE, the role's escape closed by name only");
+                        false
+                    }
+                }
+            })
+            .await
+    }
+
+    /// A connection for one data services statement, once a permit is free: logged in as the
+    /// query role (`login`), or the backend's own.
+    async fn lend(&self, login: bool) -> Result<Lent<'_>, Error> {
         let permit =
             tokio::time::timeout(self.options.acquire_timeout, self.data.permits.acquire())
                 .await
                 .map_err(|_| Error::Unavailable("every data services connection is busy".into()))?
                 .map_err(|_| Error::Unavailable("data services are closed".into()))?;
+        let client = if login {
+            self.query_pool
+                .get()
+                .await
+                .map_err(|e| Error::Unavailable(format!("no data services connection: {e}")))?
+        } else {
+            self.client().await?
+        };
         Ok(Lent {
-            client: Some(self.client().await?),
+            client: Some(client),
             _permit: permit,
         })
     }
 
-    /// What each statement runs under, set after anything it reads as the connecting user.
-    fn restrictions(&self, timeout: Duration) -> String {
+    /// What each statement runs under, set after anything it reads as the connecting user (a
+    /// login as the role is the role already).
+    fn restrictions(&self, timeout: Duration, login: bool) -> String {
         let schema = &self.options.schema;
         // 0 would be no limit at all.
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+        let role = if login {
+            String::new()
+        } else {
+            format!("SET LOCAL ROLE {}; ", query_role(schema))
+        };
         // The views show dates as `date::text`, which is `YYYY-MM-DD` under the ISO date style
         // (and far cheaper than to_char, row by row): set here, whatever the server's default.
         format!(
-            "SET LOCAL ROLE {}; SET LOCAL search_path = {}; SET LOCAL statement_timeout = {ms}; \
+            "{role}SET LOCAL search_path = {}; SET LOCAL statement_timeout = {ms}; \
              SET LOCAL datestyle = 'ISO, YMD'",
-            query_role(schema),
             views_schema(schema)
         )
     }
@@ -412,7 +502,8 @@ impl DataServices for Postgres {
             return Err(refusal);
         }
         self.data_ready().await?;
-        let mut lent = self.lend().await.map_err(|e| e.to_string())?;
+        let login = self.logs_in().await;
+        let mut lent = self.lend(login).await.map_err(|e| e.to_string())?;
         let unavailable = |what: &str, e| pg_error(what, e).to_string();
         let answer = {
             let tx = lent
@@ -423,7 +514,7 @@ impl DataServices for Postgres {
                 .start()
                 .await
                 .map_err(|e| unavailable("starting a data services check", e))?;
-            tx.batch_execute(&self.restrictions(query.timeout))
+            tx.batch_execute(&self.restrictions(query.timeout, login))
                 .await
                 .map_err(|e| unavailable("restricting a data services check", e))?;
             let answer = check(&tx, &sql).await;
@@ -444,7 +535,10 @@ impl DataServices for Postgres {
         self.data_ready()
             .await
             .map_err(|e| RunError::Storage(Error::Unavailable(e)))?;
-        let mut lent = self.lend().await?;
+        if self.logs_in().await {
+            return self.run_logged_in(query, &sql, &binds, limit).await;
+        }
+        let mut lent = self.lend(false).await?;
         let answer = {
             // Repeatable read: the position read first is the snapshot the rows come from.
             let tx = lent
@@ -459,7 +553,7 @@ impl DataServices for Postgres {
                 .simple_query(&format!(
                     "SELECT projection, position FROM {}.checkpoints; {}",
                     self.options.schema,
-                    self.restrictions(query.timeout)
+                    self.restrictions(query.timeout, false)
                 ))
                 .await
                 .map_err(|e| pg_error("starting a data services query", e))?;
@@ -475,6 +569,77 @@ impl DataServices for Postgres {
             answer
         };
         lent.release().await;
+        answer
+    }
+}
+
+impl Postgres {
+    /// [`DataServices::run`] on a connection logged in as the query role: the read models'
+    /// position is read on one of the backend's connections, in a repeatable-read transaction
+    /// whose snapshot the statement's transaction imports, so that both see the same data.
+    async fn run_logged_in(
+        &self,
+        query: &Query,
+        sql: &str,
+        binds: &[Bind],
+        limit: usize,
+    ) -> Result<Table, RunError> {
+        let mut own = self.client().await?;
+        let exporter = own
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| pg_error("starting a data services query", e))?;
+        let checkpoints = exporter
+            .simple_query(&format!(
+                "SELECT projection, position FROM {}.checkpoints",
+                self.options.schema
+            ))
+            .await
+            .map_err(|e| pg_error("reading the read models' position", e))?;
+        let position = position(&checkpoints)?;
+        let snapshot: String = exporter
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| pg_error("exporting the query's snapshot", e))?
+            .get(0);
+        // A snapshot's name is hex digits and dashes; it is spliced, so nothing else may pass.
+        if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(RunError::Storage(Error::Corrupt(format!(
+                "an exported snapshot named {snapshot:?}"
+            ))));
+        }
+        let mut lent = self.lend(true).await?;
+        let answer = {
+            let tx = lent
+                .get()?
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(|e| pg_error("starting a data services query", e))?;
+            tx.batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT '{snapshot}'; {}",
+                self.restrictions(query.timeout, true)
+            ))
+            .await
+            .map_err(|e| pg_error("starting a data services query", e))?;
+            let answer = fetch(&tx, sql, binds, limit, query.timeout)
+                .await
+                .map(|table| Table { position, ..table });
+            tx.rollback()
+                .await
+                .map_err(|e| pg_error("ending a data services query", e))?;
+            answer
+        };
+        lent.release().await;
+        exporter
+            .rollback()
+            .await
+            .map_err(|e| pg_error("ending a data services query", e))?;
         answer
     }
 }

@@ -57,6 +57,11 @@ pub struct PgOptions {
     pub queue_lease: Duration,
     /// Run the migrations when connecting.
     pub migrate: bool,
+    /// The login data services connect with (`database.query_url`): a URL whose user is the
+    /// schema's query role, `<schema>_query`. Without it they try that role on the same server with
+    /// no password (it works where `pg_hba.conf` lets the role in), and else run as the connecting
+    /// user with `SET LOCAL ROLE` ([`dataservices`]).
+    pub query_url: Option<String>,
 }
 
 impl PgOptions {
@@ -68,8 +73,32 @@ impl PgOptions {
             acquire_timeout: Duration::from_secs(5),
             queue_lease: Duration::from_secs(30),
             migrate: true,
+            query_url: None,
         }
     }
+}
+
+/// A bounded pool of connections made with `config` (none until one is asked for).
+fn pool_of(
+    config: tokio_postgres::Config,
+    size: usize,
+    acquire_timeout: Duration,
+) -> Result<Pool, Error> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(acquire_timeout))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| Error::Unavailable(format!("building the connection pool: {e}")))
 }
 
 /// The PostgreSQL backend. Cheap to share: clone the `Arc`.
@@ -82,6 +111,8 @@ pub struct Postgres {
     pub(crate) intake: tally_core::intake::Grouped,
     /// The data services' views, role and permits ([`dataservices`]).
     pub(crate) data: dataservices::DataState,
+    /// Connections logged in as the query role, for data services (made only when they are used).
+    pub(crate) query_pool: Pool,
 }
 
 impl Postgres {
@@ -108,23 +139,19 @@ impl Postgres {
         }
         pg_config.connect_timeout(Duration::from_secs(5));
         pg_config.keepalives_idle(Duration::from_secs(10));
-        let manager = Manager::from_config(
+        let pool = pool_of(
             pg_config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.acquire_timeout))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| Error::Unavailable(format!("building the connection pool: {e}")))?;
+            options.pool_size.max(2),
+            options.acquire_timeout,
+        )?;
+        let query_pool = pool_of(
+            dataservices::login_config(&options, &pg_config)?,
+            dataservices::MAX_DATA_QUERIES.max(2),
+            options.acquire_timeout,
+        )?;
         let store = Arc::new_cyclic(|weak: &std::sync::Weak<Self>| Self {
             pool,
+            query_pool,
             pg_config,
             queue: queue::QueueState::default(),
             data: dataservices::DataState::new(options.pool_size),

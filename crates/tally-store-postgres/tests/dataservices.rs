@@ -216,6 +216,42 @@ async fn a_user_with_createrole_makes_and_joins_the_role() {
         .await
         .unwrap();
     assert_eq!(t.rows, vec![vec![Cell::Integer(0)]]);
+    // The role it made logs in: the statements' session user is the role itself, which the
+    // database lets become no other (no list of names needed for that).
+    let role = query_role(&scratch.schema);
+    let t = pg
+        .run(
+            &query(
+                "select session_user::text as s, current_user::text as c",
+                &[],
+            ),
+            vec![],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.rows,
+        vec![vec![Cell::Text(role.clone()), Cell::Text(role.clone())]]
+    );
+    let mut config: tokio_postgres::Config = login.options(&scratch).url.parse().unwrap();
+    config.user(&role);
+    let (as_role, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    for escape in [
+        format!("SET ROLE {}", login.name),
+        "SET ROLE postgres".to_owned(),
+        format!("SELECT set_config('role', '{}', false)", login.name),
+        format!("SELECT count(*) FROM {}.api_keys", scratch.schema),
+    ] {
+        let e = as_role.batch_execute(&escape).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{escape}: {e}"
+        );
+    }
+    drop(as_role);
     // Two more processes opening the same schema at once find the views and the role in place.
     let (a, b) = tokio::join!(
         Postgres::connect(login.options(&scratch)),
@@ -260,11 +296,23 @@ async fn a_role_made_beforehand_serves_a_user_that_may_not_create_roles() {
         .await
         .unwrap();
     let pg = Postgres::connect(login.options(&scratch)).await.unwrap();
+    // The role may not log in and this user may not change that: statements run as this user
+    // under SET LOCAL ROLE (and the names that would leave the role are refused before).
     let t = pg
-        .run(&query("select current_user as who", &[]), vec![], 10)
+        .run(
+            &query(
+                "select current_user::text as who, session_user::text as s",
+                &[],
+            ),
+            vec![],
+            10,
+        )
         .await
         .unwrap();
-    assert_eq!(t.rows, vec![vec![Cell::Text(role)]]);
+    assert_eq!(
+        t.rows,
+        vec![vec![Cell::Text(role), Cell::Text(login.name.clone())]]
+    );
     drop(pg);
     drop(scratch);
     drop(login);

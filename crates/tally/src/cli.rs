@@ -44,6 +44,10 @@ pub struct StoreArgs {
     /// Most PostgreSQL connections per process [default: 16].
     #[arg(long, env = "TALLY_DATABASE_POOL_SIZE", global = true)]
     pub database_pool_size: Option<std::num::NonZeroUsize>,
+    /// The login of data services (named queries): a PostgreSQL URL whose user is the schema's
+    /// query role, `<schema>_query` [default: that role on the same server, without a password].
+    #[arg(long, env = "TALLY_DATABASE_QUERY_URL", global = true)]
+    pub database_query_url: Option<String>,
     /// The durable command queue: the database's own (`embedded` for SQLite, `postgres`) or a broker
     /// (`activemq`, `rabbitmq`, `nats`) [default: the database's own].
     #[arg(long, env = "TALLY_QUEUE_KIND", global = true, value_enum)]

@@ -58,6 +58,7 @@ pub struct DatabaseSection {
     pub url: Option<String>,
     pub schema: Option<String>,
     pub pool_size: Option<std::num::NonZeroUsize>,
+    pub query_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +241,18 @@ impl StoreConfig {
                 }
                 if let Some(n) = args.database_pool_size.or(file.database.pool_size) {
                     options.pool_size = n.get();
+                }
+                if let Some(url) = args
+                    .database_query_url
+                    .clone()
+                    .or_else(|| file.database.query_url.clone())
+                {
+                    if let Err(e) = url.parse::<tally_store_postgres::PgConfig>() {
+                        bail!(
+                            "the data services' login (--database-query-url, TALLY_DATABASE_QUERY_URL, database.query_url) is not a PostgreSQL URL: {e}"
+                        );
+                    }
+                    options.query_url = Some(url);
                 }
                 if let Some(s) = args.queue_lease_seconds.or(file.queue.lease_seconds) {
                     options.queue_lease = Duration::from_secs(s.max(1));

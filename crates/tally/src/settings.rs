@@ -116,6 +116,8 @@ struct Database {
     url: String,
     schema: String,
     pool_size: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,6 +164,7 @@ impl Effective {
                     url: redact(&options.url),
                     schema: options.schema.clone(),
                     pool_size: options.pool_size,
+                    query_url: options.query_url.as_deref().map(redact),
                 }),
                 Queue {
                     kind: QueueKind::Postgres,
@@ -285,11 +288,12 @@ mod tests {
     fn the_printed_configuration_hides_every_secret() {
         let f = file(
             "[database]\nurl = \"postgres://tally:pg-secret@db.internal:5432/retail\"\npool_size = 4\n\
+             query_url = \"postgres://tally_query:query-secret@db.internal:5432/retail\"\n\
              [queue]\nkind = \"rabbitmq\"\nurl = \"amqp://guest:mq-secret@mq:5672/%2f\"\n\
              [server]\nadmin_key = \"admin-secret\"\n",
         );
         let text = render_of(&StoreArgs::default(), &ServeArgs::default(), &f);
-        for secret in ["pg-secret", "mq-secret", "admin-secret"] {
+        for secret in ["pg-secret", "query-secret", "mq-secret", "admin-secret"] {
             assert!(!text.contains(secret), "{secret} shown:\n{text}");
         }
         assert!(
@@ -301,6 +305,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("admin_key = \"***\""), "{text}");
+        assert!(
+            text.contains("query_url = \"postgres://tally_query:***@db.internal:5432/retail\""),
+            "{text}"
+        );
         assert!(text.contains("pool_size = 4"), "{text}");
         assert!(text.contains("kind = \"rabbitmq\""), "{text}");
     }

@@ -141,6 +141,9 @@ impl Postgres {
                 .await
                 .map_err(|e| unavailable("creating the views", e))?;
         }
+        // The role may log in (data services connect as it where `pg_hba.conf` lets it, so that
+        // the session user itself is restricted); one made before that is given the login when
+        // the connecting user may, else it stays as it is and statements use `SET LOCAL ROLE`.
         // Another database of the cluster may create the same role at the same moment, past the
         // advisory lock (which is the database's): its creation is then someone else's. The
         // connecting user is granted it unless it may become it already (a superuser, or a member
@@ -150,8 +153,13 @@ impl Postgres {
                 "DO $$ BEGIN
                      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
                          BEGIN
-                             CREATE ROLE {role} NOLOGIN;
+                             CREATE ROLE {role} LOGIN;
                          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                         END;
+                     ELSIF NOT (SELECT rolcanlogin FROM pg_roles WHERE rolname = '{role}') THEN
+                         BEGIN
+                             ALTER ROLE {role} LOGIN;
+                         EXCEPTION WHEN insufficient_privilege THEN NULL;
                          END;
                      END IF;
                      BEGIN
@@ -170,7 +178,7 @@ impl Postgres {
                 Some(&SqlState::INSUFFICIENT_PRIVILEGE) => format!(
                     "data services need the role {role}, which {user} may not create or be \
                      granted ({}): give {user} CREATEROLE, or create it beforehand with \
-                     CREATE ROLE {role} NOLOGIN; GRANT {role} TO {user};",
+                     CREATE ROLE {role} LOGIN; GRANT {role} TO {user};",
                     e.as_db_error()
                         .map_or("permission denied", DbError::message)
                 ),
