@@ -357,7 +357,7 @@ impl DataServices for Postgres {
             return Err(refusal);
         }
         self.data_ready().await?;
-        let login = self.logs_in().await;
+        let login = self.logs_in().await.map_err(|e| e.to_string())?;
         let mut lent = self.lend(login).await.map_err(|e| e.to_string())?;
         let unavailable = |what: &str, e| pg_error(what, e).to_string();
         let answer = {
@@ -390,7 +390,7 @@ impl DataServices for Postgres {
         self.data_ready()
             .await
             .map_err(|e| RunError::Storage(Error::Unavailable(e)))?;
-        if self.logs_in().await {
+        if self.logs_in().await? {
             return self.run_logged_in(query, &sql, &binds, limit).await;
         }
         let mut lent = self.lend(false).await?;

@@ -220,7 +220,7 @@ async fn apply_item_daily(
     )
     .await
     .map_err(|e| pg_error("updating item daily sales", e))?;
-    let totals = delta.totals();
+    let totals = ItemDailyDelta::totals(&changes);
     let (mut items, mut dates, mut suppliers) = (Vec::new(), Vec::new(), Vec::new());
     let mut f: [Vec<i64>; 7] = Default::default();
     for t in &totals {

@@ -153,7 +153,8 @@ fn apply_item_daily(conn: &Connection, shadow: bool, delta: &ItemDailyDelta) -> 
              units_supplied = units_supplied + excluded.units_supplied, supply_cost_cents = supply_cost_cents + excluded.supply_cost_cents",
         )
         .map_err(sql_error)?;
-    for c in delta.changes() {
+    let changes = delta.changes();
+    for c in &changes {
         let [a, b, d, e, g, h, k] = c.figures();
         stmt.execute(params![
             c.store,
@@ -179,7 +180,7 @@ fn apply_item_daily(conn: &Connection, shadow: bool, delta: &ItemDailyDelta) -> 
              units_supplied = units_supplied + excluded.units_supplied, supply_cost_cents = supply_cost_cents + excluded.supply_cost_cents",
         )
         .map_err(sql_error)?;
-    for t in delta.totals() {
+    for t in ItemDailyDelta::totals(&changes) {
         let [a, b, d, e, g, h, k] = t.figures;
         stmt.execute(params![
             t.item,

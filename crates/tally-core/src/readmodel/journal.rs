@@ -263,7 +263,9 @@ impl Builder {
         let mut builder = Self::new(interval);
         builder.sealed = checkpoint;
         builder.folded = checkpoint;
-        for stored in last {
+        // A chunk of an interval past the checkpoint (none, when it is an interval's end) is not
+        // sealed as far as this builder knows.
+        for stored in last.iter().filter(|c| c.interval_end <= checkpoint) {
             let head = Head::decode(stored)?;
             let store = builder.stores.entry_ref(stored.store.as_str()).or_default();
             store.version = head.version;

@@ -166,10 +166,10 @@ impl ItemDailyDelta {
     /// The delta's rows summed over the stores, per item and date, in the totals' key order (item,
     /// date): the cross-store questions (an item's days everywhere, a supplier's items, every
     /// item's returns) read these, about a store count fewer rows than item daily sales.
-    pub fn totals(&self) -> Vec<ItemTotalChange<'_>> {
-        let mut all: Vec<ItemTotalChange<'_>> = self
-            .changes()
-            .into_iter()
+    /// `changes` are the delta's [`ItemDailyDelta::changes`], made once for both tables.
+    pub fn totals<'d>(changes: &[ItemRowChange<'d>]) -> Vec<ItemTotalChange<'d>> {
+        let mut all: Vec<ItemTotalChange<'d>> = changes
+            .iter()
             .map(|c| ItemTotalChange {
                 item: c.item,
                 date: c.date,

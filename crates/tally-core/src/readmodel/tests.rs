@@ -336,8 +336,7 @@ fn item_totals_sum_the_stores_per_item_and_date_in_key_order() {
         ]
         .into(),
     };
-    let got: Vec<_> = delta
-        .totals()
+    let got: Vec<_> = ItemDailyDelta::totals(&delta.changes())
         .into_iter()
         .map(|t| (t.item, t.date.day(), t.supplier, t.figures))
         .collect();

@@ -2,7 +2,8 @@
 //! in the same column order on every backend, and what a fold of the log says each row holds.
 
 use crate::readmodel::{
-    Delta, INVENTORY, ITEM_DAILY, REFERENCE, Registered, STORE_DAILY, SUPPLIER_DAILY, TILL_DAILY,
+    Delta, INVENTORY, ITEM_DAILY, ItemDailyDelta, REFERENCE, Registered, STORE_DAILY,
+    SUPPLIER_DAILY, TILL_DAILY,
 };
 
 /// One read-model table: its projection, its key columns, its text columns and its figures.
@@ -220,23 +221,27 @@ pub fn expected(delta: Delta) -> Vec<(&'static str, Rows)> {
                 row(vec![s, d.to_string()], vec![], figures)
             })),
         )],
-        Delta::ItemDaily(delta) => vec![
-            (
-                "rm_item_daily",
-                rows(delta.changes().into_iter().map(|c| {
-                    let figures = c.figures().to_vec();
-                    let key = vec![c.store.to_owned(), c.item.to_owned(), c.date.to_string()];
-                    row(key, vec![c.supplier.to_owned()], figures)
-                })),
-            ),
-            (
-                "rm_item_totals",
-                rows(delta.totals().into_iter().map(|t| {
-                    let key = vec![t.item.to_owned(), t.date.to_string()];
-                    row(key, vec![t.supplier.to_owned()], t.figures.to_vec())
-                })),
-            ),
-        ],
+        Delta::ItemDaily(delta) => {
+            let changes = delta.changes();
+            let totals = ItemDailyDelta::totals(&changes);
+            vec![
+                (
+                    "rm_item_daily",
+                    rows(changes.iter().map(|c| {
+                        let figures = c.figures().to_vec();
+                        let key = vec![c.store.to_owned(), c.item.to_owned(), c.date.to_string()];
+                        row(key, vec![c.supplier.to_owned()], figures)
+                    })),
+                ),
+                (
+                    "rm_item_totals",
+                    rows(totals.into_iter().map(|t| {
+                        let key = vec![t.item.to_owned(), t.date.to_string()];
+                        row(key, vec![t.supplier.to_owned()], t.figures.to_vec())
+                    })),
+                ),
+            ]
+        }
         Delta::TillDaily(m) => vec![(
             "rm_till_daily",
             rows(m.into_iter().map(|((s, t, d), f)| {

@@ -63,33 +63,38 @@ pub(crate) fn login_config(
 impl Postgres {
     /// Whether data services log in as the query role: tried once, when the views and the role
     /// are ready (the role can log in where tally made it, or a DBA let it).
-    pub(super) async fn logs_in(&self) -> bool {
-        *self
-            .data
+    pub(super) async fn logs_in(&self) -> Result<bool, Error> {
+        self.data
             .login
-            .get_or_init(|| async {
-                let tried = async {
-                    let client = self.query_pool.get().await.map_err(|e| e.to_string())?;
-                    let row = client
-                        .query_one("SELECT session_user::text", &[])
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok::<String, String>(row.get(0))
-                };
+            .get_or_try_init(|| async {
                 let role = query_role(&self.options.schema);
-                match tried.await {
-                    Ok(user) if user == role => true,
-                    Ok(user) => {
-                        tracing::warn!(%user, %role, "database.query_url logs in as another user than the query role: data services run as the connecting user with SET LOCAL ROLE");
-                        false
+                let client = match self.query_pool.get().await {
+                    Ok(client) => client,
+                    // The server refused the login itself (no LOGIN, pg_hba.conf, a password):
+                    // that stays so until a DBA changes it. Anything else (the server away) is
+                    // tried again by the next statement, never taken for a refusal.
+                    Err(deadpool_postgres::PoolError::Backend(e)) if refused_login(&e) => {
+                        tracing::warn!(%role, error = %e, "data services cannot log in as their role (give database.query_url, or let the role in through pg_hba.conf): they run as the connecting user with SET LOCAL ROLE, the role's escape closed by name only");
+                        return Ok(false);
                     }
-                    Err(error) => {
-                        tracing::warn!(%role, %error, "data services cannot log in as their role (give database.query_url, or let the role in through pg_hba.conf): they run as the connecting user with SET LOCAL ROLE, the role's escape closed by name only");
-                        false
+                    Err(e) => {
+                        return Err(Error::Unavailable(format!(
+                            "no data services connection: {e}"
+                        )));
                     }
+                };
+                let user: String = client
+                    .query_one("SELECT session_user::text", &[])
+                    .await
+                    .map_err(|e| pg_error("reading the data services' login", e))?
+                    .get(0);
+                if user != role {
+                    tracing::warn!(%user, %role, "database.query_url logs in as another user than the query role: data services run as the connecting user with SET LOCAL ROLE");
                 }
+                Ok(user == role)
             })
             .await
+            .copied()
     }
 
     /// A connection for one data services statement, once a permit is free: logged in as the
@@ -233,4 +238,17 @@ impl Postgres {
             .map_err(|e| pg_error("ending a data services query", e))?;
         answer
     }
+}
+
+/// Whether the server refused a login as such (authorization, not an outage).
+fn refused_login(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        [
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            SqlState::INVALID_PASSWORD,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ]
+        .contains(c)
+    })
 }
