@@ -263,6 +263,8 @@ pub trait ReadModels: Send + Sync + 'static {
     /// The items sold most over a range (in one store, or every store), by units sold, then item id;
     /// with `supplier`, only that supplier's items.
     async fn top_items(&self, query: &TopItemsQuery) -> Result<Positioned<Vec<TopItem>>>;
+    /// Every registered store, supplier and item, each by id (the reference read model).
+    async fn catalog(&self) -> Result<Positioned<crate::rows::Catalog>>;
 }
 
 /// Every row of the read models' tables, for `tally verify` ([`crate::verify`]).

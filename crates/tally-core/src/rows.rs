@@ -96,3 +96,83 @@ pub fn rank(mut items: Vec<TopItem>, limit: usize) -> Vec<TopItem> {
     items.truncate(limit);
     items
 }
+
+/// A registered store, as the reference read model holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreEntry {
+    pub store_id: StoreId,
+    pub name: String,
+    /// The store's IANA time zone (its business dates are local dates there).
+    pub timezone: String,
+}
+
+/// A registered supplier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupplierEntry {
+    pub supplier_id: SupplierId,
+    pub name: String,
+}
+
+/// A registered item with its list price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemEntry {
+    pub item_id: ItemId,
+    pub name: String,
+    pub supplier_id: SupplierId,
+    pub unit_price_cents: i64,
+}
+
+/// Everything registered (the reference read model), each list by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    pub stores: Vec<StoreEntry>,
+    pub suppliers: Vec<SupplierEntry>,
+    pub items: Vec<ItemEntry>,
+}
+
+/// The reference tables' rows as an adapter reads them: (id, name, time zone), (id, name) and
+/// (id, name, supplier id, price).
+pub type RawCatalog = (
+    Vec<(String, String, String)>,
+    Vec<(String, String)>,
+    Vec<(String, String, String, i64)>,
+);
+
+impl Catalog {
+    /// The rows read from storage, their ids parsed (a malformed one is `Error::Corrupt`).
+    pub fn parse((stores, suppliers, items): RawCatalog) -> crate::ports::Result<Self> {
+        use crate::timetravel::{item_id, store_id, supplier_id};
+        Ok(Self {
+            stores: stores
+                .into_iter()
+                .map(|(id, name, timezone)| {
+                    Ok(StoreEntry {
+                        store_id: store_id(&id)?,
+                        name,
+                        timezone,
+                    })
+                })
+                .collect::<crate::ports::Result<_>>()?,
+            suppliers: suppliers
+                .into_iter()
+                .map(|(id, name)| {
+                    Ok(SupplierEntry {
+                        supplier_id: supplier_id(&id)?,
+                        name,
+                    })
+                })
+                .collect::<crate::ports::Result<_>>()?,
+            items: items
+                .into_iter()
+                .map(|(id, name, supplier, unit_price_cents)| {
+                    Ok(ItemEntry {
+                        item_id: item_id(&id)?,
+                        name,
+                        supplier_id: supplier_id(&supplier)?,
+                        unit_price_cents,
+                    })
+                })
+                .collect::<crate::ports::Result<_>>()?,
+        })
+    }
+}

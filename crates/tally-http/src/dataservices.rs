@@ -258,13 +258,7 @@ fn params(raw: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
 /// line break are quoted, quotes doubled.
 fn csv(columns: &[Column], rows: &[Vec<Cell>]) -> String {
     fn field(out: &mut String, raw: &str) {
-        if raw.contains([',', '"', '\n', '\r']) {
-            out.push('"');
-            out.push_str(&raw.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(raw);
-        }
+        out.push_str(&crate::queries::csv_field(raw));
     }
     let mut out = String::new();
     for (i, c) in columns.iter().enumerate() {

@@ -22,7 +22,9 @@ use utoipa_axum::routes;
 pub mod auth;
 pub mod body;
 pub mod commands;
+pub mod dashboard;
 pub mod dataservices;
+pub mod deadletters;
 pub mod dto;
 pub mod error;
 pub mod feed;
@@ -134,6 +136,12 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(queries::supplier_day_history))
         .routes(routes!(queries::item_daily_sales))
         .routes(routes!(queries::top_items))
+        .routes(routes!(queries::me))
+        .routes(routes!(queries::stores))
+        .routes(routes!(queries::suppliers))
+        .routes(routes!(queries::items))
+        .routes(routes!(deadletters::list_dead_letters))
+        .routes(routes!(deadletters::replay_dead_letter))
         .routes(routes!(dataservices::list_queries))
         .routes(routes!(dataservices::run_query))
         .routes(routes!(dataservices::reload_queries))
@@ -208,6 +216,7 @@ pub fn router(state: AppState) -> Router {
     let routed = router
         .route("/openapi.json", axum::routing::get(document))
         .merge(docs())
+        .merge(dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             let mut r = ApiError::NotFound("method not allowed".into()).into_response();
@@ -313,6 +322,12 @@ mod tests {
             "post",
             "/v1/admin/projections/{name}/faults/{position}/skip",
         ),
+        ("get", "/v1/me"),
+        ("get", "/v1/stores"),
+        ("get", "/v1/suppliers"),
+        ("get", "/v1/items"),
+        ("get", "/v1/admin/dead-letters"),
+        ("post", "/v1/admin/dead-letters/{message_id}/replay"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

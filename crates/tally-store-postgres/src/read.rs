@@ -9,10 +9,11 @@ use jiff::civil::Date;
 use tally_core::ports::{Error, Journal, ReadModels, Result};
 use tally_core::readmodel::journal::{JOURNAL, StoredChunk};
 use tally_core::readmodel::{
-    DayFigures, INVENTORY, ITEM_DAILY, ItemDay, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
+    DayFigures, INVENTORY, ITEM_DAILY, ItemDay, REFERENCE, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
 };
 use tally_core::rows::{
-    DateRange, Dated, ItemSales, Positioned, StockRow, StoreSales, TopItem, TopItemsQuery,
+    Catalog, DateRange, Dated, ItemSales, Positioned, RawCatalog, StockRow, StoreSales, TopItem,
+    TopItemsQuery,
 };
 use tally_core::timetravel::{item_id, store_id, supplier_id};
 use tally_domain::values::{ItemId, StoreId, SupplierId};
@@ -362,6 +363,31 @@ impl ReadModels for Postgres {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Positioned::new(a.position, items))
+    }
+
+    async fn catalog(&self) -> Result<Positioned<Catalog>> {
+        // The three tables in one snapshot: one statement, each row tagged with its table.
+        let a = self
+            .snapshot(
+                REFERENCE,
+                "SELECT * FROM (SELECT 0 AS kind, store_id AS id, name, timezone AS extra, 0::bigint AS price \
+                 FROM rm_stores \
+                 UNION ALL SELECT 1, supplier_id, name, '', 0 FROM rm_suppliers \
+                 UNION ALL SELECT 2, item_id, name, supplier_id, unit_price_cents FROM rm_items) r \
+                 ORDER BY kind, id COLLATE \"C\"",
+                &[],
+            )
+            .await?;
+        let mut raw: RawCatalog = Default::default();
+        for r in &a.rows {
+            let (id, name) = (r.get::<_, String>(1), r.get::<_, String>(2));
+            match r.get::<_, i32>(0) {
+                0 => raw.0.push((id, name, r.get(3))),
+                1 => raw.1.push((id, name)),
+                _ => raw.2.push((id, name, r.get(3), r.get(4))),
+            }
+        }
+        Ok(Positioned::new(a.position, Catalog::parse(raw)?))
     }
 }
 

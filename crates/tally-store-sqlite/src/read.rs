@@ -9,10 +9,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tally_core::ports::{Error, Journal, ReadModels, Result};
 use tally_core::readmodel::journal::{JOURNAL, StoredChunk};
 use tally_core::readmodel::{
-    DayFigures, INVENTORY, ITEM_DAILY, ItemDay, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
+    DayFigures, INVENTORY, ITEM_DAILY, ItemDay, REFERENCE, STORE_DAILY, SUPPLIER_DAILY, SupplierDay,
 };
 use tally_core::rows::{
-    DateRange, Dated, ItemSales, Positioned, StockRow, StoreSales, TopItem, TopItemsQuery,
+    Catalog, DateRange, Dated, ItemSales, Positioned, StockRow, StoreSales, TopItem, TopItemsQuery,
 };
 use tally_core::timetravel::{item_id, store_id, supplier_id};
 use tally_domain::values::{ItemId, StoreId, SupplierId};
@@ -360,6 +360,35 @@ impl ReadModels for Sqlite {
                             })
                         })
                         .collect()
+                })
+            })
+            .await
+    }
+
+    async fn catalog(&self) -> Result<Positioned<Catalog>> {
+        self.readers
+            .read(|conn| {
+                snapshot(conn, REFERENCE, |conn| {
+                    Catalog::parse((
+                        rows(
+                            conn,
+                            "SELECT store_id, name, timezone FROM rm_stores ORDER BY store_id",
+                            [],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )?,
+                        rows(
+                            conn,
+                            "SELECT supplier_id, name FROM rm_suppliers ORDER BY supplier_id",
+                            [],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )?,
+                        rows(
+                            conn,
+                            "SELECT item_id, name, supplier_id, unit_price_cents FROM rm_items ORDER BY item_id",
+                            [],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )?,
+                    ))
                 })
             })
             .await

@@ -146,6 +146,8 @@ macro_rules! conformance_tests {
                     read_store::store_daily_filters_dates_and_skips_empty_days,
                 read_store_supplier_daily_filters_dates_and_skips_empty_days =>
                     read_store::supplier_daily_filters_dates_and_skips_empty_days,
+                read_store_catalog_lists_the_registry_by_id =>
+                    read_store::catalog_lists_the_registry_by_id,
                 read_store_item_daily_top_items_and_low_stock =>
                     read_store::item_daily_top_items_and_low_stock,
                 read_store_projector_resumes_behind_its_journal =>

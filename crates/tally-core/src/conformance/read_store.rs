@@ -588,3 +588,89 @@ pub async fn projector_resumes_behind_its_journal(b: &Backend) {
         assert_eq!(after[p], head, "{p} stays at the head");
     }
 }
+
+/// The registry as lists: each by id (byte order), with the position of the reference projection.
+pub async fn catalog_lists_the_registry_by_id(b: &Backend) {
+    use crate::readmodel::{REFERENCE, Registered};
+    let empty = b.read.catalog().await.unwrap();
+    assert_eq!(empty.position, 0);
+    assert_eq!(empty.rows, crate::rows::Catalog::default());
+    let regs = vec![
+        Registered::Supplier {
+            supplier_id: "sup-b".into(),
+            name: "Beta, Ltd".into(),
+        },
+        Registered::Supplier {
+            supplier_id: "sup-a".into(),
+            name: "Alpha".into(),
+        },
+        Registered::Store {
+            store_id: "s-2".into(),
+            name: "Harbour".into(),
+            timezone: "Pacific/Auckland".into(),
+        },
+        Registered::Store {
+            store_id: "S-1".into(),
+            name: "Main St".into(),
+            timezone: "America/New_York".into(),
+        },
+        Registered::Item {
+            item_id: "i-2".into(),
+            name: "pear".into(),
+            supplier_id: "sup-b".into(),
+            unit_price_cents: 400,
+        },
+        Registered::Item {
+            item_id: "i-1".into(),
+            name: "apple".into(),
+            supplier_id: "sup-a".into(),
+            unit_price_cents: 250,
+        },
+    ];
+    b.sink
+        .apply(vec![update(REFERENCE, 0, 6, Delta::Reference(regs))])
+        .await
+        .unwrap();
+    let c = b.read.catalog().await.unwrap();
+    assert_eq!(c.position, 6);
+    let stores: Vec<(&str, &str, &str)> = c
+        .rows
+        .stores
+        .iter()
+        .map(|s| (s.store_id.as_str(), s.name.as_str(), s.timezone.as_str()))
+        .collect();
+    assert_eq!(
+        stores,
+        [
+            ("S-1", "Main St", "America/New_York"),
+            ("s-2", "Harbour", "Pacific/Auckland")
+        ]
+    );
+    let suppliers: Vec<(&str, &str)> = c
+        .rows
+        .suppliers
+        .iter()
+        .map(|s| (s.supplier_id.as_str(), s.name.as_str()))
+        .collect();
+    assert_eq!(suppliers, [("sup-a", "Alpha"), ("sup-b", "Beta, Ltd")]);
+    let items: Vec<(&str, &str, &str, i64)> = c
+        .rows
+        .items
+        .iter()
+        .map(|i| {
+            (
+                i.item_id.as_str(),
+                i.name.as_str(),
+                i.supplier_id.as_str(),
+                i.unit_price_cents,
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [
+            ("i-1", "apple", "sup-a", 250),
+            ("i-2", "pear", "sup-b", 400)
+        ]
+    );
+}

@@ -15,6 +15,7 @@ use tally_domain::values::{ItemId, StoreId, SupplierId};
 
 use crate::error::{ApiError, Problem};
 
+mod catalog;
 mod history;
 mod inventory;
 mod items;
@@ -24,6 +25,7 @@ mod time;
 pub(crate) use time::{not_back_filling, wait_for_all};
 
 // Globs: the route macros also need each handler's generated `__path_*` item.
+pub use catalog::*;
 pub use history::*;
 pub use inventory::*;
 pub use items::*;
@@ -93,6 +95,15 @@ pub(crate) fn csv(body: String) -> Response {
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
     r
+}
+
+/// One RFC 4180 field: quoted when it holds a comma, a quote or a line break, quotes doubled.
+pub(crate) fn csv_field(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", raw.replace('"', "\"\"")).into()
+    } else {
+        raw.into()
+    }
 }
 
 /// Builds a CSV body: a header line, then one line per row.

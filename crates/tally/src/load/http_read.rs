@@ -12,7 +12,8 @@ use serde_json::Value;
 use tally_core::ports::{Error, ReadModels, Result};
 use tally_core::readmodel::{DayFigures, ItemDay, SupplierDay};
 use tally_core::rows::{
-    DateRange, Dated, ItemSales, Positioned, StockRow, StoreSales, TopItem, TopItemsQuery,
+    Catalog, DateRange, Dated, ItemSales, Positioned, RawCatalog, StockRow, StoreSales, TopItem,
+    TopItemsQuery,
 };
 use tally_core::timetravel::{item_id, store_id, supplier_id};
 use tally_domain::values::{ItemId, StoreId, SupplierId};
@@ -281,5 +282,42 @@ impl ReadModels for HttpReadModels {
             })
             .collect::<Result<_>>()?;
         Ok(Positioned::new(position(&v)?, items))
+    }
+
+    /// From `/v1/stores`, `/v1/suppliers` and `/v1/items`: three reads, so the position is the
+    /// least of the three (each list holds at least what that position registered).
+    async fn catalog(&self) -> Result<Positioned<Catalog>> {
+        let (stores, suppliers, items) = (
+            self.get("/v1/stores").await?,
+            self.get("/v1/suppliers").await?,
+            self.get("/v1/items").await?,
+        );
+        let mut raw: RawCatalog = Default::default();
+        for s in list(&stores, "stores")? {
+            let tz = text(s, "timezone")?.to_owned();
+            raw.0.push((
+                text(s, "store_id")?.to_owned(),
+                text(s, "name")?.to_owned(),
+                tz,
+            ));
+        }
+        for s in list(&suppliers, "suppliers")? {
+            raw.1.push((
+                text(s, "supplier_id")?.to_owned(),
+                text(s, "name")?.to_owned(),
+            ));
+        }
+        for i in list(&items, "items")? {
+            raw.2.push((
+                text(i, "item_id")?.to_owned(),
+                text(i, "name")?.to_owned(),
+                text(i, "supplier_id")?.to_owned(),
+                int(i, "unit_price_cents")?,
+            ));
+        }
+        let at = position(&stores)?
+            .min(position(&suppliers)?)
+            .min(position(&items)?);
+        Ok(Positioned::new(at, Catalog::parse(raw)?))
     }
 }
