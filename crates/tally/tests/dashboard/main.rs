@@ -132,6 +132,35 @@ async fn the_dashboard_shows_the_books_live_as_of_and_only_what_a_key_may_read()
     assert_eq!(total_today, json!([30, 2350]));
     b.screenshot(&out, "1-overview").await;
 
+    // Keyboard: the skip link is the page's first stop; from it, Tab reaches the brand, then the
+    // views in order, and Enter on a view's link opens it.
+    let first = b
+        .run("const f = [...document.querySelectorAll('a[href], button, input')].find(e => e.offsetParent !== null || e.classList.contains('skip')); \
+              return f.textContent.trim()")
+        .await;
+    assert_eq!(first, json!("Skip to the content"));
+    b.run("document.querySelector('.skip').focus(); return true")
+        .await;
+    b.press("\u{E004}\u{E004}\u{E004}").await;
+    let focused = b
+        .run("return document.activeElement.getAttribute('href')")
+        .await;
+    assert_eq!(
+        focused,
+        json!("#/stores"),
+        "Tab order: skip link, brand, Overview, Stores"
+    );
+    b.press("\u{E007}").await;
+    b.wait_until(
+        "the stores view by keyboard",
+        "return location.hash === '#/stores'",
+        SOON,
+    )
+    .await;
+    b.goto(&format!("{}/#/overview", app.url)).await;
+    b.wait_for("svg[data-chart=\"today\"] rect[data-key=\"north\"]", SOON)
+        .await;
+
     // Before the late sale: the instant the time-travel control will go back to.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let before = jiff::Timestamp::now();
@@ -222,6 +251,11 @@ async fn the_dashboard_shows_the_books_live_as_of_and_only_what_a_key_may_read()
         .await;
     assert!(stock.as_str().unwrap().contains("100"), "{stock}");
     b.screenshot(&out, "4-store").await;
+    // The same view on a tablet held upright.
+    b.resize(820, 1180).await;
+    b.run("window.scrollTo(0, 0); return true").await;
+    b.screenshot(&out, "4-store-tablet").await;
+    b.resize(1280, 1700).await;
 
     // The supplier: what it delivered and what sold.
     b.goto(&format!("{}/#/supplier/orchard", app.url)).await;

@@ -205,6 +205,36 @@ impl Browser {
             .to_owned()
     }
 
+    /// Presses each key of `keys` (WebDriver key codes, e.g. `\u{E004}` for Tab) on whatever has
+    /// the focus, as a keyboard would.
+    pub async fn press(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| {
+                [
+                    json!({"type": "keyDown", "value": c.to_string()}),
+                    json!({"type": "keyUp", "value": c.to_string()}),
+                ]
+            })
+            .collect();
+        self.call(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        )
+        .await;
+    }
+
+    /// Resizes the window (a tablet's, say).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
+    }
+
     /// The whole page as a PNG into `dir/name.png` (kept as a test artifact).
     pub async fn screenshot(&self, dir: &Path, name: &str) {
         let v = self.call("GET", "/screenshot", json!({})).await;
