@@ -14,6 +14,8 @@
 pub mod command;
 pub mod decide;
 pub mod event;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod state;
 pub mod values;
 

@@ -34,6 +34,7 @@ pub mod ops;
 pub mod projections;
 pub mod queries;
 mod request_id;
+pub mod schemas;
 pub mod traffic;
 
 use error::ApiError;
@@ -140,6 +141,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(queries::stores))
         .routes(routes!(queries::suppliers))
         .routes(routes!(queries::items))
+        .routes(routes!(schemas::event_schemas))
         .routes(routes!(deadletters::list_dead_letters))
         .routes(routes!(deadletters::replay_dead_letter))
         .routes(routes!(dataservices::list_queries))
@@ -307,6 +309,7 @@ mod tests {
         ("get", "/v1/events"),
         ("get", "/v1/streams/{stream_id}"),
         ("get", "/v1/events/live"),
+        ("get", "/v1/events/schemas"),
         ("post", "/v1/admin/api-keys"),
         ("get", "/v1/admin/api-keys"),
         ("delete", "/v1/admin/api-keys/{key_id}"),

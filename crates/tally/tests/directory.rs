@@ -1,7 +1,7 @@
 //! What the dashboard reads besides the reports, over HTTP against a real server: the page itself
 //! (`GET /`, its files and its security headers), `GET /v1/me`, the registry as lists
 //! (`/v1/stores` with each store's business date now, `/v1/suppliers`, `/v1/items`), each narrowed
-//! to a scoped key's own, and the dead letters over HTTP.
+//! to a scoped key's own, the dead letters over HTTP, and the events' JSON Schemas.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -183,4 +183,58 @@ async fn dead_letters_are_listed_and_replayed_by_admins_only() {
         )
         .await;
     expect_problem(r, 404, "no such dead letter").await;
+}
+
+/// `GET /v1/events/schemas`: every type in every version, the current ones marked, each a JSON
+/// Schema document; admins and auditors only.
+#[tokio::test]
+async fn the_event_schemas_cover_every_stored_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path());
+    let auditor = app.create_key("auditor", None).await;
+    let all = app.get_ok("/v1/events/schemas", &auditor).await;
+    let schemas = all["schemas"].as_array().unwrap();
+    let versions: Vec<(String, u64, bool)> = schemas
+        .iter()
+        .map(|s| {
+            (
+                s["type"].as_str().unwrap().to_owned(),
+                s["schema_version"].as_u64().unwrap(),
+                s["current"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        versions.contains(&("SaleRecorded".into(), 1, false)),
+        "{versions:?}"
+    );
+    assert!(
+        versions.contains(&("SaleRecorded".into(), 2, true)),
+        "{versions:?}"
+    );
+    assert_eq!(
+        versions.iter().filter(|v| v.2).count(),
+        9,
+        "one current version per type"
+    );
+    for s in schemas {
+        assert_eq!(
+            s["schema"]["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(s["schema"]["type"], "object", "{s}");
+    }
+    let sale = schemas
+        .iter()
+        .find(|s| s["type"] == "SaleRecorded" && s["current"] == true)
+        .unwrap();
+    let required = sale["schema"]["required"].as_array().unwrap();
+    assert!(required.contains(&json!("business_date")), "{sale}");
+    assert!(
+        !required.contains(&json!("till_id")),
+        "till_id is optional: {sale}"
+    );
+    let store = app.create_key("store", Some("s1")).await;
+    let r = app.get_raw("/v1/events/schemas", Some(&store)).await;
+    expect_problem(r, 403, "a store key").await;
 }

@@ -64,6 +64,7 @@ impl fmt::Display for StreamId {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct DeliveredLine {
     pub item_id: ItemId,
     pub quantity: Quantity,
@@ -77,6 +78,7 @@ pub struct DeliveredLine {
 /// units' list value that is not refunded, so that the refund is [`SoldLine::paid_cents`] on every
 /// kind of line (schema version 2; version 1 had no discounts and reads as 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SoldLine {
     pub item_id: ItemId,
     pub supplier_id: SupplierId,
@@ -101,12 +103,14 @@ impl SoldLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SupplierRegistered {
     pub supplier_id: SupplierId,
     pub name: Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct StoreRegistered {
     pub store_id: StoreId,
     pub name: Text,
@@ -114,6 +118,7 @@ pub struct StoreRegistered {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ItemRegistered {
     pub item_id: ItemId,
     pub name: Text,
@@ -122,6 +127,7 @@ pub struct ItemRegistered {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct GoodsDelivered {
     pub delivery_id: DeliveryId,
     pub supplier_id: SupplierId,
@@ -131,6 +137,7 @@ pub struct GoodsDelivered {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SaleRecorded {
     pub sale_id: SaleId,
     pub store_id: StoreId,
@@ -143,6 +150,7 @@ pub struct SaleRecorded {
 
 /// A reversing event: the sale drops out of the figures of its own business date and its stock goes back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SaleVoided {
     pub sale_id: SaleId,
     pub store_id: StoreId,
@@ -155,6 +163,7 @@ pub struct SaleVoided {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ReturnRecorded {
     pub return_id: ReturnId,
     pub sale_id: SaleId,
@@ -166,6 +175,7 @@ pub struct ReturnRecorded {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct StockAdjusted {
     pub adjustment_id: AdjustmentId,
     pub store_id: StoreId,
@@ -178,6 +188,7 @@ pub struct StockAdjusted {
 /// How a correction moved one item of a delivery: the new quantity minus the old, and the new line
 /// cost (quantity × unit cost) minus the old.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct DeliveryLineChange {
     pub item_id: ItemId,
     pub quantity_change: i64,
@@ -188,6 +199,7 @@ pub struct DeliveryLineChange {
 /// on the delivery's own business date, by `changes` (the items whose quantity or cost changed,
 /// relative to the lines as last corrected), and moves the store's stock by each quantity change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct DeliveryCorrected {
     pub correction_id: CorrectionId,
     pub delivery_id: DeliveryId,

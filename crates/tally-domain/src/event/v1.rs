@@ -13,6 +13,7 @@ use crate::values::{Cents, ItemId, Quantity, ReturnId, SaleId, StoreId, Supplier
 
 /// A sold or returned line before discounts (schema version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SoldLine {
     pub item_id: ItemId,
     pub supplier_id: SupplierId,
@@ -22,6 +23,7 @@ pub struct SoldLine {
 
 /// `SaleRecorded` version 1: no discounts, no till.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SaleRecorded {
     pub sale_id: SaleId,
     pub store_id: StoreId,
@@ -31,6 +33,7 @@ pub struct SaleRecorded {
 
 /// `SaleVoided` version 1: the voided sale's lines without discounts, no till.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SaleVoided {
     pub sale_id: SaleId,
     pub store_id: StoreId,
@@ -41,6 +44,7 @@ pub struct SaleVoided {
 
 /// `ReturnRecorded` version 1: returned lines refunded at their full list value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ReturnRecorded {
     pub return_id: ReturnId,
     pub sale_id: SaleId,
