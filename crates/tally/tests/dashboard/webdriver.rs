@@ -84,6 +84,8 @@ impl Browser {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--window-size=1280,1700", "--no-first-run", "--disable-extensions",
+                         "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--disable-quic",
                          format!("--user-data-dir={}", profile.path().display())],
             }
         }}});
