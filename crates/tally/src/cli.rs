@@ -1,5 +1,6 @@
 //! The command line: `serve`, `config`, `keys`, `dlq`, `events`, `verify`, `bench`, `rebuild`,
-//! `migrate`, `openapi`.
+//! `migrate`, `openapi`, and the clients of a running server: `report`, `import`, `events tail`,
+//! `load`; `demo` runs a server with simulated traffic.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -149,6 +150,14 @@ pub enum Cmd {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Read a report of a running server: a table, or the server's CSV or JSON.
+    Report(crate::report::ReportArgs),
+    /// Send a file of sales or deliveries (CSV or NDJSON) through a running server's API; safe to
+    /// run twice.
+    Import(crate::import::ImportArgs),
+    /// Start a server on a temporary data dir with a small chain and simulated traffic; prints the
+    /// dashboard's URL and an admin key; Ctrl-C stops it and removes the data.
+    Demo(crate::demo::DemoArgs),
     /// Named queries (data services).
     Queries {
         #[command(subcommand)]
@@ -375,6 +384,17 @@ pub enum BenchCmd {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// `tally import` of generated sales into a server in this process (temporary data dir):
+    /// rows per second, then the same file again.
+    Import {
+        #[arg(long, default_value_t = 100_000)]
+        sales: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// `tally verify` on a long W1-shaped log, projected first: events folded per second, and
     /// memory.
     Verify {
@@ -432,22 +452,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve(args) => {
             let settings = crate::settings::ServeSettings::resolve(&args, &file)?;
             init_logging(settings.log_format);
-            let policy = match settings.stock_policy {
-                Policy::Reject => tally_domain::StockPolicy::Reject,
-                Policy::AllowNegative => tally_domain::StockPolicy::AllowNegative,
-            };
-            runtime.block_on(crate::serve::serve(crate::serve::Options {
+            runtime.block_on(crate::serve::serve(crate::serve::Options::new(
                 store,
-                role: settings.role,
-                listen: settings.listen,
-                admin_key: settings.admin_key,
-                policy,
-                tls: settings.tls,
-                limits: settings.limits,
-                queries: query_files,
-                rebuild_pace: std::time::Duration::from_millis(settings.rebuild_pace_ms),
-                policies: settings.policies,
-            }))?;
+                settings,
+                query_files,
+            )))?;
         }
         Cmd::Config(args) => {
             let settings = crate::settings::ServeSettings::resolve(&args, &file)?;
@@ -510,6 +519,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::bench::events_check_bench(log.options()))?
         }
         Cmd::Bench {
+            which:
+                BenchCmd::Import {
+                    sales,
+                    concurrency,
+                    seed,
+                },
+        } => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::bench::import_bench(crate::bench::ImportOptions {
+                sales,
+                concurrency,
+                seed,
+            }))?
+        }
+        Cmd::Bench {
             which: BenchCmd::Verify { log },
         } => {
             init_logging(LogFormat::Human);
@@ -555,6 +579,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::queries::check(query_files, &store))?
+        }
+        Cmd::Report(args) => return runtime.block_on(crate::report::run(args)),
+        Cmd::Import(args) => return runtime.block_on(crate::import::run(args)),
+        Cmd::Demo(args) => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::demo::run(args))?
         }
         Cmd::Openapi => {
             let doc = tally_http::openapi();
