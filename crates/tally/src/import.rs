@@ -31,6 +31,12 @@ impl Kind {
             Self::Sales => "sale",
         }
     }
+    fn plural(self) -> &'static str {
+        match self {
+            Self::Deliveries => "deliveries",
+            Self::Sales => "sales",
+        }
+    }
     fn singular(self) -> &'static str {
         self.noun()
     }
@@ -96,12 +102,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("… and {} more bad lines", checked.bad.len() - SHOWN_BAD);
     }
     let ready_rows: u64 = checked.ready.iter().map(|r| r.rows).sum();
-    let bad = checked.bad.len();
+    let bad = checked.bad_lines;
     if bad > 0 && !args.skip_bad {
         eprintln!(
-            "{shown}: {bad} bad lines: nothing imported (fix them, or pass --skip-bad to import the {} good {}s)",
+            "{shown}: {bad} bad lines: nothing imported (fix them, or pass --skip-bad to import the {} good {})",
             checked.ready.len(),
-            args.kind.noun()
+            args.kind.plural()
         );
         println!(
             "IMPORT sent=0 already=0 rejected=0 bad_lines={bad} skipped_commands={} rows={rows} rows_per_s=0",
@@ -111,9 +117,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     }
     if args.dry_run {
         println!(
-            "dry run: {} {}s from {ready_rows} rows would be sent; {bad} bad lines ({} commands left out); nothing sent",
+            "dry run: {} {} from {ready_rows} rows would be sent; {bad} bad lines ({} commands left out); nothing sent",
             checked.ready.len(),
-            args.kind.noun(),
+            args.kind.plural(),
             checked.left_out
         );
         return Ok(if bad > 0 {
@@ -144,9 +150,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let rejected = outcomes.rejected.len();
     let rate = ready_rows as f64 / secs.max(1e-9);
     println!(
-        "imported {shown}: {} {}s from {ready_rows} rows: {} sent, {} already imported, {rejected} rejected, {bad} bad lines skipped; {secs:.1}s, {rate:.0} rows/s",
+        "imported {shown}: {} {} from {ready_rows} rows: {} sent, {} already imported, {rejected} rejected, {bad} bad lines skipped; {secs:.1}s, {rate:.0} rows/s",
         checked.ready.len(),
-        args.kind.noun(),
+        args.kind.plural(),
         outcomes.sent,
         outcomes.already,
     );

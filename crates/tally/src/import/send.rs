@@ -2,9 +2,11 @@
 //! (`import-sale-<sale_id>`), then reading back how each ended.
 //!
 //! The server answers a repeated idempotency key with the first answer, the same `command_id`. That
-//! id is a UUIDv7 the gateway minted when it first accepted the command, so a command whose id was
-//! minted before this run began (by the server's own clock, its `Date` at the start, to the second)
-//! was imported before: it is counted as "already imported", not sent.
+//! id is a UUIDv7 the gateway minted (to the millisecond) when it first accepted the command, so a
+//! command whose id was minted well before this run sent it ([`EARLIER`]) was imported before: it
+//! is counted as "already imported", not sent. The server's clock is taken to be this machine's
+//! unless its `Date` header says they differ by more than a second; then the offset that header
+//! shows is applied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,9 +40,16 @@ pub struct Outcomes {
     pub rejected: Vec<(String, String)>,
 }
 
-/// The server's clock at the start, to the second (its `Date` header), else this machine's.
-pub async fn server_now(client: &Client) -> Timestamp {
-    let from_server = async {
+/// How much earlier than this run's request a command id must have been minted to count as an
+/// earlier run's: more than any clock difference and rounding between two synchronized machines,
+/// less than the time between two runs of an import.
+const EARLIER: jiff::SignedDuration = jiff::SignedDuration::from_millis(50);
+
+/// The server's clock minus this machine's: zero when its `Date` header (whole seconds) agrees
+/// with this clock, else the difference that header shows (to about half a second).
+pub async fn clock_offset(client: &Client) -> jiff::SignedDuration {
+    let before = Timestamp::now();
+    let date = async {
         let r = client.send("GET /healthz", || {
             client.request(reqwest::Method::GET, "/healthz")
         });
@@ -48,10 +57,16 @@ pub async fn server_now(client: &Client) -> Timestamp {
         let date = answer.headers.get(reqwest::header::DATE)?.to_str().ok()?;
         jiff::fmt::rfc2822::parse(date).ok().map(|z| z.timestamp())
     };
-    match from_server.await {
-        Some(t) => t,
-        None => Timestamp::now() - jiff::SignedDuration::from_secs(1),
+    let Some(date) = date.await else {
+        return jiff::SignedDuration::ZERO;
+    };
+    let after = Timestamp::now();
+    let second = jiff::SignedDuration::from_secs(1);
+    if date <= after && before < date + second {
+        return jiff::SignedDuration::ZERO;
     }
+    let middle = before + before.duration_until(after) / 2;
+    middle.duration_until(date + second / 2)
 }
 
 /// Whether a command id was minted before `since`.
@@ -72,9 +87,10 @@ async fn send_one(
     client: &Client,
     kind: Kind,
     r: &Ready,
-    since: Timestamp,
+    offset: jiff::SignedDuration,
 ) -> anyhow::Result<Result<(String, bool), String>> {
     let key = format!("import-{}-{}", kind.singular(), r.id);
+    let since = Timestamp::now() + offset - EARLIER;
     match client.post(kind.path(), &r.body, Some(&key)).await {
         Ok(answer) => {
             let json = answer.json()?;
@@ -126,11 +142,11 @@ pub async fn send_all(
     rows_done: &AtomicU64,
     wait: bool,
 ) -> anyhow::Result<Outcomes> {
-    let since = server_now(client).await;
+    let offset = clock_offset(client).await;
     let sent: Vec<anyhow::Result<(usize, Fate, Option<String>)>> =
         futures_util::stream::iter(ready.iter().enumerate())
             .map(|(i, r)| async move {
-                let answer = send_one(client, kind, r, since).await?;
+                let answer = send_one(client, kind, r, offset).await?;
                 rows_done.fetch_add(r.rows, Ordering::Relaxed);
                 Ok(match answer {
                     Ok((id, true)) => (i, Fate::Sent, Some(id)),

@@ -27,6 +27,8 @@ pub struct Ready {
 pub struct Checked {
     pub ready: Vec<Ready>,
     pub bad: Vec<Bad>,
+    /// Distinct lines in `bad`.
+    pub bad_lines: usize,
     /// Commands left out because one of their rows is bad.
     pub left_out: u64,
 }
@@ -73,12 +75,12 @@ pub fn check(kind: Kind, file: File, csv: bool) -> anyhow::Result<Checked> {
     let mut bad = file.bad;
     let mut ready = Vec::with_capacity(file.commands.len());
     let mut first_seen: HashMap<String, u64> = HashMap::new();
-    let mut left_out = 0;
+    // Commands left out: those with a bad row, and those that failed the API's checks.
+    let mut left_out: std::collections::HashSet<String> = file.tainted.clone();
     for parsed in file.commands {
         let id = parsed.body.id(kind).to_owned();
         let first_line = parsed.file_lines.first().copied().unwrap_or(0);
         if file.tainted.contains(&id) {
-            left_out += 1;
             continue;
         }
         if let Some(earlier) = first_seen.insert(id.clone(), first_line) {
@@ -101,7 +103,7 @@ pub fn check(kind: Kind, file: File, csv: bool) -> anyhow::Result<Checked> {
             });
             continue;
         }
-        left_out += 1;
+        left_out.insert(id);
         for (field, message) in problems {
             let shown = if csv { column_of(&field) } else { &field };
             let reason = if shown.is_empty() {
@@ -117,10 +119,12 @@ pub fn check(kind: Kind, file: File, csv: bool) -> anyhow::Result<Checked> {
     }
     bad.sort();
     bad.dedup();
+    let lines: std::collections::BTreeSet<u64> = bad.iter().map(|b| b.line).collect();
     Ok(Checked {
         ready,
+        bad_lines: lines.len(),
         bad,
-        left_out,
+        left_out: left_out.len() as u64,
     })
 }
 
