@@ -3,10 +3,12 @@
 //!
 //! The server answers a repeated idempotency key with the first answer, the same `command_id`. That
 //! id is a UUIDv7 the gateway minted (to the millisecond) when it first accepted the command, so a
-//! command whose id was minted well before this run sent it ([`EARLIER`]) was imported before: it
-//! is counted as "already imported", not sent. The server's clock is taken to be this machine's
-//! unless its `Date` header says they differ by more than a second; then the offset that header
-//! shows is applied.
+//! command whose id was minted before this run began was imported before: it is counted as
+//! "already imported", not sent. The server's clock is taken to be this machine's unless its `Date`
+//! header says they differ by more than a second; then the offset that header shows is applied.
+//! Between machines whose clocks differ by a few milliseconds, a command sent right at the start
+//! may be counted wrongly (as sent, or as already imported); the books never are: the idempotency
+//! key keeps a command from being imported twice whatever the count says.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,11 +41,6 @@ pub struct Outcomes {
     /// (id, reason) of the commands refused or rejected.
     pub rejected: Vec<(String, String)>,
 }
-
-/// How much earlier than this run's request a command id must have been minted to count as an
-/// earlier run's: more than any clock difference and rounding between two synchronized machines,
-/// less than the time between two runs of an import.
-const EARLIER: jiff::SignedDuration = jiff::SignedDuration::from_millis(50);
 
 /// The server's clock minus this machine's: zero when its `Date` header (whole seconds) agrees
 /// with this clock, else the difference that header shows (to about half a second).
@@ -87,10 +84,9 @@ async fn send_one(
     client: &Client,
     kind: Kind,
     r: &Ready,
-    offset: jiff::SignedDuration,
+    since: Timestamp,
 ) -> anyhow::Result<Result<(String, bool), String>> {
     let key = format!("import-{}-{}", kind.singular(), r.id);
-    let since = Timestamp::now() + offset - EARLIER;
     match client.post(kind.path(), &r.body, Some(&key)).await {
         Ok(answer) => {
             let json = answer.json()?;
@@ -142,11 +138,13 @@ pub async fn send_all(
     rows_done: &AtomicU64,
     wait: bool,
 ) -> anyhow::Result<Outcomes> {
-    let offset = clock_offset(client).await;
+    let started = Timestamp::now();
+    // This run's start by the server's clock: an id minted before it is an earlier run's.
+    let since = started + clock_offset(client).await;
     let sent: Vec<anyhow::Result<(usize, Fate, Option<String>)>> =
         futures_util::stream::iter(ready.iter().enumerate())
             .map(|(i, r)| async move {
-                let answer = send_one(client, kind, r, offset).await?;
+                let answer = send_one(client, kind, r, since).await?;
                 rows_done.fetch_add(r.rows, Ordering::Relaxed);
                 Ok(match answer {
                     Ok((id, true)) => (i, Fate::Sent, Some(id)),
