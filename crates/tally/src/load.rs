@@ -105,30 +105,12 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     let target = Target::parse(&opts.url)?;
     // Reads and admin calls beside the measured write path (`http1.rs`) go through the one client.
     let client = crate::client::Client::new(&opts.url, &opts.key)?;
-    let (rate, duration) = match opts.workload {
-        Workload::W1 | Workload::Queries => (opts.rate, opts.duration),
-        Workload::Steady => (
-            Some(opts.rate.unwrap_or(STEADY_RATE)),
-            Some(opts.duration.unwrap_or(STEADY_DURATION)),
-        ),
-    };
-    if let Some(r) = rate
-        && !(r.is_finite() && r > 0.0)
-    {
-        bail!("--rate must be a positive number of commands per second");
-    }
-    if !(opts.recovery_rate.is_finite() && opts.recovery_rate > 0.0) {
-        bail!("--recovery-rate must be a positive number of commands per second");
-    }
-    let sales = match (opts.sales, opts.workload, rate, duration) {
-        (Some(n), ..) => n,
-        (None, Workload::W1 | Workload::Queries, ..) => W1Size::FULL.sales,
-        (None, Workload::Steady, Some(r), Some(d)) => (r * d.as_secs_f64()).ceil() as usize,
-        (None, Workload::Steady, ..) => W1Size::FULL.sales,
-    };
-    let recovery_sales = opts.recovery.map_or(0, |d| {
-        (opts.recovery_rate * d.as_secs_f64()).ceil() as usize
-    });
+    let Plan {
+        rate,
+        duration,
+        sales,
+        recovery_sales,
+    } = plan(&opts)?;
     let workload = w1(
         opts.seed,
         W1Size {
@@ -234,29 +216,8 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     // 4. The recovery phase, if asked for: a sustainable rate right after the sales phase.
     let recovery = match opts.recovery {
         Some(d) => {
-            let pushed_back = shared.pushed_back.load(Ordering::Relaxed);
-            let start = Instant::now();
-            let pace = Pace {
-                start,
-                rate: Some(opts.recovery_rate),
-                until: Some(start + d),
-            };
-            let seen = spread(
-                &shared,
-                Arc::new(recovery_indices),
-                RECOVERY_CONNECTIONS.min(connections),
-                pace,
-            )
-            .await?;
-            let latencies: Vec<Duration> = seen.sent.iter().map(|s| s.latency).collect();
-            let figures = Phase {
-                rate: opts.recovery_rate,
-                seconds: d.as_secs_f64(),
-                accepted_202: seen.sent.len() as u64,
-                accepted_per_s: seen.sent.len() as f64 / start.elapsed().as_secs_f64(),
-                pushed_back_429_503: shared.pushed_back.load(Ordering::Relaxed) - pushed_back,
-                latency_ms: Latency::of(&latencies)?,
-            };
+            let (figures, seen) =
+                recovery_phase(&shared, &opts, d, recovery_indices, connections).await?;
             report.merge(seen);
             Some(figures)
         }
@@ -301,43 +262,13 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     lag_samples.push(visibility_lag.as_secs_f64() * 1000.0);
 
     // The books of what was accepted, and the checks.
-    let mut problems = Vec::new();
     let sent_count =
         report.sent.len() + report.errors.values().map(|(n, _)| n).sum::<u64>() as usize;
-    if !report.errors.is_empty() {
-        let (status, (n, example)) = report
-            .errors
-            .iter()
-            .next()
-            .map(|(s, e)| (*s, e.clone()))
-            .unwrap_or_default();
-        problems.push(format!(
-            "{n} commands answered {status} instead of 202, e.g. {example}"
-        ));
-    }
-    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
-    for (s, o) in report.sent.iter().zip(&decided) {
-        if let Outcome::Rejected(code) = o {
-            *rejected.entry(code.clone()).or_default() += 1;
-            let is_sale = matches!(workload.commands[s.index], Command::RecordSale { .. });
-            if !is_sale || code != "insufficient_stock" {
-                problems.push(format!("command {} rejected with {code}", s.index));
-            }
-        }
-    }
-    let commands: Vec<Command> = report
-        .sent
-        .iter()
-        .map(|s| workload.commands[s.index].clone())
-        .collect();
-    let processed_ok: Vec<bool> = decided
-        .iter()
-        .map(|o| matches!(o, Outcome::Processed(_)))
-        .collect();
-    let books = tally_core::workload::books_of(&commands, |i| processed_ok[i]);
-    if let Some(((store, item), n)) = books.stock.iter().find(|(_, n)| **n < 0) {
-        problems.push(format!("accepted sales take {store}/{item} to {n}"));
-    }
+    let Judged {
+        problems,
+        rejected,
+        books,
+    } = judge(&report, &decided, &workload.commands);
     let read = http_read::HttpReadModels {
         client,
         min_position: head,
@@ -397,4 +328,130 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
         bail!("the books do not match what was accepted: this run has no figure ({e})");
     }
     Ok(())
+}
+
+/// A run's rate, duration and numbers of sales, from the options and the workload's defaults.
+struct Plan {
+    rate: Option<f64>,
+    duration: Option<Duration>,
+    sales: usize,
+    recovery_sales: usize,
+}
+
+fn plan(opts: &LoadOptions) -> anyhow::Result<Plan> {
+    let (rate, duration) = match opts.workload {
+        Workload::W1 | Workload::Queries => (opts.rate, opts.duration),
+        Workload::Steady => (
+            Some(opts.rate.unwrap_or(STEADY_RATE)),
+            Some(opts.duration.unwrap_or(STEADY_DURATION)),
+        ),
+    };
+    if let Some(r) = rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("--rate must be a positive number of commands per second");
+    }
+    if !(opts.recovery_rate.is_finite() && opts.recovery_rate > 0.0) {
+        bail!("--recovery-rate must be a positive number of commands per second");
+    }
+    let sales = match (opts.sales, opts.workload, rate, duration) {
+        (Some(n), ..) => n,
+        (None, Workload::W1 | Workload::Queries, ..) => W1Size::FULL.sales,
+        (None, Workload::Steady, Some(r), Some(d)) => (r * d.as_secs_f64()).ceil() as usize,
+        (None, Workload::Steady, ..) => W1Size::FULL.sales,
+    };
+    let recovery_sales = opts.recovery.map_or(0, |d| {
+        (opts.recovery_rate * d.as_secs_f64()).ceil() as usize
+    });
+    Ok(Plan {
+        rate,
+        duration,
+        sales,
+        recovery_sales,
+    })
+}
+
+/// The recovery phase: `indices` at `--recovery-rate` for `d` on fresh connections, its figures.
+async fn recovery_phase(
+    shared: &Arc<Shared>,
+    opts: &LoadOptions,
+    d: Duration,
+    indices: Vec<usize>,
+    connections: usize,
+) -> anyhow::Result<(Phase, WorkerReport)> {
+    let pushed_back = shared.pushed_back.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let pace = Pace {
+        start,
+        rate: Some(opts.recovery_rate),
+        until: Some(start + d),
+    };
+    let seen = spread(
+        shared,
+        Arc::new(indices),
+        RECOVERY_CONNECTIONS.min(connections),
+        pace,
+    )
+    .await?;
+    let latencies: Vec<Duration> = seen.sent.iter().map(|s| s.latency).collect();
+    let figures = Phase {
+        rate: opts.recovery_rate,
+        seconds: d.as_secs_f64(),
+        accepted_202: seen.sent.len() as u64,
+        accepted_per_s: seen.sent.len() as f64 / start.elapsed().as_secs_f64(),
+        pushed_back_429_503: shared.pushed_back.load(Ordering::Relaxed) - pushed_back,
+        latency_ms: Latency::of(&latencies)?,
+    };
+    Ok((figures, seen))
+}
+
+/// What a run's outcomes say: the problems (answers other than 202, rejections W1 does not
+/// expect, stock below zero), the rejections by code, and the books of what was accepted.
+struct Judged {
+    problems: Vec<String>,
+    rejected: BTreeMap<String, u64>,
+    books: tally_core::workload::Books,
+}
+
+fn judge(report: &WorkerReport, decided: &[Outcome], commands_of_run: &[Command]) -> Judged {
+    let mut problems = Vec::new();
+    if !report.errors.is_empty() {
+        let (status, (n, example)) = report
+            .errors
+            .iter()
+            .next()
+            .map(|(s, e)| (*s, e.clone()))
+            .unwrap_or_default();
+        problems.push(format!(
+            "{n} commands answered {status} instead of 202, e.g. {example}"
+        ));
+    }
+    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+    for (s, o) in report.sent.iter().zip(decided) {
+        if let Outcome::Rejected(code) = o {
+            *rejected.entry(code.clone()).or_default() += 1;
+            let is_sale = matches!(commands_of_run[s.index], Command::RecordSale { .. });
+            if !is_sale || code != "insufficient_stock" {
+                problems.push(format!("command {} rejected with {code}", s.index));
+            }
+        }
+    }
+    let commands: Vec<Command> = report
+        .sent
+        .iter()
+        .map(|s| commands_of_run[s.index].clone())
+        .collect();
+    let processed_ok: Vec<bool> = decided
+        .iter()
+        .map(|o| matches!(o, Outcome::Processed(_)))
+        .collect();
+    let books = tally_core::workload::books_of(&commands, |i| processed_ok[i]);
+    if let Some(((store, item), n)) = books.stock.iter().find(|(_, n)| **n < 0) {
+        problems.push(format!("accepted sales take {store}/{item} to {n}"));
+    }
+    Judged {
+        problems,
+        rejected,
+        books,
+    }
 }

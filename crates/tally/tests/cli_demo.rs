@@ -4,7 +4,6 @@
 //! exit 0, its data dir removed.
 #![allow(clippy::unwrap_used)]
 
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -56,8 +55,15 @@ async fn the_demo_serves_traffic_and_stops_cleanly_on_ctrl_c() {
         }
     }
     let (url, key, data) = (url.unwrap(), key.unwrap(), data.unwrap());
-    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
-    assert!(data.is_dir(), "the data dir {} exists while it runs", data.display());
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+        "{url}"
+    );
+    assert!(
+        data.is_dir(),
+        "the data dir {} exists while it runs",
+        data.display()
+    );
 
     let http = reqwest::Client::new();
     let health = http.get(format!("{url}healthz")).send().await.unwrap();
@@ -99,7 +105,10 @@ async fn the_demo_serves_traffic_and_stops_cleanly_on_ctrl_c() {
         after = page["next_after"].as_u64().unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(zones.contains("Pacific/Kiritimati") && zones.contains("Pacific/Pago_Pago"), "{zones:?}");
+    assert!(
+        zones.contains("Pacific/Kiritimati") && zones.contains("Pacific/Pago_Pago"),
+        "{zones:?}"
+    );
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

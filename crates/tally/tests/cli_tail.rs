@@ -82,7 +82,11 @@ async fn tail_prints_each_event_as_it_commits_and_filters_by_type() {
     .await;
 
     let all = Tail::start(&app, dir.path(), &["--after", "0"]);
-    let sales = Tail::start(&app, dir.path(), &["--after", "0", "--type", "SaleRecorded"]);
+    let sales = Tail::start(
+        &app,
+        dir.path(),
+        &["--after", "0", "--type", "SaleRecorded"],
+    );
     // The log so far: the first line is position 1, the supplier.
     let history = all.until("GoodsDelivered");
     assert!(history[0].trim_start().starts_with("1 "), "{history:#?}");
