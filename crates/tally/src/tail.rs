@@ -133,7 +133,8 @@ async fn follow(client: &Client, args: &TailArgs, after: &mut u64) -> anyhow::Re
         }
         return Err(anyhow::Error::new(problem).context(format!("GET {path}")));
     }
-    let colour = std::io::stdout().is_terminal();
+    // Colour on a terminal only, and not when NO_COLOR asks for none (no-color.org).
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut buf = String::new();
     let mut pending = Vec::new();
     while let Some(chunk) = r.chunk().await.context("reading the feed")? {

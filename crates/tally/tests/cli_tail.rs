@@ -1,5 +1,7 @@
 //! `tally events tail` against a real server: started from position 0, it prints the log so far and
-//! then each event as it commits, one line each; `--type` keeps only the types asked for.
+//! then each event as it commits, one line each; `--type` keeps only the types asked for; when the
+//! connection drops (a TCP relay in front of the server cuts it) it connects again from the last
+//! position it printed, missing nothing and printing nothing twice.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -121,4 +123,97 @@ async fn tail_prints_each_event_as_it_commits_and_filters_by_type() {
         1,
         "only the sale passes --type: {filtered:#?}"
     );
+}
+
+/// A TCP relay to `upstream` on a port of its own; `cut` closes every connection it relays (new
+/// ones are relayed again).
+struct Relay {
+    url: String,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Self {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { url, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_connects_again_from_the_last_position_when_the_connection_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path());
+    app.register("acme", &[("berlin", "Europe/Berlin")], &[("i1", 150)])
+        .await;
+    let relay = Relay::start(&app.url).await;
+    let mut command = client_command(dir.path(), &relay.url, &app.admin, &["events", "tail"], &[]);
+    let log_path = dir.path().join("tail-stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let tail = Tail { child, lines };
+    tail.until("ItemRegistered");
+    relay.cut();
+    app.run_ok(
+        "/v1/suppliers",
+        &json!({"supplier_id": "bolt", "name": "bolt"}),
+    )
+    .await;
+    let after = tail.until("supplier_id=bolt");
+    assert_eq!(after.len(), 1, "the event after the cut, once: {after:#?}");
+    assert!(after[0].trim_start().starts_with("4 "), "{after:#?}");
+    relay.cut();
+    app.run_ok(
+        "/v1/suppliers",
+        &json!({"supplier_id": "cask", "name": "cask"}),
+    )
+    .await;
+    let after = tail.until("supplier_id=cask");
+    assert_eq!(after.len(), 1, "{after:#?}");
+    let said = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        said.matches("connecting again after").count(),
+        2,
+        "it noticed both cuts: {said}"
+    );
+    assert!(said.contains("connecting again after 3"), "{said}");
 }
