@@ -57,6 +57,7 @@ pub struct AsOf {
 pub enum ReportCmd {
     /// One store's daily sales.
     StoreDaily {
+        /// The store's id.
         #[arg(long)]
         store: String,
         #[command(flatten)]
@@ -64,6 +65,7 @@ pub enum ReportCmd {
     },
     /// Every store's sales on one business date.
     AllStores {
+        /// The business date (YYYY-MM-DD).
         #[arg(long)]
         date: String,
         #[command(flatten)]
@@ -71,6 +73,7 @@ pub enum ReportCmd {
     },
     /// One supplier's daily deliveries and sales of its items.
     SupplierDaily {
+        /// The supplier's id.
         #[arg(long)]
         supplier: String,
         #[command(flatten)]
@@ -78,8 +81,10 @@ pub enum ReportCmd {
     },
     /// One item's daily sales, in every store or in one.
     ItemDaily {
+        /// The item's id.
         #[arg(long)]
         item: String,
+        /// Only this store's sales [default: every store's].
         #[arg(long)]
         store: Option<String>,
         #[command(flatten)]
@@ -87,6 +92,7 @@ pub enum ReportCmd {
     },
     /// A store's stock on hand.
     Inventory {
+        /// The store's id.
         #[arg(long)]
         store: String,
         #[command(flatten)]
@@ -94,6 +100,7 @@ pub enum ReportCmd {
     },
     /// A store's items with at most --threshold on hand.
     LowStock {
+        /// The store's id.
         #[arg(long)]
         store: String,
         /// 0..1000000 [server's default: 5].
@@ -104,8 +111,10 @@ pub enum ReportCmd {
     },
     /// The best-selling items by units, on --date or over --from/--to.
     TopItems {
+        /// One business date (YYYY-MM-DD), instead of --from/--to.
         #[arg(long, conflicts_with_all = ["from", "to"])]
         date: Option<String>,
+        /// Only this store's sales [default: every store's].
         #[arg(long)]
         store: Option<String>,
         /// 1..100.
