@@ -11,6 +11,7 @@ use tally_core::projector::Projector;
 use tally_core::workload::{W1Size, w1};
 
 mod asof;
+pub mod cmd;
 mod events;
 mod import;
 mod queries;
