@@ -157,8 +157,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         outcomes.already,
     );
     println!(
-        "IMPORT sent={} already={} rejected={rejected} bad_lines={bad} skipped_commands={} rows={ready_rows} rows_per_s={rate:.0}",
-        outcomes.sent, outcomes.already, checked.left_out
+        "IMPORT sent={} already={} rejected={rejected} bad_lines={bad} skipped_commands={} rows={ready_rows} rows_per_s={rate:.0} send_s={:.1} outcomes_s={:.1}",
+        outcomes.sent, outcomes.already, checked.left_out, outcomes.send_secs, outcomes.wait_secs
     );
     Ok(if rejected > 0 {
         ExitCode::FAILURE

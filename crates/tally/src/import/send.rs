@@ -40,6 +40,9 @@ pub struct Outcomes {
     pub already: u64,
     /// (id, reason) of the commands refused or rejected.
     pub rejected: Vec<(String, String)>,
+    /// Seconds spent sending, and then learning the outcomes.
+    pub send_secs: f64,
+    pub wait_secs: f64,
 }
 
 /// The server's clock minus this machine's: zero when its `Date` header (whole seconds) agrees
@@ -141,6 +144,7 @@ pub async fn send_all(
     let started = Timestamp::now();
     // This run's start by the server's clock: an id minted before it is an earlier run's.
     let since = started + clock_offset(client).await;
+    let sending = std::time::Instant::now();
     let sent: Vec<anyhow::Result<(usize, Fate, Option<String>)>> =
         futures_util::stream::iter(ready.iter().enumerate())
             .map(|(i, r)| async move {
@@ -159,6 +163,8 @@ pub async fn send_all(
     for s in sent {
         fates.push(s?);
     }
+    let send_secs = sending.elapsed().as_secs_f64();
+    let waiting = std::time::Instant::now();
     if wait {
         let checked: Vec<anyhow::Result<(usize, Option<String>)>> = futures_util::stream::iter(
             fates
@@ -182,7 +188,11 @@ pub async fn send_all(
             }
         }
     }
-    let mut out = Outcomes::default();
+    let mut out = Outcomes {
+        send_secs,
+        wait_secs: waiting.elapsed().as_secs_f64(),
+        ..Outcomes::default()
+    };
     fates.sort_by_key(|(i, ..)| *i);
     for (i, fate, _) in fates {
         match fate {
