@@ -82,6 +82,9 @@ fn minted_before(command_id: &str, since: Timestamp) -> bool {
     minted_ms < i128::from(since.as_millisecond())
 }
 
+/// Tries of a request whose connection was lost before the run gives up.
+const LOST_TRIES: u64 = 5;
+
 /// Sends one command; its command id and whether it is new, or why it was refused.
 async fn send_one(
     client: &Client,
@@ -90,7 +93,20 @@ async fn send_one(
     since: Timestamp,
 ) -> anyhow::Result<Result<(String, bool), String>> {
     let key = format!("import-{}-{}", kind.singular(), r.id);
-    match client.post(kind.path(), &r.body, Some(&key)).await {
+    // A lost connection is tried again a few times: under the same idempotency key, a request
+    // that did get through before is answered with its first answer, not imported twice.
+    let mut lost = 0;
+    let answer = loop {
+        match client.post(kind.path(), &r.body, Some(&key)).await {
+            Err(e) if problem_of(&e).is_none() && lost < LOST_TRIES => {
+                lost += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * lost)).await;
+                tracing::debug!(error = %format!("{e:#}"), "sending again");
+            }
+            answer => break answer,
+        }
+    };
+    match answer {
         Ok(answer) => {
             let json = answer.json()?;
             let id = json["command_id"]
