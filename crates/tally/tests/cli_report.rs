@@ -105,9 +105,15 @@ async fn scenario(app: &App) -> String {
 }
 
 fn report(app: &App, dir: &Path, args: &[&str]) -> Checked {
+    report_at(app, dir, args, 100)
+}
+
+/// `tally report ARGS` with a terminal `columns` wide.
+fn report_at(app: &App, dir: &Path, args: &[&str], columns: u16) -> Checked {
     let mut all = vec!["report"];
     all.extend_from_slice(args);
-    let out = client(dir, &app.url, &app.admin, &all, &[("COLUMNS", "100")]);
+    let columns = columns.to_string();
+    let out = client(dir, &app.url, &app.admin, &all, &[("COLUMNS", &columns)]);
     assert!(
         out.ok,
         "tally {all:?} failed: {}\n{}",
@@ -173,6 +179,13 @@ async fn every_report_prints_as_a_table_the_servers_csv_and_its_json() {
     args.extend_from_slice(&month);
     let table = report(&app, d, &args).stdout;
     expect_table("store-daily", &table);
+    // On a narrow terminal the columns wrap their headings to fit.
+    let narrow = report_at(&app, d, &args, 70).stdout;
+    expect_table("store-daily-narrow", &narrow);
+    assert!(
+        narrow.lines().all(|l| l.chars().count() <= 70),
+        "fitted to 70 columns:\n{narrow}"
+    );
     assert!(
         table.contains("8.49"),
         "2.49 + 1.50 + 4.50 of 11-02, in units: {table}"

@@ -2,7 +2,9 @@
 //! (never through a float), numbers right-aligned, the width fitted to the terminal or `COLUMNS`.
 
 use anyhow::Context;
-use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
+use comfy_table::{
+    Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table, Width, presets,
+};
 use serde_json::Value;
 
 /// How a report's answer becomes a table: the heading's fields, the list of rows and its columns.
@@ -85,9 +87,13 @@ pub fn money(cents: i64) -> String {
     format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
-/// A column's heading: `gross_cents` is shown as `gross`, the unit being the currency's.
+/// A column's heading: `gross_cents` is shown as `gross`, the unit being the currency's, and words
+/// apart (`units sold`), so a narrow terminal wraps a heading between its words.
 fn heading(column: &str) -> String {
-    column.strip_suffix("_cents").unwrap_or(column).to_owned()
+    column
+        .strip_suffix("_cents")
+        .unwrap_or(column)
+        .replace('_', " ")
 }
 
 fn cell(column: &str, v: &Value) -> Cell {
@@ -145,8 +151,21 @@ pub fn render(shape: &Shape, json: &Value, width: Option<u16>) -> anyhow::Result
     if let Some(w) = width {
         table.set_width(w);
     }
+    let mut widest = vec![0usize; shape.columns.len()];
     for row in rows {
-        table.add_row(shape.columns.iter().map(|c| cell(c, &row[*c])));
+        let cells: Vec<Cell> = shape.columns.iter().map(|c| cell(c, &row[*c])).collect();
+        for (w, c) in widest.iter_mut().zip(&cells) {
+            *w = (*w).max(c.content().chars().count());
+        }
+        table.add_row(cells);
+    }
+    // Headings may wrap to fit the width; figures and dates never do (the width counts the
+    // column's padding, a space each side).
+    for (i, w) in widest.into_iter().enumerate() {
+        if let Some(column) = table.column_mut(i) {
+            let w = u16::try_from(w + 2).unwrap_or(u16::MAX);
+            column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(w)));
+        }
     }
     out.push_str(&table.to_string());
     out.push('\n');
