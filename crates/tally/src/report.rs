@@ -18,6 +18,10 @@ pub struct ReportArgs {
     /// How to print the answer.
     #[arg(long, value_enum, default_value = "table", global = true)]
     pub format: Format,
+    /// Wait (up to 10 s, the server's limit) until the report reflects this global position, e.g.
+    /// a command's from `GET /v1/commands/{id}`: read your own writes.
+    #[arg(long, global = true)]
+    pub min_position: Option<u64>,
     #[command(subcommand)]
     pub which: ReportCmd,
 }
@@ -223,6 +227,13 @@ fn request(which: &ReportCmd) -> (String, &'static table::Shape) {
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let client = Client::from_args(&args.server)?;
     let (path, shape) = request(&args.which);
+    let path = match args.min_position {
+        Some(p) => {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{sep}min_position={p}")
+        }
+        None => path,
+    };
     match args.format {
         Format::Csv => {
             let csv = client.get_text(&path, "text/csv").await?;

@@ -262,7 +262,7 @@ async fn every_report_prints_as_a_table_the_servers_csv_and_its_json() {
     assert_eq!(cell(&rows[1], "discount_cents"), "50");
 
     // Stock: i1 100 − 2 − 1 − 3, i2 50 − 1 + 1.
-    let inv = ["inventory", "--store", "berlin"];
+    let inv = ["inventory", "--store", "berlin", "--min-position", "12"];
     expect_table("inventory", &report(&app, d, &inv).stdout);
     let rows = csv_rows(&report(&app, d, &[&inv[..], &["--format", "csv"]].concat()).stdout);
     let stock: Vec<(&str, &str)> = rows
