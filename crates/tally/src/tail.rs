@@ -154,10 +154,10 @@ async fn follow(client: &Client, args: &TailArgs, after: &mut u64) -> anyhow::Re
             *after = (*after).max(position);
             let kind = event["type"].as_str().unwrap_or("");
             if args.types.is_empty() || args.types.iter().any(|t| t == kind) {
-                writeln!(out, "{}", line(&event, colour)).context("writing to stdout")?;
+                writeln!(out, "{}", line(&event, colour)).map_err(Stdout)?;
             }
         }
-        out.flush().context("writing to stdout")?;
+        out.flush().map_err(Stdout)?;
     }
     Ok(())
 }
@@ -174,6 +174,19 @@ impl std::fmt::Display for Fatal {
 
 impl std::error::Error for Fatal {}
 
+/// Stdout could not be written (a reader that went away, `tally events tail | head`): connecting
+/// again would not help either.
+#[derive(Debug)]
+struct Stdout(std::io::Error);
+
+impl std::fmt::Display for Stdout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing to stdout: {}", self.0)
+    }
+}
+
+impl std::error::Error for Stdout {}
+
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let client = Client::from_args(&args.server)?;
     let mut after = args.after;
@@ -182,6 +195,14 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         let before = after;
         match follow(&client, &args, &mut after).await {
             Err(e) if e.is::<Fatal>() => return Err(e),
+            // The reader of our output is gone: nothing is left to do.
+            Err(e)
+                if e.downcast_ref::<Stdout>()
+                    .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe) =>
+            {
+                return Ok(());
+            }
+            Err(e) if e.is::<Stdout>() => return Err(e),
             Err(e) => eprintln!("tally: the feed dropped ({e:#}); connecting again after {after}"),
             Ok(()) => eprintln!("tally: the feed ended; connecting again after {after}"),
         }
