@@ -1,5 +1,6 @@
 //! The command line: `serve`, `config`, `keys`, `dlq`, `events`, `verify`, `bench`, `rebuild`,
-//! `migrate`, `openapi`.
+//! `migrate`, `openapi`, and the clients of a running server: `report`, `import`, `events tail`,
+//! `load`; `demo` runs a server with simulated traffic.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -119,7 +120,7 @@ pub enum Cmd {
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
-        which: BenchCmd,
+        which: crate::bench::cmd::BenchCmd,
     },
     /// Build read models again from the event log into shadow tables and swap each in atomically
     /// once caught up (queries keep the old version until then); against a running server, the
@@ -149,6 +150,14 @@ pub enum Cmd {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Read a report of a running server: a table, or the server's CSV or JSON.
+    Report(crate::report::ReportArgs),
+    /// Send a file of sales or deliveries (CSV or NDJSON) through a running server's API; safe to
+    /// run twice.
+    Import(crate::import::ImportArgs),
+    /// Start a server on a temporary data dir with a small chain and simulated traffic; prints the
+    /// dashboard's URL and an admin key; Ctrl-C stops it and removes the data.
+    Demo(crate::demo::DemoArgs),
     /// Named queries (data services).
     Queries {
         #[command(subcommand)]
@@ -306,112 +315,6 @@ pub enum DlqCmd {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchBackend {
-    Sqlite,
-    Postgres,
-}
-
-/// The database `tally bench … --backend postgres` uses when --postgres is not given.
-const BENCH_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// The PostgreSQL database a benchmark runs on, if any.
-fn bench_database(backend: BenchBackend, postgres: Option<String>) -> Option<String> {
-    match (backend, postgres) {
-        (_, Some(url)) => Some(url),
-        (BenchBackend::Postgres, None) => Some(BENCH_POSTGRES.to_owned()),
-        (BenchBackend::Sqlite, None) => None,
-    }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCmd {
-    /// W1 through the processor in-process, with durable appends, in a fresh temporary data dir.
-    W1 {
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Number of sales (W1 has 100000).
-        #[arg(long, default_value_t = 100_000)]
-        sales: usize,
-        /// Commands decided and committed per transaction.
-        #[arg(long, default_value_t = 2048)]
-        batch: usize,
-        /// Where the events go: a temporary SQLite data dir, or a scratch schema (dropped afterwards)
-        /// of the PostgreSQL database at --postgres.
-        #[arg(long, value_enum, default_value = "sqlite")]
-        backend: BenchBackend,
-        /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
-        #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
-        postgres: Option<String>,
-        /// Before the catch-up and the rebuild, store this share (%) of the sales, voids and
-        /// returns in their schema version 1 form, as a build before discounts wrote them (the
-        /// cost of upcasting).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
-        old_percent: u32,
-    },
-    /// Time travel on a long W1-shaped log: a store's 31-day daily sales and one item's stock as of
-    /// random instants, and a day's history, each timed; disk per event per table.
-    Asof {
-        #[command(flatten)]
-        log: LogArgs,
-        /// Random instants asked, for each of the three questions.
-        #[arg(long, default_value_t = 1000)]
-        queries: usize,
-    },
-    /// Named queries (data services) on a long W1-shaped log: each query of a configuration
-    /// called with random parameters, timed.
-    Queries {
-        #[command(flatten)]
-        log: LogArgs,
-        /// Calls of each query.
-        #[arg(long, default_value_t = 1000)]
-        calls: usize,
-        /// The queries to time (`[[queries]]` tables).
-        #[arg(long, default_value = "queries.example.toml")]
-        queries: PathBuf,
-    },
-    /// `tally events check` on a long W1-shaped log: events decoded per second, and memory.
-    EventsCheck {
-        #[command(flatten)]
-        log: LogArgs,
-    },
-    /// `tally verify` on a long W1-shaped log, projected first: events folded per second, and
-    /// memory.
-    Verify {
-        #[command(flatten)]
-        log: LogArgs,
-    },
-}
-
-/// The long W1-shaped log `bench asof`, `bench queries` and `bench events-check` run on.
-#[derive(Debug, Clone, Args)]
-pub struct LogArgs {
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// About this many events in the log.
-    #[arg(long, default_value_t = 1_000_000)]
-    events: usize,
-    /// Business times spread over this many days.
-    #[arg(long, default_value_t = 90)]
-    days: usize,
-    #[arg(long, value_enum, default_value = "sqlite")]
-    backend: BenchBackend,
-    /// The PostgreSQL database for `--backend postgres` (giving it implies that backend).
-    #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
-    postgres: Option<String>,
-}
-
-impl LogArgs {
-    fn options(self) -> crate::bench::LogOptions {
-        crate::bench::LogOptions {
-            seed: self.seed,
-            events: self.events,
-            days: self.days,
-            postgres: bench_database(self.backend, self.postgres),
-        }
-    }
-}
-
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -432,22 +335,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve(args) => {
             let settings = crate::settings::ServeSettings::resolve(&args, &file)?;
             init_logging(settings.log_format);
-            let policy = match settings.stock_policy {
-                Policy::Reject => tally_domain::StockPolicy::Reject,
-                Policy::AllowNegative => tally_domain::StockPolicy::AllowNegative,
-            };
-            runtime.block_on(crate::serve::serve(crate::serve::Options {
+            runtime.block_on(crate::serve::serve(crate::serve::Options::new(
                 store,
-                role: settings.role,
-                listen: settings.listen,
-                admin_key: settings.admin_key,
-                policy,
-                tls: settings.tls,
-                limits: settings.limits,
-                queries: query_files,
-                rebuild_pace: std::time::Duration::from_millis(settings.rebuild_pace_ms),
-                policies: settings.policies,
-            }))?;
+                settings,
+                query_files,
+            )))?;
         }
         Cmd::Config(args) => {
             let settings = crate::settings::ServeSettings::resolve(&args, &file)?;
@@ -458,62 +350,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Cmd::Keys { action } => runtime.block_on(crate::keys::run(&store, action))?,
-        Cmd::Bench {
-            which:
-                BenchCmd::W1 {
-                    seed,
-                    sales,
-                    batch,
-                    backend,
-                    postgres,
-                    old_percent,
-                },
-        } => {
+        Cmd::Bench { which } => {
             init_logging(LogFormat::Human);
-            let postgres = bench_database(backend, postgres);
-            runtime.block_on(crate::bench::w1_bench(crate::bench::W1Options {
-                seed,
-                sales,
-                batch,
-                postgres,
-                old_percent,
-            }))?
-        }
-        Cmd::Bench {
-            which: BenchCmd::Asof { log, queries },
-        } => {
-            init_logging(LogFormat::Human);
-            runtime.block_on(crate::bench::asof_bench(crate::bench::AsofOptions {
-                log: log.options(),
-                queries,
-            }))?
-        }
-        Cmd::Bench {
-            which:
-                BenchCmd::Queries {
-                    log,
-                    calls,
-                    queries,
-                },
-        } => {
-            init_logging(LogFormat::Human);
-            runtime.block_on(crate::bench::queries_bench(crate::bench::QueriesOptions {
-                log: log.options(),
-                calls,
-                config: queries,
-            }))?
-        }
-        Cmd::Bench {
-            which: BenchCmd::EventsCheck { log },
-        } => {
-            init_logging(LogFormat::Human);
-            runtime.block_on(crate::bench::events_check_bench(log.options()))?
-        }
-        Cmd::Bench {
-            which: BenchCmd::Verify { log },
-        } => {
-            init_logging(LogFormat::Human);
-            runtime.block_on(crate::bench::verify_bench(log.options()))?
+            runtime.block_on(crate::bench::cmd::run(which))?
         }
         Cmd::Rebuild(args) => {
             init_logging(LogFormat::Human);
@@ -555,6 +394,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logging(LogFormat::Human);
             runtime.block_on(crate::queries::check(query_files, &store))?
+        }
+        Cmd::Report(args) => return runtime.block_on(crate::report::run(args)),
+        Cmd::Import(args) => return runtime.block_on(crate::import::run(args)),
+        Cmd::Demo(args) => {
+            init_logging(LogFormat::Human);
+            runtime.block_on(crate::demo::run(args))?
         }
         Cmd::Openapi => {
             let doc = tally_http::openapi();

@@ -2,7 +2,7 @@
 //! included), in position order, a page at a time: counts per event type and stored schema version,
 //! and each event that does not decode, by position. Run it before deploying a build that changes an
 //! event's schema, or on a database a newer build has written to. (`tally events tail` goes here
-//! too, later.)
+//! too: `tail.rs`.)
 //!
 //! It reads the log as the projector's catch-up does (`EventStore::read_payloads`), one page ahead
 //! of the one being decoded, so reading and decoding share the cores and at most two pages are in
@@ -31,6 +31,9 @@ pub enum EventsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a running server's live event feed, one line per event (position, recorded_at,
+    /// type, stream, a summary); connects again from the last position seen when it drops.
+    Tail(crate::tail::TailArgs),
 }
 
 /// Events read per page: a million events are a hundred reads.
@@ -161,7 +164,10 @@ impl Summary {
 
 /// `tally events …` on the configured store.
 pub async fn run(store: &StoreConfig, action: EventsCmd) -> anyhow::Result<()> {
-    let EventsCmd::Check { json } = action;
+    let json = match action {
+        EventsCmd::Check { json } => json,
+        EventsCmd::Tail(args) => return crate::tail::run(args).await,
+    };
     // No migrations: it reads (an older schema still has the log's columns; a running server of
     // this build has migrated already).
     let opened = Opened::existing(store).await?;

@@ -3,18 +3,24 @@
 mod bench;
 mod brokers;
 mod cli;
+mod client;
 mod config;
+mod demo;
 mod dlq;
+mod embedded;
 mod events;
 mod http_server;
+mod import;
 mod keys;
 mod limits;
 mod load;
 mod projections;
 mod queries;
 mod rebuild;
+mod report;
 mod serve;
 mod settings;
+mod tail;
 mod verify;
 
 /// mimalloc: the processor allocates events on one thread and the SQLite writer frees them on

@@ -34,6 +34,38 @@ pub struct Options {
     pub rebuild_pace: Duration,
     /// What each projection does with a poison event.
     pub policies: tally_core::projector::poison::Policies,
+    /// Told the bound address once the server listens (`tally demo` listens on port 0).
+    pub ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    /// Stops the server as Ctrl-C would, for a server run inside another command (`bench import`).
+    pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Options {
+    /// What `tally serve` runs with, from the resolved settings.
+    pub fn new(
+        store: StoreConfig,
+        settings: crate::settings::ServeSettings,
+        queries: crate::queries::Files,
+    ) -> Self {
+        let policy = match settings.stock_policy {
+            crate::cli::Policy::Reject => StockPolicy::Reject,
+            crate::cli::Policy::AllowNegative => StockPolicy::AllowNegative,
+        };
+        Self {
+            store,
+            role: settings.role,
+            listen: settings.listen,
+            admin_key: settings.admin_key,
+            policy,
+            tls: settings.tls,
+            limits: settings.limits,
+            queries,
+            rebuild_pace: Duration::from_millis(settings.rebuild_pace_ms),
+            policies: settings.policies,
+            ready: None,
+            stop: None,
+        }
+    }
 }
 
 /// How long a starting server waits for its database before giving up.
@@ -154,10 +186,20 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         opts.store.describe()
     );
     tracing::info!(%addr, role, store = %opts.store.describe(), "listening");
+    if let Some(ready) = opts.ready {
+        let _ = ready.send(addr);
+    }
 
     let stop = stop_tx.clone();
+    let asked = opts.stop;
     crate::http_server::serve(listener, app, tls, async move {
-        shutdown_signal().await;
+        match asked {
+            Some(asked) => tokio::select! {
+                () = shutdown_signal() => {}
+                _ = asked => {}
+            },
+            None => shutdown_signal().await,
+        }
         tracing::info!("shutting down: no new requests; finishing the ones in hand");
         let _ = stop.send(true);
     })

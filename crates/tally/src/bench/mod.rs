@@ -11,13 +11,16 @@ use tally_core::projector::Projector;
 use tally_core::workload::{W1Size, w1};
 
 mod asof;
+pub mod cmd;
 mod events;
+mod import;
 mod queries;
 mod scratch;
 mod verify;
 
 pub use asof::{AsofOptions, LogOptions, asof_bench};
 pub use events::events_check_bench;
+pub use import::{ImportOptions, import_bench};
 pub use queries::{QueriesOptions, params, queries_bench};
 use scratch::{Scratch, enqueue, process};
 pub use verify::verify_bench;

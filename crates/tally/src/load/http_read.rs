@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use async_trait::async_trait;
 use jiff::civil::Date;
 use serde_json::Value;
@@ -19,9 +18,7 @@ use tally_core::timetravel::{item_id, store_id, supplier_id};
 use tally_domain::values::{ItemId, StoreId, SupplierId};
 
 pub struct HttpReadModels {
-    pub http: reqwest::Client,
-    pub base: String,
-    pub key: String,
+    pub client: crate::client::Client,
     pub min_position: u64,
 }
 
@@ -122,19 +119,7 @@ impl HttpReadModels {
     }
 
     async fn get_once(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        let status = r.status();
-        let text = r.text().await.with_context(|| format!("GET {path}"))?;
-        if !status.is_success() {
-            bail!("GET {path}: {status} {text}");
-        }
-        serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))
+        self.client.get_json(path).await
     }
 }
 

@@ -38,37 +38,24 @@ pub struct RebuildLoop {
     querying: tokio::task::JoinHandle<RebuildReport>,
 }
 
+/// The server, through the one client layer; an answer other than 2xx (a 503 included) is an
+/// error, counted as a wrong answer.
 struct Api {
-    client: reqwest::Client,
-    url: String,
-    key: String,
+    client: crate::client::Client,
 }
 
 impl Api {
-    async fn get(&self, path: &str) -> anyhow::Result<(u16, Value, Duration)> {
+    async fn get(&self, path: &str) -> anyhow::Result<(Value, Duration)> {
         let started = Instant::now();
-        let r = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        let status = r.status().as_u16();
-        let body = r
-            .json()
-            .await
-            .with_context(|| format!("GET {path}: body"))?;
-        Ok((status, body, started.elapsed()))
+        let body = self.client.get_json(path).await?;
+        Ok((body, started.elapsed()))
     }
 }
 
 /// Starts checking queries on `stores` of the server at `url`, and with `rebuild`, rebuilding.
-pub fn start(url: &str, key: &str, stores: Vec<String>, rebuild: bool) -> RebuildLoop {
+pub fn start(client: crate::client::Client, stores: Vec<String>, rebuild: bool) -> RebuildLoop {
     let api = Arc::new(Api {
-        client: reqwest::Client::new(),
-        url: url.trim_end_matches('/').to_owned(),
-        key: key.to_owned(),
+        client: client.without_retries(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let (api2, stop2) = (api.clone(), stop.clone());
@@ -105,21 +92,16 @@ async fn rebuild_all(api: Arc<Api>, stop: Arc<AtomicBool>) -> anyhow::Result<(u6
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         for p in PROJECTIONS {
-            let r = api
-                .client
-                .post(format!("{}/v1/admin/projections/{p}/rebuild", api.url))
-                .bearer_auth(&api.key)
-                .send()
+            let path = format!("/v1/admin/projections/{p}/rebuild");
+            api.client
+                .send(&format!("POST {path}"), || {
+                    api.client.request(reqwest::Method::POST, &path)
+                })
                 .await
-                .context("asking for a rebuild")?;
-            anyhow::ensure!(
-                r.status().as_u16() == 202,
-                "POST rebuild of {p}: {}",
-                r.status()
-            );
+                .with_context(|| format!("asking for a rebuild of {p}"))?;
         }
         let position = loop {
-            let (_, list, _) = api.get("/v1/admin/projections").await?;
+            let (list, _) = api.get("/v1/admin/projections").await?;
             let models = list["projections"].as_array().cloned().unwrap_or_default();
             if models.iter().all(|m| m.get("rebuild").is_none()) {
                 break models
@@ -162,14 +144,13 @@ async fn check_one(
     rows: &str,
     report: &mut RebuildReport,
 ) -> anyhow::Result<()> {
-    let (status, now, took) = api.get(path).await?;
-    anyhow::ensure!(status == 200, "{path}: {status} {now}");
+    let (now, took) = api.get(path).await?;
     report.longest_query_ms = report.longest_query_ms.max(took.as_secs_f64() * 1000.0);
     let position = now["position"].as_u64().context("an answer's position")?;
-    let (status, then, _) = api
+    let (then, _) = api
         .get(&format!("{path}?as_of_position={position}"))
-        .await?;
-    anyhow::ensure!(status == 200, "{path} as of {position}: {status} {then}");
+        .await
+        .with_context(|| format!("{path} as of {position}"))?;
     report.queries += 1;
     let count = |v: &Value| v[rows].as_array().map_or(0, Vec::len);
     if count(&now) == 0 && count(&then) > 0 {

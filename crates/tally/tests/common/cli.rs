@@ -72,3 +72,38 @@ pub fn counts(summary: &Value) -> BTreeMap<(String, u64), u64> {
         })
         .collect()
 }
+
+/// `tally ARGS` as a client of the server at `url` with `key` (`TALLY_URL`, `TALLY_KEY`), run in
+/// `dir` with `envs` besides, not yet started (for a command that keeps running).
+pub fn client_command(
+    dir: &Path,
+    url: &str,
+    key: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+    command.args(args).current_dir(dir).stdin(Stdio::null());
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("TALLY_") {
+            command.env_remove(var);
+        }
+    }
+    command.env("TALLY_URL", url).env("TALLY_KEY", key);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command
+}
+
+/// [`client_command`] run to its end: exit status and output.
+pub fn client(dir: &Path, url: &str, key: &str, args: &[&str], envs: &[(&str, &str)]) -> Checked {
+    let out = client_command(dir, url, key, args, envs)
+        .output()
+        .expect("run tally");
+    Checked {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
