@@ -160,7 +160,16 @@ async fn submit(
             crate::metrics::accepted(kind);
             Ok(accepted(command_id))
         }
-        Submitted::Replayed { command_id } => Ok(accepted(command_id)),
+        Submitted::Replayed { command_id } => {
+            // The first answer again, marked as such (as Stripe's API does), so a client can tell
+            // a retry that had got through from a new command.
+            let mut r = accepted(command_id);
+            r.headers_mut().insert(
+                axum::http::HeaderName::from_static("idempotent-replayed"),
+                HeaderValue::from_static("true"),
+            );
+            Ok(r)
+        }
         Submitted::KeyReused => Err(ApiError::IdempotencyConflict),
     }
 }

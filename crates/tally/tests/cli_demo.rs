@@ -72,7 +72,10 @@ async fn the_demo_serves_traffic_and_stops_cleanly_on_ctrl_c() {
     let root = http.get(&url).send().await.unwrap();
     assert_eq!(root.status().as_u16(), 200, "{url}");
     let page = root.text().await.unwrap();
-    assert!(page.contains("/dashboard/app.js"), "{url} serves the dashboard");
+    assert!(
+        page.contains("/dashboard/app.js"),
+        "{url} serves the dashboard"
+    );
 
     // The simulated traffic: sales appear in the log, in stores on both sides of the date line.
     let deadline = Instant::now() + PATIENCE;

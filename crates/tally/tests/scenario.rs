@@ -1034,9 +1034,20 @@ async fn check_idempotency(d: &mut Driver) {
     let body = json!({"sale_id": "s-idem-1", "store_id": "la", "occurred_at": at,
                       "lines": [{"item_id": "b2", "quantity": 2, "unit_price_cents": 75}]});
     let key = "retry-7f3a";
-    let (s1, first) = json_of(post_with_key(&d.app, &d.app.admin, key, &body).await).await;
+    let r1 = post_with_key(&d.app, &d.app.admin, key, &body).await;
+    assert!(
+        r1.headers().get("idempotent-replayed").is_none(),
+        "a first answer is no replay"
+    );
+    let (s1, first) = json_of(r1).await;
     assert_eq!(s1, StatusCode::ACCEPTED, "{first}");
-    let (s2, second) = json_of(post_with_key(&d.app, &d.app.admin, key, &body).await).await;
+    let r2 = post_with_key(&d.app, &d.app.admin, key, &body).await;
+    assert_eq!(
+        r2.headers()["idempotent-replayed"],
+        "true",
+        "a replay says so"
+    );
+    let (s2, second) = json_of(r2).await;
     assert_eq!(s2, StatusCode::ACCEPTED, "{second}");
     assert_eq!(
         first["command_id"], second["command_id"],

@@ -1,20 +1,14 @@
 //! Sending an import's commands, a few in flight, each under an idempotency key made from its id
 //! (`import-sale-<sale_id>`), then reading back how each ended.
 //!
-//! The server answers a repeated idempotency key with the first answer, the same `command_id`. That
-//! id is a UUIDv7 the gateway minted (to the millisecond) when it first accepted the command, so a
-//! command whose id was minted before this run began was imported before: it is counted as
-//! "already imported", not sent. The server's clock is taken to be this machine's unless its `Date`
-//! header says they differ by more than a second; then the offset that header shows is applied.
-//! Between machines whose clocks differ by a few milliseconds, a command sent right at the start
-//! may be counted wrongly (as sent, or as already imported); the books never are: the idempotency
-//! key keeps a command from being imported twice whatever the count says.
+//! The server answers a repeated idempotency key with the first answer (the same `command_id`)
+//! and says so with `Idempotent-Replayed: true`: such a command was imported by an earlier run and
+//! is counted as "already imported", not sent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use jiff::Timestamp;
 
 use super::Kind;
 use super::validate::Ready;
@@ -45,43 +39,6 @@ pub struct Outcomes {
     pub wait_secs: f64,
 }
 
-/// The server's clock minus this machine's: zero when its `Date` header (whole seconds) agrees
-/// with this clock, else the difference that header shows (to about half a second).
-pub async fn clock_offset(client: &Client) -> jiff::SignedDuration {
-    let before = Timestamp::now();
-    let date = async {
-        let r = client.send("GET /healthz", || {
-            client.request(reqwest::Method::GET, "/healthz")
-        });
-        let answer = r.await.ok()?;
-        let date = answer.headers.get(reqwest::header::DATE)?.to_str().ok()?;
-        jiff::fmt::rfc2822::parse(date).ok().map(|z| z.timestamp())
-    };
-    let Some(date) = date.await else {
-        return jiff::SignedDuration::ZERO;
-    };
-    let after = Timestamp::now();
-    let second = jiff::SignedDuration::from_secs(1);
-    if date <= after && before < date + second {
-        return jiff::SignedDuration::ZERO;
-    }
-    let middle = before + before.duration_until(after) / 2;
-    middle.duration_until(date + second / 2)
-}
-
-/// Whether a command id was minted before `since`.
-fn minted_before(command_id: &str, since: Timestamp) -> bool {
-    let Some(ts) = uuid::Uuid::parse_str(command_id)
-        .ok()
-        .and_then(|u| u.get_timestamp())
-    else {
-        return false;
-    };
-    let (secs, nanos) = ts.to_unix();
-    let minted_ms = secs as i128 * 1000 + i128::from(nanos / 1_000_000);
-    minted_ms < i128::from(since.as_millisecond())
-}
-
 /// Tries of a request whose connection was lost before the run gives up.
 const LOST_TRIES: u64 = 5;
 
@@ -90,7 +47,6 @@ async fn send_one(
     client: &Client,
     kind: Kind,
     r: &Ready,
-    since: Timestamp,
 ) -> anyhow::Result<Result<(String, bool), String>> {
     let key = format!("import-{}-{}", kind.singular(), r.id);
     // A lost connection is tried again a few times: under the same idempotency key, a request
@@ -113,7 +69,10 @@ async fn send_one(
                 .as_str()
                 .context("a 202 names its command_id")?
                 .to_owned();
-            let fresh = !minted_before(&id, since);
+            let fresh = !answer
+                .headers
+                .get("idempotent-replayed")
+                .is_some_and(|v| v.as_bytes() == b"true");
             Ok(Ok((id, fresh)))
         }
         Err(e) => match problem_of(&e) {
@@ -157,14 +116,11 @@ pub async fn send_all(
     rows_done: &AtomicU64,
     wait: bool,
 ) -> anyhow::Result<Outcomes> {
-    let started = Timestamp::now();
-    // This run's start by the server's clock: an id minted before it is an earlier run's.
-    let since = started + clock_offset(client).await;
     let sending = std::time::Instant::now();
     let sent: Vec<anyhow::Result<(usize, Fate, Option<String>)>> =
         futures_util::stream::iter(ready.iter().enumerate())
             .map(|(i, r)| async move {
-                let answer = send_one(client, kind, r, since).await?;
+                let answer = send_one(client, kind, r).await?;
                 rows_done.fetch_add(r.rows, Ordering::Relaxed);
                 Ok(match answer {
                     Ok((id, true)) => (i, Fate::Sent, Some(id)),
@@ -220,24 +176,4 @@ pub async fn send_all(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_command_id_tells_when_it_was_minted() {
-        let now = Timestamp::now();
-        let fresh = uuid::Uuid::now_v7().to_string();
-        assert!(!minted_before(
-            &fresh,
-            now - jiff::SignedDuration::from_secs(1)
-        ));
-        assert!(minted_before(
-            &fresh,
-            now + jiff::SignedDuration::from_secs(2)
-        ));
-        assert!(!minted_before("not a uuid", now));
-    }
 }
