@@ -1,7 +1,7 @@
 //! The STOMP 1.2 codec reading what an ActiveMQ broker (or anything on its port) sends: frames
 //! decoded from arbitrary bytes, fed in two pieces at an arbitrary split, must never panic, never
-//! exceed the frame limit, and give the same frames as when fed at once. Header escaping must
-//! round-trip every string.
+//! exceed the frame limit, and give the same frames as when fed at once (heart-beats counted as
+//! runs). Header escaping must round-trip every string.
 #![no_main]
 
 use bytes::BytesMut;
@@ -19,7 +19,14 @@ fn frames(chunks: &[&[u8]]) -> (Vec<String>, bool) {
         buf.extend_from_slice(chunk);
         loop {
             match codec.decode(&mut buf) {
-                Ok(Some(item)) => out.push(format!("{item:?}")),
+                Ok(Some(item)) => {
+                    let item = format!("{item:?}");
+                    // A run of end-of-lines is one heart-beat however it arrives: what counts
+                    // is that something arrived, not how many.
+                    if !(item == "HeartBeat" && out.last().is_some_and(|l| l == "HeartBeat")) {
+                        out.push(item);
+                    }
+                }
                 Ok(None) => break,
                 Err(_) => return (out, true),
             }
