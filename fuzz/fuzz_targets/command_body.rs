@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
             correlation_id: None,
             command,
         };
-        let back = CommandEnvelope::decode(&envelope.encode()).expect("an accepted command decodes");
+        let back =
+            CommandEnvelope::decode(&envelope.encode()).expect("an accepted command decodes");
         assert_eq!(back, envelope);
     }
 });

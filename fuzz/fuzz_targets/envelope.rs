@@ -8,7 +8,8 @@ use tally_core::model::CommandEnvelope;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(envelope) = CommandEnvelope::decode(data) {
-        let again = CommandEnvelope::decode(&envelope.encode()).expect("re-encoded envelope decodes");
+        let again =
+            CommandEnvelope::decode(&envelope.encode()).expect("re-encoded envelope decodes");
         assert_eq!(again, envelope);
     }
 });

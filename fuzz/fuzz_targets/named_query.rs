@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
         roles,
         scope_param: scope,
         timeout: None,
-        origin: Origin { file: "fuzz".into(), line: 1 },
+        origin: Origin {
+            file: "fuzz".into(),
+            line: 1,
+        },
     };
     if let Ok(q) = Query::new(spec) {
         let a = q.numbered(|n, _| format!("${n}"));

@@ -33,7 +33,10 @@ fn named() -> Named {
         roles: vec!["admin".into()],
         scope_param: Some("store_id".into()),
         timeout: None,
-        origin: Origin { file: "fuzz".into(), line: 1 },
+        origin: Origin {
+            file: "fuzz".into(),
+            line: 1,
+        },
     })
     .expect("the fuzzed query is valid")
 }

@@ -69,10 +69,10 @@ async fn send_one(
                 .as_str()
                 .context("a 202 names its command_id")?
                 .to_owned();
-            let fresh = !answer
+            let fresh = answer
                 .headers
                 .get("idempotent-replayed")
-                .is_some_and(|v| v.as_bytes() == b"true");
+                .is_none_or(|v| v.as_bytes() != b"true");
             Ok(Ok((id, fresh)))
         }
         Err(e) => match problem_of(&e) {
