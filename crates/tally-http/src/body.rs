@@ -41,6 +41,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is a JSON object. Anything else is refused before serde sees it: serde reads a
+    // struct from an array too (its fields by position), which the contract does not offer.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(_) => {
+            check_syntax(bytes)?;
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
+    }
     // Most bodies are good: decode them without tracking the path, which costs an allocation per
     // field; only a body that fails is decoded again to say where.
     if let Ok(value) = serde_json::from_slice(bytes) {
@@ -67,6 +76,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn check_syntax(bytes: &[u8]) -> Result<(), ApiError> {
+    // JSON text is UTF-8 (RFC 8259); serde skips what it ignores without checking it.
+    std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::MalformedJson(format!("the body is not UTF-8: {e}")))?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde::de::IgnoredAny::deserialize(&mut de)
         .and_then(|_| de.end())
