@@ -68,6 +68,11 @@
     const t = new Date(Date.UTC(y, m - 1, d + n));
     return t.toISOString().slice(0, 10);
   }
+  // Every date from `first` to `last`, both included.
+  function daysBetween(first, last) {
+    const ms = (d) => Date.UTC(...d.split("-").map((x, i) => Number(x) - (i === 1 ? 1 : 0)));
+    return daysBack(last, Math.round((ms(last) - ms(first)) / 86400000) + 1);
+  }
   function daysBack(today, n) {
     const out = [];
     for (let i = n - 1; i >= 0; i--) out.push(addDays(today, -i));
@@ -331,7 +336,7 @@
   }
 
   window.Tally = { state, h, clear, fill, api, q, enc, can, money, shortMoney, count, percent, addDays, daysBack,
-    summary, refresh, showError };
+    daysBetween, summary, refresh, showError };
 
   document.addEventListener("DOMContentLoaded", () => {
     $("#login-form").addEventListener("submit", (ev) => {

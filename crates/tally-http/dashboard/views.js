@@ -5,7 +5,7 @@
 
 (function () {
   const { state, h, clear, fill, api, q, enc, can, money, shortMoney, count, percent, addDays, daysBack,
-    summary, refresh, showError } = window.Tally;
+    daysBetween, summary, refresh, showError } = window.Tally;
 
   // ---- views ---------------------------------------------------------------------------------
   function panel(title, ...body) {
@@ -32,23 +32,21 @@
     return {
       async refresh() {
         const stores = state.stores;
-        const dates = [...new Set(stores.map((s) => s.today))];
+        // One all-stores report per business date (about 31, however many stores), each store
+        // read on its own dates: its today and the 29 days before it.
+        const todays = stores.map((s) => s.today).sort();
+        const dates = todays.length ? daysBetween(addDays(todays[0], -29), todays[todays.length - 1]) : [];
         const byDate = new Map(await Promise.all(dates.map(async (d) =>
-          [d, (await api(q("/v1/reports/daily-sales", { date: d }))).stores])));
-        const todayNet = new Map(stores.map((s) => {
-          const row = (byDate.get(s.today) || []).find((r) => r.store_id === s.store_id);
-          return [s.store_id, row ? row.net_cents : 0];
-        }));
+          [d, new Map((await api(q("/v1/reports/daily-sales", { date: d }))).stores.map((r) => [r.store_id, r.net_cents]))])));
+        const net = (store, date) => (byDate.get(date) || new Map()).get(store) || 0;
+        const todayNet = new Map(stores.map((s) => [s.store_id, net(s.store_id, s.today)]));
         fill(today, TallyCharts.bars(stores.map((s) => ({
           key: s.store_id, label: s.store_id, value: todayNet.get(s.store_id),
           title: `${s.store_id} (${s.today}, ${s.timezone}): ${money(todayNet.get(s.store_id))}`,
         })), { name: "today", label: "Today's net sales per store", format: money, short: shortMoney }));
-        const reports = await Promise.all(stores.map((s) => api(q(`/v1/reports/stores/${enc(s.store_id)}/daily-sales`,
-          { from: addDays(s.today, -29), to: s.today }))));
-        const series = stores.map((s, i) => {
-          const days = new Map(reports[i].days.map((d) => [d.date, d.net_cents]));
-          return { key: s.store_id, label: s.store_id, values: daysBack(s.today, 30).map((d) => days.get(d) || 0) };
-        });
+        const series = stores.map((s) => ({
+          key: s.store_id, label: s.store_id, values: daysBack(s.today, 30).map((d) => net(s.store_id, d)),
+        }));
         const total = { key: "all", label: "All stores", strong: true,
           values: series.length ? series[0].values.map((_, i) => series.reduce((t, s) => t + s.values[i], 0)) : [] };
         const top = [...series].sort((a, b) => b.values.reduce((x, y) => x + y, 0) - a.values.reduce((x, y) => x + y, 0)).slice(0, 5);
